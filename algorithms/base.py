@@ -1,0 +1,132 @@
+"""The Strategy interface and the types that cross it (plans out, reports in).
+
+A strategy sees only what a real server sees (:class:`FleetView`): device ids, each device's
+current sparsity (the server holds the masks it was sent) and past reports (durations, bytes,
+losses, failures). Device types and profiles are *not* in the view; a strategy that needs them
+(an oracle) declares ``prior_free = False`` and receives them separately.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from devices.plan import Plan
+
+STATUSES = ("ok", "oom", "dropped", "late", "cancelled")
+"""ok: reported in time; oom: plan did not fit memory (reported the failure); dropped: device
+failed mid-round (nothing sent); late: still running at the deadline; cancelled: not needed once
+the first k reports arrived."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the server learns from one device in one round."""
+
+    device: int
+    round: int
+    plan: Plan
+    status: str
+    t_start_s: float
+    t_report_s: float  # NaN without a report
+    duration_s: float  # t_report - t_start (NaN without a report)
+    compute_s: float  # local training time the device measured (NaN if it did not train)
+    bytes_up: int
+    bytes_down: int
+    loss_before: float = float("nan")
+    loss_after: float = float("nan")
+    lora_update_norm: float = float("nan")
+
+
+@dataclass
+class RoundReports:
+    """A round's reports, column-wise (cheap for 10,000-device fleets)."""
+
+    round: int
+    devices: np.ndarray
+    plans: list[Plan]
+    status: np.ndarray  # of str
+    t_start_s: float
+    t_report_s: np.ndarray
+    compute_s: np.ndarray
+    bytes_up: np.ndarray
+    bytes_down: np.ndarray
+    loss_before: np.ndarray
+    loss_after: np.ndarray
+    lora_update_norm: np.ndarray
+    t_end_s: float = float("nan")  # round end
+
+    @property
+    def duration_s(self) -> np.ndarray:
+        return self.t_report_s - self.t_start_s
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    def __iter__(self) -> Iterator[Report]:
+        for i in range(len(self.devices)):
+            yield Report(
+                device=int(self.devices[i]), round=self.round, plan=self.plans[i], status=str(self.status[i]),
+                t_start_s=self.t_start_s, t_report_s=float(self.t_report_s[i]),
+                duration_s=float(self.t_report_s[i] - self.t_start_s), compute_s=float(self.compute_s[i]),
+                bytes_up=int(self.bytes_up[i]), bytes_down=int(self.bytes_down[i]),
+                loss_before=float(self.loss_before[i]), loss_after=float(self.loss_after[i]),
+                lora_update_norm=float(self.lora_update_norm[i]),
+            )
+
+
+@dataclass
+class FleetView:
+    """What the server knows when it plans a round."""
+
+    round: int
+    device_ids: Sequence[str]
+    prune_ratio: np.ndarray  # current (cumulative) sparsity of every device
+    last: RoundReports | None = None
+
+
+@dataclass
+class StrategyContext:
+    """Run constants a strategy may use (no device profiles here)."""
+
+    n_devices: int
+    rounds: int
+    local_steps: int
+    batch_size: int
+    num_layers: int
+    rng: np.random.Generator
+    profiles: Any = field(default=None, repr=False)  # only for prior_free = False strategies
+
+
+class Strategy(ABC):
+    """Plans every selected device's round and learns from the reports."""
+
+    name: ClassVar[str]
+    prior_free: ClassVar[bool] = True
+    aggregator: ClassVar[str] = "fedavg"
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    def __init__(self, params: BaseModel, ctx: StrategyContext):
+        self.params = params
+        self.ctx = ctx
+
+    @abstractmethod
+    def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
+        """One plan per selected device (same order). Plans must never lower a device's sparsity."""
+
+    def observe(self, round_index: int, reports: RoundReports) -> None:  # noqa: B027 (optional hook)
+        """Learn from the round's reports (bandits update here)."""
+
+    def state(self) -> dict:
+        """Everything needed to resume the strategy (checkpoints)."""
+        return {"rng": self.ctx.rng.bit_generator.state}
+
+    def set_state(self, st: dict) -> None:
+        self.ctx.rng.bit_generator.state = st["rng"]

@@ -1,0 +1,56 @@
+"""``fixed``: one plan for every device, with the pruning ratio ramped linearly to a target.
+
+    p_t = target * min(1, (t + 1) / ramp_rounds)        (ramp_rounds defaults to training.rounds)
+
+so the fleet reaches the target sparsity at round ramp_rounds - 1 and stays there. Rank, LoRA
+depth, local steps and batch are the same for all devices: the "uniform configuration" against
+which FedSpine's per-device choices are measured (fedspine-method.md section 6).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from algorithms.base import FleetView, Strategy
+from algorithms.registry import register
+from devices.plan import Plan, top_layers
+
+
+class FixedParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prune_target: Annotated[float, Field(ge=0, le=0.95, allow_inf_nan=False)] = 0.0
+    ramp_rounds: Annotated[int, Field(ge=1)] | None = None
+    rank: Annotated[int, Field(ge=1, le=4096)] = 8
+    lora_depth: Annotated[int, Field(ge=1)] | None = None
+    local_steps: Annotated[int, Field(ge=1)] | None = None
+    batch_size: Annotated[int, Field(ge=1)] | None = None
+
+
+@register
+class FixedStrategy(Strategy):
+    name = "fixed"
+    Params = FixedParams
+    aggregator = "fedavg"
+
+    def prune_at(self, round_index: int) -> float:
+        p: FixedParams = self.params
+        ramp = p.ramp_rounds or self.ctx.rounds
+        return p.prune_target * min(1.0, (round_index + 1) / ramp)
+
+    def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
+        p: FixedParams = self.params
+        layers = None if p.lora_depth is None else top_layers(p.lora_depth, self.ctx.num_layers)
+        target = self.prune_at(round_index)
+        cache: dict[float, Plan] = {}
+        out = []
+        for d in selected:
+            ratio = max(target, float(view.prune_ratio[d]))  # a device that is already sparser stays so
+            plan = cache.get(ratio)
+            if plan is None:
+                plan = cache[ratio] = Plan(ratio, p.rank, layers, p.local_steps or self.ctx.local_steps,
+                                           p.batch_size or self.ctx.batch_size)
+            out.append(plan)
+        return out

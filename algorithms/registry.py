@@ -1,0 +1,37 @@
+"""Strategy registry: name -> class. A new policy registers itself with :func:`register`."""
+
+from __future__ import annotations
+
+from algorithms.base import Strategy, StrategyContext
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    if cls.name in _REGISTRY:
+        raise ValueError(f"strategy {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    if not _REGISTRY:
+        import algorithms.fixed  # noqa: F401, PLC0415
+        import algorithms.random_arms  # noqa: F401, PLC0415
+
+
+def strategy_names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_strategy_class(name: str) -> type[Strategy]:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown strategy {name!r}; allowed: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def make_strategy(name: str, params: dict, ctx: StrategyContext) -> Strategy:
+    cls = get_strategy_class(name)
+    return cls(cls.Params.model_validate(params), ctx)

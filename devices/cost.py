@@ -1,0 +1,222 @@
+"""Workload cost model: FLOPs, bytes moved, memory and message sizes of one LoRA step under a plan.
+
+Formulas from ``shared/reference/devices.md`` sections 5.1, 7.1, 7.2, 7.4 and 8 (derivations (D)
+there; the constants marked (A) are assumptions). Notation: L layers, h hidden, s sequence, b batch,
+q / kv the kept query / key-value widths, f the kept FFN width, r the LoRA rank; a matmul
+(m x k)(k x n) costs 2mkn FLOP.
+
+Structured pruning at ratio p removes floor(p * G) of the G attention groups (heads, or key/value
+groups under grouped-query attention) and floor(p * f0) of the f0 FFN channels in every layer.
+
+Forward per token and layer::
+
+    F_lin  = 2 (h q + 2 h kv + q h) + 2 n_ffn h f
+    F_attn = 2 * 2 s q                          (QK^T and A V; halved for causal models)
+    F_lora = sum over adapted matrices of 2 r (d_in + d_out)
+
+LoRA on a frozen base (backward stops at the lowest LoRA layer; n_bwd = L - lowest LoRA layer)::
+
+    F_fwd = b s [L (F_lin + F_attn) + sum_lora F_lora] + F_head
+    F_bwd = b s [n_bwd (F_lin + 2 F_attn) + 2 sum_lora F_lora] + F_head_bwd
+    F_head = 2 b (h h + h C) for a classifier on the first token, 2 b s h V for an LM head;
+    F_head_bwd = 2 F_head when the classifier is trained, F_head (input grad only) for a frozen LM head.
+
+Bytes moved per step (roofline memory term, devices.md 7.4, (A)):
+``B = W_read (1 + n_bwd / L) + 2 A`` with W_read the non-embedding weights (plus the LM head) and A
+the stored activations. Activation bytes per layer follow Korthikanti et al. (2022, arXiv 2205.05198)
+term by term with pruned widths (16-bit; x2 for fp32 activations)::
+
+    attention: 2sbh (QKV input) + 2sb q (Q) + 4sb kv (K, V) + 2sb q (out-proj input)
+               + a_kept s^2 b (2 + 3 dropout) + sbh dropout mask
+    MLP:       2sbh (input) + n_int 2 sb f (n_int = 2 GELU, 4 SwiGLU) + sbh dropout mask
+    norms:     4sbh
+    (unpruned BERT: 34 sbh + 5 a s^2 b, exactly the paper's figure)
+
+Memory (devices.md 8): weights N_kept x bytes_w + trainable x 16 B (fp32 master, grad, Adam m, v)
++ activations of the n_bwd layers x phi_frozen + LM logits b s V 10 B + runtime reserve.
+
+Messages (devices.md 5.1): up = LoRA factors (+ trained head) x bytes/param + keep-masks (1 bit per
+group and channel) + S_meta; down = the same without masks.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+from devices.plan import Plan
+from devices.workload import DTYPE_BYTES, ModelArch, Workload
+
+TRAINABLE_BYTES_PER_PARAM = 16
+"""fp32 master weight 4 + gradient 4 + Adam m and v 8 (ZeRO, Rajbhandari et al. [S40])."""
+LOGIT_BYTES_PER_ELEMENT = 10
+"""fp16 logits 2 + fp32 softmax 4 + gradient 4 (devices.md 8, (A))."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Kept widths of one layer after pruning."""
+
+    groups: int  # kept attention groups
+    q: int  # kept query width (heads x head_dim)
+    kv: int  # kept key/value width
+    heads: int  # kept query heads
+    ffn: int  # kept FFN channels
+
+
+def kept_shape(arch: ModelArch, prune_ratio: float) -> Shape:
+    g = arch.head_groups - math.floor(prune_ratio * arch.head_groups)
+    f = arch.intermediate - math.floor(prune_ratio * arch.intermediate)
+    heads = g * arch.q_heads_per_group
+    return Shape(groups=g, q=heads * arch.head_dim, kv=g * arch.head_dim, heads=heads, ffn=f)
+
+
+def lora_matrix_dims(arch: ModelArch, shape: Shape, target: str) -> list[tuple[int, int]]:
+    """(d_in, d_out) of the adapted matrices for one canonical target in one layer."""
+    h = arch.hidden
+    return {
+        "query": [(h, shape.q)],
+        "key": [(h, shape.kv)],
+        "value": [(h, shape.kv)],
+        "attn_out": [(shape.q, h)],
+        "ffn_in": [(h, shape.ffn)] * (2 if arch.is_decoder else 1),
+        "ffn_out": [(shape.ffn, h)],
+    }[target]
+
+
+def layer_params(arch: ModelArch, shape: Shape) -> int:
+    """Weights and biases of one (pruned) block."""
+    h = arch.hidden
+    if arch.is_decoder:  # no biases, two RMSNorm weights
+        attn = h * shape.q + 2 * h * shape.kv + shape.q * h
+        mlp = 3 * h * shape.ffn
+        return attn + mlp + 2 * h
+    attn = (h * shape.q + shape.q) + 2 * (h * shape.kv + shape.kv) + (shape.q * h + h)
+    mlp = (h * shape.ffn + shape.ffn) + (shape.ffn * h + h)
+    return attn + mlp + 4 * h  # two LayerNorms (weight + bias)
+
+
+def embedding_params(arch: ModelArch) -> int:
+    h = arch.hidden
+    if arch.is_decoder:
+        return arch.vocab * h
+    return (arch.vocab + arch.max_positions + arch.type_vocab) * h + 2 * h  # + embedding LayerNorm
+
+
+def head_params(arch: ModelArch, w: Workload) -> int:
+    h = arch.hidden
+    if w.task == "lm":
+        return h + (0 if arch.tie_embeddings else arch.vocab * h)  # final norm + LM head
+    return h * h + h + h * w.num_labels + w.num_labels  # pooler/dense + classifier
+
+
+def total_params(arch: ModelArch, w: Workload, prune_ratio: float = 0.0) -> int:
+    shape = kept_shape(arch, prune_ratio)
+    return embedding_params(arch) + arch.num_layers * layer_params(arch, shape) + head_params(arch, w)
+
+
+@dataclass(frozen=True)
+class PlanCost:
+    """Everything the timing and memory models need about one plan (per step unless noted)."""
+
+    flops_fwd: float
+    flops_bwd: float
+    bytes_moved: float  # DRAM traffic per step (roofline memory term)
+    kernels: int  # kernel launches per step (overhead term)
+    backward_layers: int
+    lora_params: int
+    trainable_params: int
+    memory_weights_bytes: float
+    memory_trainable_bytes: float
+    memory_activations_bytes: float
+    memory_logits_bytes: float
+    bytes_up: int
+    bytes_down: int
+
+    @property
+    def flops_per_step(self) -> float:
+        return self.flops_fwd + self.flops_bwd
+
+    @property
+    def memory_model_bytes(self) -> float:
+        """Modelled peak memory without the runtime reserve."""
+        return (
+            self.memory_weights_bytes
+            + self.memory_trainable_bytes
+            + self.memory_activations_bytes
+            + self.memory_logits_bytes
+        )
+
+
+def activation_bytes_per_layer(arch: ModelArch, shape: Shape, seq: int, batch: int) -> float:
+    """16-bit activation bytes one block stores for backward (Korthikanti et al., pruned widths)."""
+    s, b, h = seq, batch, arch.hidden
+    sb = s * b
+    dropout = not arch.is_decoder
+    attn = 2 * sb * h + 2 * sb * shape.q + 4 * sb * shape.kv + 2 * sb * shape.q
+    attn += shape.heads * s * s * b * (2 + (3 if dropout else 0)) + (sb * h if dropout else 0)
+    n_int = 4 if arch.is_decoder else 2
+    mlp = 2 * sb * h + n_int * 2 * sb * shape.ffn + (sb * h if dropout else 0)
+    return float(attn + mlp + 4 * sb * h)
+
+
+@functools.lru_cache(maxsize=4096)
+def plan_cost(w: Workload, plan: Plan, precision: str) -> PlanCost:
+    """Price ``plan`` on workload ``w`` at compute precision ``precision`` (fp32, amp or fp16)."""
+    arch = w.arch
+    L, h, s, b = arch.num_layers, arch.hidden, w.seq_len, plan.batch_size
+    shape = kept_shape(arch, plan.prune_ratio)
+    lora_layers = plan.lora_layers if plan.lora_layers is not None else tuple(range(L))
+    if min(lora_layers) < 0 or max(lora_layers) >= L:
+        raise ValueError(f"lora_layers {lora_layers} outside [0, {L - 1}]")
+    n_lora_layers = len(set(lora_layers))
+    n_bwd = L - min(lora_layers)
+
+    f_lin = 2 * (h * shape.q + 2 * h * shape.kv + shape.q * h) + 2 * arch.ffn_matrices * h * shape.ffn
+    f_attn = 2 * 2 * s * shape.q * (0.5 if arch.is_decoder else 1.0)
+    dims = [d for t in w.lora_targets for d in lora_matrix_dims(arch, shape, t)]
+    lora_per_layer = sum(plan.lora_rank * (di + do) for di, do in dims)
+    f_lora = 2 * lora_per_layer  # per token per LoRA layer
+    if w.task == "lm":
+        f_head = 2.0 * b * s * h * arch.vocab
+        f_head_bwd = f_head
+    else:
+        f_head = 2.0 * b * (h * h + h * w.num_labels)
+        f_head_bwd = 2 * f_head if w.train_head else f_head
+    tokens = b * s
+    flops_fwd = tokens * (L * (f_lin + f_attn) + n_lora_layers * f_lora) + f_head
+    flops_bwd = tokens * (n_bwd * (f_lin + 2 * f_attn) + 2 * n_lora_layers * f_lora) + f_head_bwd
+
+    bytes_w = DTYPE_BYTES[w.weight_dtype]
+    act_scale = 2.0 if precision == "fp32" else 1.0
+    act = n_bwd * activation_bytes_per_layer(arch, shape, s, b) * act_scale * w.frozen_activation_factor
+    head_w = head_params(arch, w)
+    w_read = (L * layer_params(arch, shape) + head_w) * bytes_w
+    bytes_moved = w_read * (1 + n_bwd / L) + 2 * act
+    kernels = 20 * (L + 2 * n_bwd)  # n_kernels ~ 20 L (1 + 2 d / L), devices.md 7.4 (A)
+
+    lora_params = n_lora_layers * lora_per_layer
+    head_trainable = head_w if (w.task == "classification" and w.train_head) else 0
+    trainable = lora_params + head_trainable
+    weights_mem = total_params(arch, w, plan.prune_ratio) * bytes_w
+    logits = float(tokens * arch.vocab * LOGIT_BYTES_PER_ELEMENT) if w.task == "lm" else 0.0
+
+    comm_b = DTYPE_BYTES[w.comm_dtype]
+    payload = math.ceil(trainable * comm_b)
+    mask_bytes = math.ceil(L * (arch.head_groups + arch.intermediate) / 8)
+    return PlanCost(
+        flops_fwd=float(flops_fwd),
+        flops_bwd=float(flops_bwd),
+        bytes_moved=float(bytes_moved),
+        kernels=kernels,
+        backward_layers=n_bwd,
+        lora_params=lora_params,
+        trainable_params=trainable,
+        memory_weights_bytes=float(weights_mem),
+        memory_trainable_bytes=float(trainable * TRAINABLE_BYTES_PER_PARAM),
+        memory_activations_bytes=float(act),
+        memory_logits_bytes=logits,
+        bytes_up=payload + mask_bytes + w.message_overhead_bytes,
+        bytes_down=payload + w.message_overhead_bytes,
+    )

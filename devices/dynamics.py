@@ -1,0 +1,146 @@
+"""Time-varying device state, as named seeded processes (devices.md section 6).
+
+Every process draws from its own per-device stream (``devices.rng.PerDeviceStream``) once per round
+for every device, so one device's trajectory never depends on other devices or on selection.
+
+* Power modes (6.1): ``fixed`` (the initial mode all run long); ``periodic`` (every N rounds a new
+  mode uniformly from the device's allowed set, USTC-style); ``markov`` (each round stay with
+  probability q, else move uniformly to one of the other allowed modes). Switches happen only at
+  round boundaries; an optional outage (reboot) delays the device's start after a switch.
+* Background load (6.1): multiplicative slowdown rho ~ LogNormal(mu, sigma) per device per round.
+* Dropout (6.3): per round, the device fails with probability p_d (a constant, or p_d ~ Beta(a, b)
+  drawn once per device); it fails at a uniformly random fraction of its planned round.
+* Availability (6.3): ``always``; ``periodic`` (on for ``on_fraction`` of every ``period_s``, with a
+  random phase per device, FedScale/FLASH-style charging windows); ``trace`` (explicit on-intervals).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from devices.rng import PerDeviceStream
+
+
+class PowerModeProcess:
+    """Current power-mode index (into each device's allowed list) for every device."""
+
+    def __init__(self, kind: str, allowed_counts: np.ndarray, initial: np.ndarray, every_rounds: int,
+                 stay_prob: float, stream: PerDeviceStream):
+        self.kind, self.every, self.stay = kind, every_rounds, stay_prob
+        self.counts = allowed_counts.astype(np.int64)
+        self.current = initial.astype(np.int64)
+        self.switched = np.zeros(len(initial), dtype=bool)
+        self._u = stream
+
+    def begin_round(self, r: int) -> None:
+        u = self._u.draw(r)
+        prev = self.current
+        if r == 0 or self.kind == "fixed":
+            self.switched = np.zeros(len(prev), dtype=bool)
+            return
+        if self.kind == "periodic":
+            if r % self.every == 0:
+                self.current = np.minimum((u * self.counts).astype(np.int64), self.counts - 1)
+        else:  # markov: stay with prob q, else uniform over the others
+            move = (u >= self.stay) & (self.counts > 1)
+            v = (u - self.stay) / max(1e-300, 1.0 - self.stay)  # uniform on [0, 1) given a move
+            k = np.minimum((v * (self.counts - 1)).astype(np.int64), np.maximum(self.counts - 2, 0))
+            step = np.where(k >= prev, k + 1, k)  # skip the current mode
+            self.current = np.where(move, step, prev)
+        self.switched = self.current != prev
+
+    def state(self) -> dict:
+        return {"current": self.current.copy(), "switched": self.switched.copy(), "u": self._u.state()}
+
+    def set_state(self, st: dict) -> None:
+        self.current, self.switched = np.array(st["current"]), np.array(st["switched"])
+        self._u.set_state(st["u"])
+
+
+class BackgroundLoad:
+    """rho_d(t) = exp(mu + sigma * z), z ~ N(0, 1); ``none`` gives 1."""
+
+    def __init__(self, kind: str, mu: float, sigma: float, stream: PerDeviceStream, n: int):
+        self.kind, self.mu, self.sigma, self._z, self.n = kind, mu, sigma, stream, n
+        self.factor = np.ones(n)
+
+    def begin_round(self, r: int) -> None:
+        z = self._z.draw(r)
+        self.factor = np.exp(self.mu + self.sigma * z) if self.kind == "lognormal" else np.ones(self.n)
+
+    def state(self) -> dict:
+        return {"factor": self.factor.copy(), "z": self._z.state()}
+
+    def set_state(self, st: dict) -> None:
+        self.factor = np.array(st["factor"])
+        self._z.set_state(st["z"])
+
+
+class Dropout:
+    """Per-round failure flag and the fraction of the planned round at which it strikes."""
+
+    def __init__(self, prob: np.ndarray, flag_stream: PerDeviceStream, phase_stream: PerDeviceStream):
+        self.prob = prob
+        self._flag, self._phase = flag_stream, phase_stream
+        self.drops = np.zeros(len(prob), dtype=bool)
+        self.fraction = np.zeros(len(prob))
+
+    def begin_round(self, r: int) -> None:
+        self.drops = self._flag.draw(r) < self.prob
+        self.fraction = self._phase.draw(r).copy()
+
+    def state(self) -> dict:
+        return {"flag": self._flag.state(), "phase": self._phase.state(), "drops": self.drops.copy(),
+                "fraction": self.fraction.copy()}
+
+    def set_state(self, st: dict) -> None:
+        self._flag.set_state(st["flag"])
+        self._phase.set_state(st["phase"])
+        self.drops, self.fraction = np.array(st["drops"]), np.array(st["fraction"])
+
+
+class Availability:
+    """When each device is on.
+
+    ``periodic``: device d is on during [k P + phi_d, k P + phi_d + f P) for integer k.
+    ``trace``: device d is on inside its listed [start, end) intervals (sorted, disjoint).
+    """
+
+    def __init__(self, kind: str, n: int, period_s: float = 1.0, on_fraction: float = 1.0,
+                 phase_s: np.ndarray | None = None, intervals: list[np.ndarray] | None = None):
+        self.kind, self.n = kind, n
+        self.period, self.on = period_s, on_fraction
+        self.phase = phase_s if phase_s is not None else np.zeros(n)
+        self.intervals = intervals
+
+    def window_at(self, d: int, t: float) -> tuple[float, float] | None:
+        """The on-window containing ``t`` as (start, end), or None if the device is off at ``t``."""
+        if self.kind == "always":
+            return (-np.inf, np.inf)
+        if self.kind == "periodic":
+            if self.on >= 1.0:
+                return (-np.inf, np.inf)
+            k = np.floor((t - self.phase[d]) / self.period)
+            start = k * self.period + self.phase[d]
+            end = start + self.on * self.period
+            return (float(start), float(end)) if start <= t < end else None
+        iv = self.intervals[d]
+        if len(iv) == 0:
+            return None
+        i = int(np.searchsorted(iv[:, 0], t, side="right") - 1)
+        if i >= 0 and iv[i, 0] <= t < iv[i, 1]:
+            return (float(iv[i, 0]), float(iv[i, 1]))
+        return None
+
+    def available_mask(self, t: float) -> np.ndarray:
+        """Which devices are on at time ``t`` (vectorised for ``always`` and ``periodic``)."""
+        if self.kind == "always" or (self.kind == "periodic" and self.on >= 1.0):
+            return np.ones(self.n, dtype=bool)
+        if self.kind == "periodic":
+            pos = np.mod(t - self.phase, self.period)
+            return pos < self.on * self.period
+        return np.array([self.window_at(d, t) is not None for d in range(self.n)], dtype=bool)
+
+    def window_end(self, d: int, t: float) -> float:
+        w = self.window_at(d, t)
+        return w[1] if w is not None else t

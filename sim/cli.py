@@ -1,0 +1,186 @@
+"""``fedfleet`` command line.
+
+Exit codes: 0 success; 2 bad input (scenario file, YAML, schema, override), with a message and no
+traceback; 1 a run that failed (message; ``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="fedfleet: simulate heterogeneous Jetson fleets doing federated LoRA fine-tuning with pruning.")
+
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a key: dotted.key=value (repeatable)")]
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _load(path: Path, sets: list[str] | None):
+    from sim.loader import ScenarioError, load_scenario  # noqa: PLC0415
+
+    try:
+        return load_scenario(path, sets)
+    except ScenarioError as e:
+        _fail(str(e))
+
+
+@app.command()
+def validate(scenario: Path, set_: SetOpt = None) -> None:
+    """Check a scenario file; print a one-line summary of the fleet."""
+    sc, _ = _load(scenario, set_)
+    groups = ", ".join(f"{g.count} {g.label}" for g in sc.fleet.groups)
+    typer.echo(f"ok: {sc.name}: {sc.n_devices} devices ({groups}); model {sc.workload.model}; "
+               f"{sc.training.rounds} rounds x {sc.training.local_steps} steps; algorithm {sc.algorithm.name}; "
+               f"round policy {sc.round.policy}; learning {sc.learning.kind}; seed {sc.seed}")
+
+
+@app.command()
+def run(
+    scenario: Path,
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="results root (default: output.dir of the scenario)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar, only the run directory")] = False,
+    debug: Annotated[bool, typer.Option(help="show tracebacks of failed runs")] = False,
+) -> None:
+    """Run a scenario; writes results/<scenario>/<run id>/ and prints its path and headline figures."""
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    sc, base = _load(scenario, set_)
+    from sim.loader import ScenarioError  # noqa: PLC0415
+    from sim.run import run_scenario  # noqa: PLC0415
+
+    try:
+        res = run_scenario(sc, base, out, progress=not quiet and sc.output.progress)
+    except ScenarioError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as e:  # noqa: BLE001 - report, don't dump, unless asked
+        if debug:
+            raise
+        _fail(f"run failed: {type(e).__name__}: {e} (see status.json in the run directory; --debug for a traceback)", 1)
+    s = res.summary
+    typer.echo(str(res.run_dir))
+    if not quiet:
+        idle = s["mean_idle_fraction"]
+        typer.echo(f"{s['rounds_completed']} rounds ({s['stop_reason']}), simulated {s['sim_time_s'] / 3600:.3f} h, "
+                   f"mean round {s['mean_round_s']:.1f} s, mean idle {100 * idle:.1f}%, "
+                   f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f} MB moved, "
+                   f"host {s['host']['host_time_s']:.2f} s" if idle is not None else f"{s['rounds_completed']} rounds")
+
+
+@app.command()
+def devices(
+    type_: Annotated[Optional[str], typer.Option("--type", help="only this device type")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or csv")] = "table",
+) -> None:
+    """The catalog: every device type and power mode with its peaks and source."""
+    from devices.catalog import load_catalog  # noqa: PLC0415
+
+    cat = load_catalog()
+    if type_ is not None and type_ not in cat:
+        _fail(f"unknown device type {type_!r}; allowed: {', '.join(cat)}")
+    if fmt not in ("table", "csv"):
+        _fail(f"--format {fmt!r}; allowed: table, csv")
+    header = ["type", "mode", "default", "cpus", "cpu_ghz", "gpu_sms", "gpu_mhz", "fp32_tflops", "fp16_tflops",
+              "fp16_path", "mem_bw_gbps", "ram_gib", "source"]
+    rows = []
+    for t in cat.values():
+        if type_ is not None and t.type != type_:
+            continue
+        for m in t.modes:
+            rows.append([t.type, m.name, "*" if m.is_default else "", str(m.cpu_cores_online), f"{m.cpu_max_ghz:g}",
+                         str(m.gpu_sms), f"{m.gpu_max_mhz:g}", f"{m.fp32_peak_flops / 1e12:.3f}",
+                         f"{m.fp16_peak_flops / 1e12:.2f}", "tensor" if m.fp16_on_tensor_cores else "half2",
+                         f"{m.mem_bw_bytes_per_s / 1e9:.1f}", f"{t.ram_bytes / 2**30:g}", m.source])
+    if fmt == "csv":
+        import csv  # noqa: PLC0415
+
+        w = csv.writer(sys.stdout)
+        w.writerow(header)
+        w.writerows(rows)
+        return
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title="fedfleet device catalog (peaks derived from devices.md tables 1-2; * = default mode)")
+    for h in header:
+        table.add_column(h, justify="right" if h not in ("type", "mode", "source", "fp16_path") else "left")
+    for r in rows:
+        table.add_row(*r)
+    Console(width=200).print(table)
+
+
+@app.command()
+def profile(scenario: Path, set_: SetOpt = None) -> None:
+    """Per group and power mode: step time, round time and memory fit of the scenario's first-round plan."""
+    sc, base = _load(scenario, set_)
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    from devices.cost import plan_cost  # noqa: PLC0415
+    from devices.plan import Plan  # noqa: PLC0415
+    from devices.timing import transfer_time_s  # noqa: PLC0415
+    from sim.fleet import build_fleet, build_workload  # noqa: PLC0415
+
+    w = build_workload(sc, base)
+    fleet = build_fleet(sc, base)
+    plan = Plan(0.0, int(sc.algorithm.params.get("rank", 8)) if isinstance(sc.algorithm.params.get("rank", 8), int) else 8,
+                None, sc.training.local_steps, sc.workload.batch_size)
+    table = Table(title=f"{sc.name}: {w.arch.name}, b={plan.batch_size}, s={w.seq_len}, r={plan.lora_rank}, "
+                        f"tau={plan.local_steps}, unpruned, no background load")
+    for h in ("group", "mode", "precision", "TFLOP/s achieved", "step s", "tau x step s", "up+down s @10 Mbit/s",
+              "memory GiB", "capacity GiB", "fits"):
+        table.add_column(h)
+    for prof, label in zip(fleet.profiles, fleet.group_labels):
+        c = plan_cost(w, plan, prof.precision)
+        comm = transfer_time_s(c.bytes_up, 10.0, sc.network.rtt_ms / 1e3, sc.network.k_rtt) + \
+            transfer_time_s(c.bytes_down, 10.0, sc.network.rtt_ms / 1e3, sc.network.k_rtt)
+        for m in prof.modes:
+            st = prof.step_time_s(c, m)
+            table.add_row(label, m.name, prof.precision, f"{prof.effective_flops(m) / 1e12:.3f}", f"{st:.3f}",
+                          f"{st * plan.local_steps:.1f}", f"{comm:.2f}", f"{prof.peak_memory_bytes(c) / 2**30:.2f}",
+                          f"{prof.capacity_bytes / 2**30:.1f}", "yes" if prof.fits(c) else "NO (OOM)")
+    Console(width=200).print(table)
+
+
+@app.command()
+def schema() -> None:
+    """Every scenario key with its default and meaning."""
+    from sim.scenario import schema_rows  # noqa: PLC0415
+
+    rows = schema_rows()
+    width = max(len(k) for k, _, _ in rows)
+    for k, d, desc in rows:
+        typer.echo(f"{k:<{width}}  {d:<24} {desc}")
+
+
+@app.command()
+def strategies() -> None:
+    """Registered strategies and their parameters."""
+    from algorithms.registry import get_strategy_class, strategy_names  # noqa: PLC0415
+
+    for n in strategy_names():
+        cls = get_strategy_class(n)
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        typer.echo(f"{n}: {doc}")
+        for k, f in cls.Params.model_fields.items():
+            default = f.default_factory() if f.default_factory is not None else f.default
+            typer.echo(f"    {k} = {default!r}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

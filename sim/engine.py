@@ -1,0 +1,330 @@
+"""The discrete-event core: a SimPy server process and one process per device per round.
+
+Round r (DESIGN.md, "data flow of one synchronous round"):
+
+1. The server advances the dynamics (power modes, background load, bandwidth, dropout draws) for
+   every device, waits until at least one device is available, selects devices among the available
+   ones (round policy, participation), and asks the strategy for their plans.
+2. Each selected device runs as a process: [outage after a mode switch] -> download (latency +
+   bytes / bandwidth, or a fair share of a shared channel) -> memory check (OOM report) -> local
+   training (the learner runs in host time; simulated time is tau x t_step from ``devices``) ->
+   upload -> report. A dropout or the end of its availability window ends it at that moment.
+3. The server waits as the round policy says (``all``, ``deadline``, ``first_k``), cuts off the
+   devices still running, records every phase, lets the learner aggregate, and feeds the reports
+   to the strategy.
+4. It stops at the round limit, the simulated-time budget, or the target accuracy.
+
+Simulated time is ``env.now`` in seconds and advances only by durations from ``devices``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import simpy
+
+from algorithms.base import FleetView, RoundReports, StrategyContext
+from algorithms.registry import make_strategy
+from devices.cost import plan_cost
+from devices.plan import Plan
+from devices.rng import generator
+from sim.channel import SharedChannel
+from sim.fleet import FleetModel, build_fleet, build_workload
+from sim.learner import Learner, NullLearner
+from sim.records import STATUS_CODE, Recorder, RoundBuffer
+from sim.scenario import Scenario
+
+log = logging.getLogger(__name__)
+
+OK, OOM, DROPPED, LATE, CANCELLED = (STATUS_CODE[s] for s in ("ok", "oom", "dropped", "late", "cancelled"))
+
+
+class StrategyError(RuntimeError):
+    """A strategy broke the contract (e.g. lowered a device's sparsity)."""
+
+
+@dataclass
+class RunOutput:
+    rounds: object  # pandas DataFrame
+    device_rounds: object
+    stop_reason: str
+    sim_time_s: float
+    host_time_s: float
+
+
+class Simulation:
+    """One run of one scenario. ``run()`` returns the records; it never touches the disk."""
+
+    def __init__(self, sc: Scenario, base_dir: Path | None = None, learner: Learner | None = None,
+                 on_round: Callable[[dict], None] | None = None):
+        self.sc = sc
+        self.workload = build_workload(sc, base_dir)
+        self.fleet: FleetModel = build_fleet(sc, base_dir)
+        self.learner: Learner = learner or NullLearner()
+        self.on_round = on_round
+        ctx = StrategyContext(
+            n_devices=self.fleet.n, rounds=sc.training.rounds, local_steps=sc.training.local_steps,
+            batch_size=sc.workload.batch_size, num_layers=self.workload.arch.num_layers,
+            rng=generator(sc.seed, f"strategy.{sc.algorithm.name}"),
+        )
+        self.strategy = make_strategy(sc.algorithm.name, sc.algorithm.params, ctx)
+        if not self.strategy.prior_free:
+            ctx.profiles = self.fleet.profiles
+        self.env = simpy.Environment()
+        self.recorder = Recorder(self.fleet.ids, self.fleet.group_labels, self.fleet.group_types,
+                                 self.fleet.placement_names, self.fleet.slot_names)
+        self.select_rng = generator(sc.seed, "server.selection")
+        net = sc.network
+        self.latency_s = net.k_rtt * net.rtt_ms / 1000.0
+        self.eta_net = net.efficiency
+        self.channels: list[SharedChannel] | None = None
+        if net.contention == "shared":
+            ch = SharedChannel(self.env)
+            self.channels = [ch] * len(self.fleet.placement_names)
+        elif net.contention == "per_class":
+            self.channels = [SharedChannel(self.env) for _ in self.fleet.placement_names]
+        self.stop_reason = "rounds"
+        self.last_eval: dict[str, float] = {}
+        self._last_median: float = math.nan
+
+    # ------------------------------------------------------------------ server
+    def run(self) -> RunOutput:
+        t0 = time.perf_counter()
+        self.env.process(self._server())
+        self.env.run()
+        return RunOutput(self.recorder.rounds_frame(), self.recorder.device_rounds_frame(), self.stop_reason,
+                         float(self.env.now), time.perf_counter() - t0)
+
+    def _server(self):
+        sc, fleet, env = self.sc, self.fleet, self.env
+        for r in range(sc.training.rounds):
+            if sc.training.time_budget_s is not None and env.now >= sc.training.time_budget_s:
+                self.stop_reason = "time_budget"
+                return
+            fleet.begin_round(r)
+            avail = fleet.availability.available_mask(env.now)
+            if not avail.any():
+                t_next = self._next_availability(env.now)
+                if not math.isfinite(t_next):
+                    self.stop_reason = "no_device_available"
+                    return
+                yield env.timeout(t_next - env.now)
+                avail = fleet.availability.available_mask(env.now)
+            selected = self._select(np.flatnonzero(avail))
+            yield from self._round(r, selected)
+            if sc.training.target_accuracy is not None and self.last_eval.get("accuracy", -1.0) >= sc.training.target_accuracy:
+                self.stop_reason = "target_accuracy"
+                return
+
+    def _next_availability(self, t: float) -> float:
+        av = self.fleet.availability
+        if av.kind == "periodic":
+            k = np.ceil((t - av.phase) / av.period)
+            return float(np.min(k * av.period + av.phase))
+        if av.kind == "trace":
+            starts = [iv[iv[:, 0] > t, 0] for iv in av.intervals]
+            cand = [s.min() for s in starts if len(s)]
+            return float(min(cand)) if cand else math.inf
+        return t
+
+    def _select(self, candidates: np.ndarray) -> np.ndarray:
+        rs = self.sc.round
+        if rs.policy == "first_k":
+            n = min(len(candidates), math.ceil(rs.k * rs.over_selection))
+        else:
+            n = max(1, math.ceil(rs.participation * len(candidates)))
+        if n >= len(candidates):
+            return candidates
+        return np.sort(self.select_rng.choice(candidates, size=n, replace=False))
+
+    def _round(self, r: int, selected: np.ndarray):
+        sc, fleet, env = self.sc, self.fleet, self.env
+        t_start = env.now
+        view = FleetView(round=r, device_ids=fleet.ids, prune_ratio=fleet.prune_ratio, last=self._last_reports)
+        plans = self.strategy.plan(r, view, selected)
+        if len(plans) != len(selected):
+            raise StrategyError(f"strategy returned {len(plans)} plans for {len(selected)} devices")
+        buf = RoundBuffer(r, t_start, selected, plans)
+        groups = fleet.group[selected]
+        slots = fleet.slots(selected)
+        load = fleet.load.factor[selected]
+        n = len(selected)
+        flops = np.empty(n)
+        moved = np.empty(n)
+        kernels = np.empty(n)
+        memory = np.empty(n)
+        costs = []
+        for j, (d, plan) in enumerate(zip(selected, plans)):
+            if plan.prune_ratio < fleet.prune_ratio[d] - 1e-12:
+                raise StrategyError(f"round {r}: plan lowers {fleet.ids[d]}'s sparsity "
+                                    f"{fleet.prune_ratio[d]} -> {plan.prune_ratio}")
+            if plan.lora_layers is not None and max(plan.lora_layers) >= self.workload.arch.num_layers:
+                raise StrategyError(f"round {r}: plan for {fleet.ids[d]} names LoRA layers beyond the model")
+            c = plan_cost(self.workload, plan, fleet.profiles[groups[j]].precision)
+            costs.append(c)
+            flops[j], moved[j], kernels[j] = c.flops_per_step, c.bytes_moved, c.kernels
+            memory[j] = c.memory_model_bytes
+        memory += fleet.reserve_bytes[groups]
+        capacity = fleet.capacity_bytes[groups]
+        step_s = fleet.mode_table.step_times_s(slots, flops, moved, kernels, load)
+        buf.step_time_s[:] = step_s
+
+        # dropout / availability: the moment each device fails, if it does
+        outage = np.where(fleet.modes.switched[selected], sc.dynamics.power_mode.switch_outage_s, 0.0)
+        fail_at = np.full(n, math.inf)
+        drops = fleet.dropout.drops[selected]
+        frac = fleet.dropout.fraction[selected]
+        av = fleet.availability
+        for j, d in enumerate(selected):
+            if drops[j]:
+                est = (outage[j] + self._est_transfer(d, costs[j].bytes_down, "down")
+                       + plans[j].local_steps * step_s[j] + self._est_transfer(d, costs[j].bytes_up, "up"))
+                fail_at[j] = t_start + frac[j] * est
+            if av.kind != "always":
+                fail_at[j] = min(fail_at[j], av.window_end(int(d), t_start))
+
+        # policy bookkeeping
+        rs = sc.round
+        self._pending = n
+        self._ok_count = 0
+        self._k = rs.k if rs.policy == "first_k" else None
+        self._done = env.event()
+        self._flows: list = [None] * n
+        fits = memory <= capacity
+        procs = [env.process(self._device(buf, j, int(d), plans[j], costs[j], step_s[j], fits[j], outage[j], fail_at[j]))
+                 for j, d in enumerate(selected)]
+        deadline = math.nan
+        if rs.policy == "deadline":
+            deadline = rs.deadline_s if rs.deadline_s is not None else rs.deadline_factor * self._last_median
+        if math.isfinite(deadline):
+            yield self._done | env.timeout(deadline)
+        else:
+            yield self._done
+        t_end = env.now
+        # cut off devices still running (late at a deadline, cancelled once k reports arrived)
+        cut = LATE if rs.policy == "deadline" else CANCELLED
+        for j, p in enumerate(procs):
+            if not buf.done[j]:
+                buf.status[j] = cut
+                buf.t_end_s[j] = t_end
+                buf.done[j] = True
+                if self._flows[j] is not None:
+                    self._flows[j][0].cancel(self._flows[j][1])
+                p.interrupt("round over")
+        yield env.timeout(0)  # let interrupted processes unwind at t_end
+
+        ok = buf.status == OK
+        if ok.any():
+            self._last_median = float(np.median(buf.t_report_s[ok] - t_start))
+        ok_idx = np.flatnonzero(ok)
+        fleet.prune_ratio[selected[ok_idx]] = [plans[j].prune_ratio for j in ok_idx]
+        self.learner.aggregate([int(selected[j]) for j in ok_idx], [buf.updates.get(j) for j in ok_idx],
+                               self.strategy.aggregator, [float(plans[j].batch_size * plans[j].local_steps) for j in ok_idx])
+        extra = {}
+        if getattr(self.learner, "trains", False) and (r + 1) % sc.training.eval_every == 0:
+            self.last_eval = self.learner.evaluate()
+            extra = {"accuracy": self.last_eval.get("accuracy", math.nan), "test_loss": self.last_eval.get("loss", math.nan)}
+        row = self.recorder.add_round(buf, group=groups, slots=slots, placement=fleet.placement[selected], load=load,
+                                      flops=flops, memory=memory, capacity=capacity, t_end_s=t_end,
+                                      deadline_s=deadline, extra=extra)
+        reports = RoundReports(
+            round=r, devices=selected, plans=plans, status=buf.status_names(), t_start_s=t_start,
+            t_report_s=buf.t_report_s, compute_s=buf.compute_s, bytes_up=buf.bytes_up, bytes_down=buf.bytes_down,
+            loss_before=buf.loss_before, loss_after=buf.loss_after, lora_update_norm=buf.lora_update_norm, t_end_s=t_end)
+        self.strategy.observe(r, reports)
+        self._last_reports = reports
+        if self.on_round is not None:
+            self.on_round(row)
+
+    _last_reports: RoundReports | None = None
+
+    def _est_transfer(self, d: int, size: int, direction: str) -> float:
+        return self.latency_s + self.fleet.bandwidth.data_time_s(d, size, self.env.now, direction, self.eta_net)
+
+    # ------------------------------------------------------------------ device
+    def _finish(self, buf: RoundBuffer, j: int, status: int) -> None:
+        now = self.env.now
+        buf.status[j] = status
+        buf.t_end_s[j] = now
+        buf.done[j] = True
+        self._pending -= 1
+        if status == OK:
+            self._ok_count += 1
+        if not self._done.triggered and (self._pending == 0 or (self._k is not None and self._ok_count >= self._k)):
+            self._done.succeed()
+
+    def _sleep(self, duration: float, fail_at: float):
+        """Wait ``duration``; returns False (after waiting until ``fail_at``) if the device fails first."""
+        env = self.env
+        if env.now + duration > fail_at:
+            yield env.timeout(max(0.0, fail_at - env.now))
+            return False
+        yield env.timeout(duration)
+        return True
+
+    def _transfer(self, buf: RoundBuffer, j: int, d: int, size: int, direction: str, fail_at: float):
+        """Latency + payload; with contention the payload shares the device's channel."""
+        env, bw = self.env, self.fleet.bandwidth
+        rate = bw.rate_mbps(d, env.now + self.latency_s, direction)
+        (buf.bw_up_mbps if direction == "up" else buf.bw_down_mbps)[j] = rate
+        if self.channels is None:
+            dur = self.latency_s + bw.data_time_s(d, size, env.now + self.latency_s, direction, self.eta_net)
+            return (yield from self._sleep(dur, fail_at))
+        if not (yield from self._sleep(self.latency_s, fail_at)):
+            return False
+        ch = self.channels[self.fleet.placement[d]]
+        flow = ch.start(8.0 * size / self.eta_net, rate * 1e6)
+        self._flows[j] = (ch, flow)
+        if math.isfinite(fail_at):
+            yield flow.event | env.timeout(max(0.0, fail_at - env.now))
+            if not flow.event.triggered:
+                ch.cancel(flow)
+                self._flows[j] = None
+                return False
+        else:
+            yield flow.event
+        self._flows[j] = None
+        return True
+
+    def _device(self, buf: RoundBuffer, j: int, d: int, plan: Plan, cost, step_s: float, fits: bool,
+                outage_s: float, fail_at: float):
+        env = self.env
+        try:
+            if outage_s > 0 and not (yield from self._sleep(outage_s, fail_at)):
+                return self._finish(buf, j, DROPPED)
+            buf.t_available_s[j] = env.now
+            buf.t_download_start_s[j] = env.now
+            if not (yield from self._transfer(buf, j, d, cost.bytes_down, "down", fail_at)):
+                return self._finish(buf, j, DROPPED)
+            buf.t_download_end_s[j] = env.now
+            buf.bytes_down[j] = cost.bytes_down
+            if not fits:
+                buf.t_report_s[j] = env.now
+                return self._finish(buf, j, OOM)
+            buf.t_compute_start_s[j] = env.now
+            if getattr(self.learner, "trains", False):
+                upd = self.learner.local_update(d, plan, self.sc.seed)
+                buf.loss_before[j], buf.loss_after[j], buf.lora_update_norm[j] = (
+                    upd.loss_before, upd.loss_after, upd.lora_update_norm)
+                buf.updates[j] = upd
+            compute = plan.local_steps * step_s
+            if not (yield from self._sleep(compute, fail_at)):
+                buf.compute_s[j] = env.now - buf.t_compute_start_s[j]
+                return self._finish(buf, j, DROPPED)
+            buf.compute_s[j] = compute
+            buf.t_compute_end_s[j] = env.now
+            buf.t_upload_start_s[j] = env.now
+            if not (yield from self._transfer(buf, j, d, cost.bytes_up, "up", fail_at)):
+                return self._finish(buf, j, DROPPED)
+            buf.t_upload_end_s[j] = env.now
+            buf.bytes_up[j] = cost.bytes_up
+            buf.t_report_s[j] = env.now
+            return self._finish(buf, j, OK)
+        except simpy.Interrupt:
+            return None  # the server already recorded the cut-off

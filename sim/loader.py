@@ -1,0 +1,254 @@
+"""Load a scenario: size-limited safe YAML, ``--set dotted.key=value`` overrides, validation.
+
+Every failure raises :class:`ScenarioError` whose message names the key path, the bad value and
+what is allowed; the CLI prints it and exits with status 2. Nothing here writes to disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from sim.scenario import Scenario
+
+MAX_SCENARIO_BYTES = 1_000_000
+MAX_DEPTH = 50
+
+
+class ScenarioError(ValueError):
+    """Bad scenario input (file, YAML, schema or override). ``str(e)`` is the user message."""
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load`` (no Python tags), at most 1 MB."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        raise ScenarioError(f"{p}: no such file") from None
+    except OSError as e:
+        raise ScenarioError(f"{p}: cannot read ({e.strerror})") from None
+    if not p.is_file():
+        raise ScenarioError(f"{p}: not a regular file")
+    if size > MAX_SCENARIO_BYTES:
+        raise ScenarioError(f"{p}: {size} bytes exceeds the {MAX_SCENARIO_BYTES}-byte limit for scenario files")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{p}: not UTF-8 text") from None
+    except OSError as e:
+        raise ScenarioError(f"{p}: cannot read ({e.strerror})") from None
+    return parse_yaml(text, str(p))
+
+
+def parse_yaml(text: str, origin: str = "<string>") -> dict[str, Any]:
+    if not text.strip():
+        raise ScenarioError(f"{origin}: empty scenario file")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if "python/" in str(e):
+            problem = f"{problem}; Python object tags are not allowed in scenarios"
+        raise ScenarioError(f"{origin}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ScenarioError(f"{origin}: YAML nested too deeply") from None
+    if data is None:
+        raise ScenarioError(f"{origin}: empty scenario file")
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{origin}: a scenario must be a mapping of sections, got {type(data).__name__}")
+    _check_depth(data, 0, origin)
+    return data
+
+
+def _check_depth(obj: Any, depth: int, origin: str) -> None:
+    if depth > MAX_DEPTH:
+        raise ScenarioError(f"{origin}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise ScenarioError(f"{origin}: key {k!r} must be a string")
+            _check_depth(v, depth + 1, origin)
+    elif isinstance(obj, list):
+        for v in obj:
+            _check_depth(v, depth + 1, origin)
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``dotted.key=value`` (value parsed as YAML; list items by index, e.g. fleet.groups.0.count=5)."""
+    if "=" not in assignment:
+        raise ScenarioError(f"--set {assignment!r}: expected dotted.key=value")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not key.strip() or any(not p for p in parts):
+        raise ScenarioError(f"--set {assignment!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        here = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            node = node[_index(part, node, here)]
+        elif isinstance(node, dict):
+            if part not in node or node[part] is None:
+                node[part] = {}
+            node = node[part]
+        else:
+            raise ScenarioError(f"--set {key}: {'.'.join(parts[:i])} is a {type(node).__name__}, not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_index(last, node, key)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ScenarioError(f"--set {key}: {'.'.join(parts[:-1])} is a {type(node).__name__}, not a section")
+
+
+def _index(part: str, node: list, where: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ScenarioError(f"--set {where}: index {part!r} not in 0..{len(node) - 1}")
+    return int(part)
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Field names of the model that owns ``loc[:-1]`` (to list allowed keys on an unknown key)."""
+    cur: Any = model
+    for p in loc[:-1]:
+        if isinstance(p, int) or cur is None:
+            continue
+        if isinstance(cur, type) and issubclass(cur, BaseModel):
+            f = cur.model_fields.get(p)
+            if f is None:
+                return None
+            cur = _inner(f.annotation)
+        else:
+            cur = None
+    if isinstance(cur, type) and issubclass(cur, BaseModel):
+        return list(cur.model_fields)
+    return None
+
+
+def _inner(ann: Any) -> Any:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for a in getattr(ann, "__args__", ()) or ():
+        r = _inner(a)
+        if r is not None:
+            return r
+    return None
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: tuple = ()) -> str:
+    lines = []
+    for e in err.errors():
+        loc = prefix + tuple(e["loc"])
+        typ = e["type"]
+        if typ == "extra_forbidden":
+            allowed = _allowed_keys(model, tuple(e["loc"]))
+            msg = f"unknown key {loc[-1]!r}" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+            lines.append(f"{_loc(loc[:-1])}: {msg}")
+            continue
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if typ == "missing":
+            lines.append(f"{_loc(loc)}: required key is missing")
+            continue
+        got = e.get("input")
+        if typ not in ("value_error", "assertion_error") and not isinstance(got, (dict, list)):
+            msg = f"{msg} (got {_short(got)})"
+        lines.append(f"{_loc(loc)}: {msg}")
+    return "\n".join(lines)
+
+
+def validate(data: dict[str, Any], origin: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
+    """Validate a scenario mapping, including the chosen strategy's params and the target model."""
+    from algorithms.registry import get_strategy_class, strategy_names  # noqa: PLC0415 (keeps import light)
+    from devices.workload import load_arch  # noqa: PLC0415
+
+    try:
+        sc = Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ScenarioError(f"{origin}: invalid scenario\n" + format_validation_error(e, Scenario)) from None
+    except RecursionError:
+        raise ScenarioError(f"{origin}: scenario nested too deeply") from None
+    if sc.algorithm.name not in strategy_names():
+        raise ScenarioError(
+            f"{origin}: invalid scenario\nalgorithm.name: unknown strategy {sc.algorithm.name!r}; allowed: {', '.join(strategy_names())}")
+    params_model = get_strategy_class(sc.algorithm.name).Params
+    try:
+        params_model.model_validate(sc.algorithm.params)
+    except ValidationError as e:
+        raise ScenarioError(
+            f"{origin}: invalid scenario\n" + format_validation_error(e, params_model, ("algorithm", "params"))) from None
+    try:
+        arch = load_arch(sc.workload.model, base_dir)
+    except ValueError as e:
+        raise ScenarioError(f"{origin}: invalid scenario\nworkload.model: {e}") from None
+    if sc.workload.seq_len > arch.max_positions:
+        raise ScenarioError(
+            f"{origin}: invalid scenario\nworkload.seq_len: {sc.workload.seq_len} exceeds the model's {arch.max_positions} positions")
+    for key, path in _file_refs(sc):
+        p = Path(path) if Path(path).is_absolute() or base_dir is None else base_dir / path
+        if not p.is_file():
+            raise ScenarioError(f"{origin}: invalid scenario\n{key}: file {path!r} not found")
+    return sc
+
+
+def _file_refs(sc: Scenario) -> list[tuple[str, str]]:
+    refs = [(f"network.classes.{k}.trace", c.trace) for k, c in sc.network.classes.items() if c.trace]
+    if sc.dynamics.availability.trace:
+        refs.append(("dynamics.availability.trace", sc.dynamics.availability.trace))
+    return refs
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple[Scenario, Path]:
+    """Read, override and validate; returns the scenario and the directory relative paths resolve in."""
+    p = Path(path)
+    data = read_yaml(p)
+    for a in overrides or []:
+        apply_override(data, a)
+    if data.get("name") is None:
+        stem = p.stem if p.stem and p.stem[0].isalnum() else "scenario"
+        data["name"] = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem)[:100]
+    base = p.resolve().parent
+    return validate(data, str(p), base), base
+
+
+def resolved_dict(sc: Scenario) -> dict[str, Any]:
+    """The fully resolved scenario (every default filled in), JSON-compatible."""
+    return sc.model_dump(mode="json")
+
+
+def scenario_digest(sc: Scenario) -> str:
+    """sha256 of the canonical JSON of the resolved scenario, excluding output settings."""
+    d = resolved_dict(sc)
+    d.pop("output", None)
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

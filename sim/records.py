@@ -1,0 +1,168 @@
+"""Records: one row per device per round (``device_rounds``) and one row per round (``rounds``).
+
+Per round the engine fills a :class:`RoundBuffer` (numpy columns, one slot per selected device);
+:class:`Recorder` turns the buffers into the two pandas DataFrames with fixed column order and
+categorical string columns, so the same run always yields byte-identical parquet files.
+
+Times are simulated seconds (``_s``), sizes bytes, rates Mbit/s. A phase the device never reached
+has NaN start and end. ``idle_s`` = round end - report time, for devices that reported (ok, oom).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from algorithms.base import STATUSES
+from devices.plan import Plan
+
+STATUS_CODE = {s: i for i, s in enumerate(STATUSES)}
+NAN = float("nan")
+
+TIME_COLUMNS = ("t_available_s", "t_download_start_s", "t_download_end_s", "t_compute_start_s", "t_compute_end_s",
+                "t_upload_start_s", "t_upload_end_s", "t_report_s", "t_end_s")
+
+
+class RoundBuffer:
+    """Columns for the devices selected in one round (index j = selection order)."""
+
+    def __init__(self, round_index: int, t_start_s: float, devices: np.ndarray, plans: list[Plan]):
+        n = len(devices)
+        self.round = round_index
+        self.t_start_s = t_start_s
+        self.devices = devices
+        self.plans = plans
+        self.status = np.zeros(n, dtype=np.int8)
+        for c in TIME_COLUMNS:
+            setattr(self, c, np.full(n, NAN))
+        self.step_time_s = np.full(n, NAN)
+        self.compute_s = np.full(n, NAN)
+        self.bw_down_mbps = np.full(n, NAN)
+        self.bw_up_mbps = np.full(n, NAN)
+        self.bytes_down = np.zeros(n, dtype=np.int64)
+        self.bytes_up = np.zeros(n, dtype=np.int64)
+        self.loss_before = np.full(n, NAN)
+        self.loss_after = np.full(n, NAN)
+        self.lora_update_norm = np.full(n, NAN)
+        self.done = np.zeros(n, dtype=bool)
+        self.updates: dict[int, object] = {}  # learner updates by slot j (real learning)
+
+    def status_names(self) -> np.ndarray:
+        return np.array(STATUSES, dtype=object)[self.status]
+
+
+class Recorder:
+    """Accumulates per-round columns; builds the two result tables at the end."""
+
+    def __init__(self, ids: list[str], group_labels: list[str], group_types: list[str], placement_names: list[str],
+                 slot_names: list[str]):
+        self.ids = ids
+        self.group_labels = group_labels
+        self.group_types = group_types
+        self.placement_names = placement_names
+        self.slot_names = slot_names
+        self._dev: list[dict[str, np.ndarray]] = []
+        self._rounds: list[dict] = []
+
+    def add_round(self, buf: RoundBuffer, *, group: np.ndarray, slots: np.ndarray, placement: np.ndarray,
+                  load: np.ndarray, flops: np.ndarray, memory: np.ndarray, capacity: np.ndarray,
+                  t_end_s: float, deadline_s: float, extra: dict | None = None) -> dict:
+        n = len(buf.devices)
+        plans = buf.plans
+        reported = (buf.status == STATUS_CODE["ok"]) | (buf.status == STATUS_CODE["oom"])
+        idle = np.where(reported, t_end_s - buf.t_report_s, NAN)
+        duration = t_end_s - buf.t_start_s
+        cols = {
+            "round": np.full(n, buf.round, dtype=np.int64),
+            "device_index": buf.devices.astype(np.int64),
+            "group_index": group.astype(np.int64),
+            "mode_slot": slots.astype(np.int64),
+            "placement_index": placement.astype(np.int64),
+            "status_code": buf.status.copy(),
+            "prune_ratio": np.array([p.prune_ratio for p in plans], dtype=float),
+            "lora_rank": np.array([p.lora_rank for p in plans], dtype=np.int64),
+            "lora_layers": np.array([-1 if p.lora_layers is None else len(p.lora_layers) for p in plans], dtype=np.int64),
+            "local_steps": np.array([p.local_steps for p in plans], dtype=np.int64),
+            "batch_size": np.array([p.batch_size for p in plans], dtype=np.int64),
+            "t_round_start_s": np.full(n, buf.t_start_s),
+        }
+        for c in TIME_COLUMNS:
+            cols[c] = getattr(buf, c).copy()
+        cols.update({
+            "round_end_s": np.full(n, t_end_s),
+            "idle_s": idle,
+            "idle_fraction": idle / duration if duration > 0 else np.where(reported, 0.0, NAN),
+            "step_time_s": buf.step_time_s.copy(),
+            "compute_s": buf.compute_s.copy(),
+            "flops_per_step": flops.astype(float),
+            "background_load": load.astype(float),
+            "bw_down_mbps": buf.bw_down_mbps.copy(),
+            "bw_up_mbps": buf.bw_up_mbps.copy(),
+            "bytes_down": buf.bytes_down.copy(),
+            "bytes_up": buf.bytes_up.copy(),
+            "memory_peak_bytes": memory.astype(float),
+            "memory_capacity_bytes": capacity.astype(float),
+            "loss_before": buf.loss_before.copy(),
+            "loss_after": buf.loss_after.copy(),
+            "lora_update_norm": buf.lora_update_norm.copy(),
+            "reward": np.full(n, NAN),
+            "credited": buf.status == STATUS_CODE["ok"],
+        })
+        self._dev.append(cols)
+        st = buf.status
+        ok = st == STATUS_CODE["ok"]
+        dev_time = buf.t_report_s[ok] - buf.t_start_s
+        row = {
+            "round": buf.round,
+            "t_start_s": buf.t_start_s,
+            "t_end_s": t_end_s,
+            "duration_s": duration,
+            "n_selected": n,
+            "n_ok": int(ok.sum()),
+            "n_oom": int((st == STATUS_CODE["oom"]).sum()),
+            "n_dropped": int((st == STATUS_CODE["dropped"]).sum()),
+            "n_late": int((st == STATUS_CODE["late"]).sum()),
+            "n_cancelled": int((st == STATUS_CODE["cancelled"]).sum()),
+            "deadline_s": deadline_s,
+            "median_device_time_s": float(np.median(dev_time)) if len(dev_time) else NAN,
+            "max_device_time_s": float(dev_time.max()) if len(dev_time) else NAN,
+            "mean_idle_fraction": float(np.nanmean(cols["idle_fraction"])) if reported.any() else NAN,
+            "max_idle_fraction": float(np.nanmax(cols["idle_fraction"])) if reported.any() else NAN,
+            "bytes_down": int(buf.bytes_down.sum()),
+            "bytes_up": int(buf.bytes_up.sum()),
+            "mean_prune_ratio": float(cols["prune_ratio"][ok].mean()) if ok.any() else NAN,
+            "mean_lora_rank": float(cols["lora_rank"][ok].mean()) if ok.any() else NAN,
+            "accuracy": NAN,
+            "test_loss": NAN,
+        }
+        if extra:
+            row.update(extra)
+        self._rounds.append(row)
+        return row
+
+    @property
+    def rounds_done(self) -> int:
+        return len(self._rounds)
+
+    def device_rounds_frame(self) -> pd.DataFrame:
+        if self._dev:
+            cols = {k: np.concatenate([c[k] for c in self._dev]) for k in self._dev[0]}
+        else:
+            cols = {}
+        df = pd.DataFrame(cols)
+        if df.empty:
+            return df
+        df.insert(2, "device_id", pd.Categorical.from_codes(df["device_index"].to_numpy(), categories=self.ids))
+        df.insert(3, "group", pd.Categorical.from_codes(df["group_index"].to_numpy(), categories=self.group_labels))
+        type_names = sorted(set(self.group_types))
+        type_codes = np.array([type_names.index(t) for t in self.group_types])[df["group_index"].to_numpy()]
+        df.insert(4, "device_type", pd.Categorical.from_codes(type_codes, categories=type_names))
+        mode_names = sorted(set(self.slot_names))
+        mode_codes = np.array([mode_names.index(m) for m in self.slot_names])[df["mode_slot"].to_numpy()]
+        df.insert(5, "power_mode", pd.Categorical.from_codes(mode_codes, categories=mode_names))
+        df.insert(6, "placement", pd.Categorical.from_codes(df["placement_index"].to_numpy(), categories=self.placement_names))
+        df.insert(7, "status", pd.Categorical.from_codes(df["status_code"].to_numpy().astype(np.int64), categories=list(STATUSES)))
+        return df.drop(columns=["group_index", "mode_slot", "placement_index", "status_code"])
+
+    def rounds_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self._rounds)

@@ -1,0 +1,140 @@
+"""Run a scenario end to end: simulate, verify, write the run directory."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from devices.cost import plan_cost
+from devices.plan import Plan, top_layers
+from sim import __version__
+from sim.engine import RunOutput, Simulation
+from sim.loader import resolved_dict, scenario_digest
+from sim.scenario import Scenario
+from sim.store import atomic_write_json, atomic_write_parquet, atomic_write_yaml, new_run_dir
+from sim.verify import verify
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path | None
+    summary: dict
+    rounds: pd.DataFrame
+    device_rounds: pd.DataFrame
+
+
+def versions() -> dict[str, str]:
+    import pydantic  # noqa: PLC0415
+    import simpy  # noqa: PLC0415
+
+    return {"fedfleet": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "pandas": pd.__version__, "simpy": simpy.__version__, "pydantic": pydantic.__version__}
+
+
+def expected_bytes(sim: Simulation, dev: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Re-price every row's plan with the cost model (vectorised over distinct plans)."""
+    if dev.empty:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    keys = ["prune_ratio", "lora_rank", "lora_layers", "local_steps", "batch_size", "group"]
+    uniq = dev[keys].drop_duplicates().reset_index(drop=True)
+    L = sim.workload.arch.num_layers
+    labels = sim.fleet.group_labels
+    down, up = [], []
+    for r in uniq.itertuples(index=False):
+        layers = None if r.lora_layers < 0 else top_layers(int(r.lora_layers), L)
+        plan = Plan(float(r.prune_ratio), int(r.lora_rank), layers, int(r.local_steps), int(r.batch_size))
+        c = plan_cost(sim.workload, plan, sim.fleet.profiles[labels.index(str(r.group))].precision)
+        down.append(c.bytes_down)
+        up.append(c.bytes_up)
+    uniq["_down"], uniq["_up"] = down, up
+    m = dev[keys].merge(uniq, on=keys, how="left")
+    return m["_down"].to_numpy(np.int64), m["_up"].to_numpy(np.int64)
+
+
+def summarize(sc: Scenario, out: RunOutput, run_id: str) -> dict:
+    rounds, dev = out.rounds, out.device_rounds
+    acc = rounds["accuracy"].to_numpy(dtype=float) if len(rounds) else np.array([])
+    target = sc.training.target_accuracy
+    t_target = None
+    if target is not None and len(acc):
+        hit = np.flatnonzero(acc >= target)
+        if len(hit):
+            t_target = float(rounds["t_end_s"].iloc[hit[0]])
+    finite_acc = acc[~np.isnan(acc)] if len(acc) else acc
+    status_counts = dev["status"].value_counts().reindex(["ok", "oom", "dropped", "late", "cancelled"], fill_value=0) \
+        if len(dev) else pd.Series(dtype=int)
+    return {
+        "scenario": sc.name,
+        "run_id": run_id,
+        "seed": sc.seed,
+        "algorithm": sc.algorithm.name,
+        "learning": sc.learning.kind,
+        "n_devices": sc.n_devices,
+        "rounds_completed": int(len(rounds)),
+        "stop_reason": out.stop_reason,
+        "sim_time_s": out.sim_time_s,
+        "final_accuracy": float(finite_acc[-1]) if len(finite_acc) else None,
+        "target_accuracy": target,
+        "time_to_target_s": t_target,
+        "bytes_up_total": int(rounds["bytes_up"].sum()) if len(rounds) else 0,
+        "bytes_down_total": int(rounds["bytes_down"].sum()) if len(rounds) else 0,
+        "mean_round_s": float(rounds["duration_s"].mean()) if len(rounds) else None,
+        "mean_idle_fraction": float(np.nanmean(rounds["mean_idle_fraction"])) if len(rounds) and rounds["mean_idle_fraction"].notna().any() else None,
+        "final_mean_prune_ratio": float(rounds["mean_prune_ratio"].dropna().iloc[-1]) if len(rounds) and rounds["mean_prune_ratio"].notna().any() else None,
+        "device_rounds": int(len(dev)),
+        "status_counts": {k: int(v) for k, v in status_counts.items()},
+    }
+
+
+def simulate(sc: Scenario, base_dir: Path | None = None, learner=None, on_round=None) -> tuple[Simulation, RunOutput]:
+    """Run the simulation in memory and verify it; no files."""
+    sim = Simulation(sc, base_dir, learner=learner, on_round=on_round)
+    out = sim.run()
+    verify(out.rounds, out.device_rounds, sc.round.policy, expected_bytes(sim, out.device_rounds))
+    return sim, out
+
+
+def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | None = None,
+                 progress: bool | None = None) -> RunResult:
+    """Simulate ``sc`` and write its run directory under ``out_root`` (default ``sc.output.dir``)."""
+    root = Path(out_root if out_root is not None else sc.output.dir)
+    digest = scenario_digest(sc)
+    run_id = sc.output.run_name or f"seed{sc.seed}-{digest[:8]}"
+    run_dir = new_run_dir(root, sc.name or "scenario", run_id)
+    resolved = resolved_dict(sc)
+    atomic_write_yaml(run_dir / "scenario.yaml", {**resolved, "_meta": {"digest": digest, "versions": versions()}})
+    started = time.time()
+    atomic_write_json(run_dir / "status.json", {"status": "running", "started_unix": started})
+    show = sc.output.progress if progress is None else progress
+    try:
+        from sim.progress import RoundProgress  # noqa: PLC0415
+
+        with RoundProgress(sc.training.rounds, enabled=show and sys.stderr.isatty()) as bar:
+            sim, out = simulate(sc, base_dir, on_round=bar.update)
+        summary = summarize(sc, out, run_dir.name)
+        summary["host"] = {"host_time_s": out.host_time_s, "versions": versions(), "started_unix": started}
+        atomic_write_parquet(run_dir / "rounds.parquet", out.rounds)
+        atomic_write_parquet(run_dir / "device_rounds.parquet", out.device_rounds)
+        atomic_write_json(run_dir / "summary.json", summary)
+        if sc.output.plots and len(out.rounds):
+            from sim.plots import plot_run  # noqa: PLC0415
+
+            plot_run(run_dir)
+        atomic_write_json(run_dir / "status.json", {"status": "finished", "started_unix": started,
+                                                    "finished_unix": time.time()})
+    except BaseException as e:
+        atomic_write_json(run_dir / "status.json", {
+            "status": "failed", "started_unix": started, "error": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc()})
+        raise
+    return RunResult(run_dir, summary, out.rounds, out.device_rounds)

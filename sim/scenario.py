@@ -1,0 +1,362 @@
+"""Scenario schema (pydantic v2). Every key is documented here; ``fedfleet schema`` prints them.
+
+A scenario is a YAML mapping with the sections below. Unknown keys are errors (``extra=forbid``),
+as are wrong types, out-of-range numbers and unknown device types, power modes, model presets,
+placement classes and algorithm names; errors name the key path, the bad value and what is allowed.
+Defaults follow ``shared/reference/devices.md`` section 9 and ``fedspine-method.md`` section 7.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from devices.catalog import DEFAULT_EFFICIENCY_MEM, DEFAULT_RUNTIME_RESERVE_GB, load_catalog
+from devices.workload import LORA_TARGETS
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+Prob = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _check_name(v: str | None, what: str) -> str | None:
+    if v is not None and not NAME_RE.match(v):
+        raise ValueError(f"{what} {v!r} must match {NAME_RE.pattern} (letters, digits, '.', '_', '-'; no path separators)")
+    return v
+
+
+class CustomMode(Strict):
+    """A power mode defined by the user (for boards or settings the catalog lacks)."""
+
+    name: str = Field(description="mode name, used in power_modes and records")
+    fp32_tflops: PosFloat = Field(description="FP32 peak, TFLOP/s")
+    fp16_tflops: PosFloat | None = Field(None, description="FP16 peak, TFLOP/s (default 2 x fp32: half2)")
+    fp16_on_tensor_cores: bool = Field(False, description="fp16 peak is a tensor-core figure (sets default efficiency 0.20)")
+    mem_bw_gbps: PosFloat = Field(description="DRAM bandwidth, GB/s")
+    cpu_max_ghz: PosFloat = Field(2.0, description="CPU clock (kernel-launch overhead scales with 2 GHz / this)")
+    cpu_cores_online: Annotated[int, Field(ge=1)] = Field(4, description="CPU cores on (fewer than 4: overhead x 1.2)")
+
+
+class Calibration(Strict):
+    """Per-group overrides that fit the profiles to measurements (devices.md 7.3 and section 4)."""
+
+    efficiency: Fraction | None = Field(
+        None, description="achieved fraction of peak FLOP/s in every mode (default: 0.35 fp32 / half2, 0.20 tensor cores)")
+    speed_factor: PosFloat = Field(1.0, description="multiplies the achieved FLOP/s and bandwidth (a measured/datasheet ratio)")
+    mem_efficiency: Fraction = Field(DEFAULT_EFFICIENCY_MEM, description="achieved fraction of peak DRAM bandwidth")
+    runtime_reserve_gb: NonNegFloat = Field(DEFAULT_RUNTIME_RESERVE_GB, description="OS + CUDA + framework memory, GiB")
+    ram_gb: PosFloat | None = Field(None, description="module memory, GiB (default: the catalog's)")
+    precision: Literal["auto", "fp32", "amp", "fp16"] = Field("auto", description="compute precision for this group (auto: workload.precision)")
+    custom_modes: list[CustomMode] = Field(default_factory=list, description="extra power modes for this group")
+
+
+class FleetGroup(Strict):
+    """A set of identical devices."""
+
+    type: str = Field(description="device type id (fedfleet devices lists them)")
+    count: Annotated[int, Field(ge=1, le=1_000_000)] = Field(description="number of devices")
+    name: str | None = Field(None, description="group label in records (default: the type)")
+    power_modes: list[str] | None = Field(None, description="allowed power modes (default: all of the type's)")
+    initial_mode: str | None = Field(None, description="mode at round 0 (default: dynamics.power_mode.initial)")
+    placement: str | dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        "mid", description="bandwidth class (a key of network.classes), or {class: share} to spread the group")
+    calibration: Calibration = Field(default_factory=Calibration)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        cat = load_catalog()
+        if v not in cat:
+            raise ValueError(f"unknown device type {v!r}; allowed: {', '.join(cat)}")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return _check_name(v, "group name")
+
+    @model_validator(mode="after")
+    def _known_modes(self) -> "FleetGroup":
+        allowed = list(load_catalog()[self.type].mode_names) + [m.name for m in self.calibration.custom_modes]
+        for i, m in enumerate(self.power_modes or []):
+            if m not in allowed:
+                raise ValueError(f"power_modes[{i}]: unknown power mode {m!r} for {self.type}; allowed: {', '.join(allowed)}")
+        if self.power_modes is not None and not self.power_modes:
+            raise ValueError("power_modes must not be empty (omit it for all modes)")
+        modes = self.power_modes or allowed
+        if self.initial_mode is not None and self.initial_mode not in modes:
+            raise ValueError(f"initial_mode {self.initial_mode!r} is not among this group's modes: {', '.join(modes)}")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type
+
+    def placement_counts(self) -> dict[str, int]:
+        """Devices per class: one class, or shares split by largest remainder (in key order)."""
+        if isinstance(self.placement, str):
+            return {self.placement: self.count}
+        total = sum(self.placement.values())
+        exact = {k: self.count * v / total for k, v in self.placement.items()}
+        out = {k: math.floor(x) for k, x in exact.items()}
+        for k in sorted(exact, key=lambda k: (-(exact[k] - out[k]), list(exact).index(k)))[: self.count - sum(out.values())]:
+            out[k] += 1
+        return out
+
+
+class Fleet(Strict):
+    groups: list[FleetGroup] = Field(min_length=1, description="device groups")
+
+
+class BandwidthClass(Strict):
+    """A placement class: where devices sit relative to the access point."""
+
+    mbps: tuple[PosFloat, PosFloat] = Field(description="[low, high] range of per-device mean uplink, Mbit/s (uniform)")
+    down_up_ratio: PosFloat = Field(1.0, description="downlink / uplink rate")
+    trace: str | None = Field(None, description="CSV (time_s,mbps) whose shape is replayed, rescaled to each device's mean")
+
+    @model_validator(mode="after")
+    def _range(self) -> "BandwidthClass":
+        if self.mbps[0] > self.mbps[1]:
+            raise ValueError(f"mbps low {self.mbps[0]} exceeds high {self.mbps[1]}")
+        return self
+
+
+def _default_classes() -> dict[str, BandwidthClass]:
+    return {  # devices.md 5.2 recommended default (A); envelope 1-30 Mbit/s (U)
+        "near": BandwidthClass(mbps=(20.0, 30.0)),
+        "mid": BandwidthClass(mbps=(8.0, 15.0)),
+        "far": BandwidthClass(mbps=(1.0, 5.0)),
+    }
+
+
+class Fluctuation(Strict):
+    """log-AR(1) per round: x_t = phi x_{t-1} + sigma eps."""
+
+    phi: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(0.7, description="AR(1) coefficient")
+    sigma_log: NonNegFloat = Field(0.3, description="innovation std of log-bandwidth")
+
+
+class Network(Strict):
+    classes: dict[str, BandwidthClass] = Field(default_factory=_default_classes, description="placement classes")
+    fluctuation: Fluctuation = Field(default_factory=Fluctuation)
+    rtt_ms: NonNegFloat = Field(5.0, description="round-trip time, ms")
+    k_rtt: NonNegFloat = Field(2.0, description="round trips per transfer (handshake + request/ack)")
+    efficiency: Fraction = Field(1.0, description="goodput / link rate (1 for iperf-measured rates)")
+    min_mbps: PosFloat = Field(0.1, description="floor of any link rate, Mbit/s")
+    contention: Literal["none", "shared", "per_class"] = Field(
+        "none", description="shared medium: concurrent transfers on one AP (shared) or one AP per class get equal throughput 1/sum(1/R_k)")
+
+    @field_validator("classes")
+    @classmethod
+    def _names(cls, v: dict[str, BandwidthClass]) -> dict[str, BandwidthClass]:
+        if not v:
+            raise ValueError("at least one placement class is needed")
+        for k in v:
+            _check_name(k, "class name")
+        return v
+
+
+class PowerModeDynamics(Strict):
+    kind: Literal["fixed", "periodic", "markov"] = Field("periodic", description="how modes change between rounds")
+    every_rounds: Annotated[int, Field(ge=1)] = Field(20, description="periodic: redraw every N rounds")
+    stay_prob: Prob = Field(0.8, description="markov: probability to keep the mode each round")
+    initial: Literal["default", "random"] = Field("random", description="round-0 mode: catalog default or uniform")
+    switch_outage_s: NonNegFloat = Field(0.0, description="delay before a device that switched mode can start (reboot)")
+
+
+class BackgroundLoadSpec(Strict):
+    kind: Literal["none", "lognormal"] = Field("lognormal", description="multiplicative compute slowdown per round")
+    mu: Annotated[float, Field(allow_inf_nan=False, ge=-5, le=5)] = Field(0.0, description="log-mean")
+    sigma: Annotated[float, Field(ge=0, le=5, allow_inf_nan=False)] = Field(0.3, description="log-std")
+
+
+class DropoutSpec(Strict):
+    prob: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(0.0, description="per-round failure probability")
+    beta: tuple[PosFloat, PosFloat] | None = Field(None, description="per-device probability ~ Beta(a, b), replaces prob")
+
+
+class AvailabilitySpec(Strict):
+    kind: Literal["always", "periodic", "trace"] = Field("always", description="when devices are on")
+    period_s: PosFloat = Field(86400.0, description="periodic: cycle length, s")
+    on_fraction: Fraction = Field(1.0, description="periodic: fraction of the cycle a device is on")
+    trace: str | None = Field(None, description="trace: CSV device,start_s,end_s (device = id, group label or *)")
+
+    @model_validator(mode="after")
+    def _trace(self) -> "AvailabilitySpec":
+        if self.kind == "trace" and not self.trace:
+            raise ValueError("kind 'trace' needs a trace file")
+        return self
+
+
+class Dynamics(Strict):
+    power_mode: PowerModeDynamics = Field(default_factory=PowerModeDynamics)
+    background_load: BackgroundLoadSpec = Field(default_factory=BackgroundLoadSpec)
+    dropout: DropoutSpec = Field(default_factory=DropoutSpec)
+    availability: AvailabilitySpec = Field(default_factory=AvailabilitySpec)
+
+
+class WorkloadSpec(Strict):
+    """The target model and its per-step work (decides simulated time and memory)."""
+
+    model: str = Field("roberta-base", description="preset (roberta-base, roberta-large, bert-base, llama-7b, minilm-l6) or a path to a Hugging Face config.json")
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = Field(16, description="default samples per step")
+    seq_len: Annotated[int, Field(ge=1, le=1_000_000)] = Field(128, description="tokens per sample")
+    precision: Literal["auto", "fp32", "amp", "fp16"] = Field("auto", description="compute precision (auto: fp32 on Pascal/Maxwell, amp on tensor cores)")
+    weight_dtype: Literal["auto", "fp32", "fp16", "bf16", "int8", "nf4"] = Field("auto", description="frozen weight storage (auto: fp16 above 1e9 params, else fp32)")
+    lora_targets: list[Literal[LORA_TARGETS]] = Field(default_factory=lambda: ["query", "value"], min_length=1, description="adapted matrices")  # type: ignore[valid-type]
+    task: Literal["classification", "lm"] = Field("classification", description="classifier head or LM head")
+    num_labels: Annotated[int, Field(ge=1, le=100000)] = Field(2, description="classes of the classification head")
+    train_head: bool = Field(True, description="the classification head is trained and sent with LoRA")
+    comm_dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="dtype of LoRA factors on the wire")
+    message_overhead_bytes: Annotated[int, Field(ge=0, le=10**9)] = Field(1024, description="fixed bytes per message")
+    frozen_activation_factor: Annotated[float, Field(ge=0.1, le=1, allow_inf_nan=False)] = Field(1.0, description="phi_frozen: share of activations a frozen base stores")
+
+
+class Training(Strict):
+    rounds: Annotated[int, Field(ge=1, le=1_000_000)] = Field(100, description="round limit")
+    local_steps: Annotated[int, Field(ge=1, le=100000)] = Field(20, description="local steps tau per round")
+    target_accuracy: Fraction | None = Field(None, description="stop when the evaluated accuracy reaches this")
+    time_budget_s: PosFloat | None = Field(None, description="stop once simulated time passes this")
+    eval_every: Annotated[int, Field(ge=1)] = Field(1, description="evaluate every N rounds (real learning)")
+
+
+class RoundSpec(Strict):
+    """How the server closes a synchronous round."""
+
+    policy: Literal["all", "deadline", "first_k"] = Field("all", description="wait for all, until a deadline, or for the first k reports")
+    deadline_s: PosFloat | None = Field(None, description="deadline: fixed seconds after the round start")
+    deadline_factor: PosFloat | None = Field(None, description="deadline: factor x median device time of the previous round (round 0 waits for all)")
+    k: Annotated[int, Field(ge=1)] | None = Field(None, description="first_k: reports that close the round")
+    over_selection: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] = Field(1.3, description="first_k: select ceil(k x this) devices")
+    participation: Fraction = Field(1.0, description="fraction of available devices selected per round (policies all, deadline)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RoundSpec":
+        if self.policy == "deadline" and (self.deadline_s is None) == (self.deadline_factor is None):
+            raise ValueError("policy 'deadline' needs exactly one of deadline_s or deadline_factor")
+        if self.policy == "first_k" and self.k is None:
+            raise ValueError("policy 'first_k' needs k")
+        return self
+
+
+class AlgorithmSpec(Strict):
+    name: str = Field("fixed", description="strategy (fedfleet strategies lists them)")
+    params: dict[str, Any] = Field(default_factory=dict, description="strategy parameters, validated by the strategy")
+
+
+class LearningSpec(Strict):
+    kind: Literal["none"] = Field("none", description="none = timing only (real learning comes with the learning engine)")
+
+
+class OutputSpec(Strict):
+    dir: str = Field("results", description="results root; runs go to DIR/<scenario name>/<run id>/")
+    run_name: str | None = Field(None, description="run id (default: seed<seed>-<hash of the resolved scenario>)")
+    plots: bool = Field(True, description="write PNG plots into the run directory")
+    progress: bool = Field(True, description="progress bar on an interactive terminal")
+
+    @field_validator("run_name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return _check_name(v, "run_name")
+
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, v: str) -> str:
+        if not v or "\x00" in v:
+            raise ValueError("output dir must be a non-empty path")
+        return v
+
+
+class Scenario(Strict):
+    name: str | None = Field(None, description="scenario name (default: the file name)")
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = Field(0, description="the one seed of the run")
+    fleet: Fleet
+    network: Network = Field(default_factory=Network)
+    dynamics: Dynamics = Field(default_factory=Dynamics)
+    workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
+    training: Training = Field(default_factory=Training)
+    round: RoundSpec = Field(default_factory=RoundSpec)
+    algorithm: AlgorithmSpec = Field(default_factory=AlgorithmSpec)
+    learning: LearningSpec = Field(default_factory=LearningSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return _check_name(v, "name")
+
+    @model_validator(mode="after")
+    def _cross(self) -> "Scenario":
+        for i, g in enumerate(self.fleet.groups):
+            names = [g.placement] if isinstance(g.placement, str) else list(g.placement)
+            for c in names:
+                if c not in self.network.classes:
+                    raise ValueError(
+                        f"fleet.groups[{i}].placement: unknown class {c!r}; allowed: {', '.join(self.network.classes)}")
+            if isinstance(g.placement, dict) and not sum(g.placement.values()) > 0:
+                raise ValueError(f"fleet.groups[{i}].placement: shares must sum to more than 0")
+        labels = [g.label for g in self.fleet.groups]
+        if len(set(labels)) != len(labels):
+            raise ValueError("fleet group labels must be unique (set name: on groups of the same type)")
+        if self.round.policy == "first_k" and self.round.k > self.n_devices:
+            raise ValueError(f"round.k {self.round.k} exceeds the fleet size {self.n_devices}")
+        return self
+
+    @property
+    def n_devices(self) -> int:
+        return sum(g.count for g in self.fleet.groups)
+
+
+def schema_rows(model: type[BaseModel] = Scenario, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every key, for ``fedfleet schema`` and the README."""
+    rows: list[tuple[str, str, str]] = []
+    for name, f in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = f.annotation
+        sub = _submodel(ann)
+        default = "required" if f.is_required() else _fmt_default(f)
+        if sub is not None and name not in ("classes",):
+            rows.append((key, "", f.description or ""))
+            child = f"{key}[]." if _is_list(ann) else f"{key}."
+            rows.extend(schema_rows(sub, child))
+        else:
+            rows.append((key, default, f.description or ""))
+    return rows
+
+
+def _fmt_default(f) -> str:
+    if f.default_factory is not None:
+        try:
+            v = f.default_factory()
+        except TypeError:
+            return ""
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k}: {list(c.mbps)}" if hasattr(c, "mbps") else str(k) for k, c in v.items()) + "}"
+        return repr(v) if not isinstance(v, BaseModel) else ""
+    v = f.default
+    if isinstance(v, float) and math.isfinite(v) and v == int(v):
+        return str(v)
+    return "null" if v is None else repr(v)
+
+
+def _is_list(ann: Any) -> bool:
+    return getattr(ann, "__origin__", None) is list
+
+
+def _submodel(ann: Any) -> type[BaseModel] | None:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for a in getattr(ann, "__args__", ()) or ():
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return a
+    return None

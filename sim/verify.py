@@ -1,0 +1,101 @@
+"""Post-run invariants (APPFL vsim style): checked after every run, and on any saved run.
+
+1. Phases are ordered: round start <= available <= download <= compute <= upload <= report, and
+   no phase ends before it starts.
+2. A device that reported did so at or before its round's end; idle_s = round end - report >= 0.
+3. Rounds follow each other: a round starts no earlier than the previous one ended; the round end
+   equals the last device event under ``all`` (the last report or failure), and no later than the
+   deadline under ``deadline``.
+4. Sparsity never decreases: a device's credited prune ratio is non-decreasing over rounds.
+5. Credit only for work reported: credited <=> status ok <=> all phases complete.
+6. Sizes match the plan: bytes up/down of completed transfers equal the cost model's message sizes
+   and compute_s = local_steps x step_time_s for completed training.
+7. Per-round counters equal the per-device statuses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+REL = 1e-9
+
+
+class VerificationError(AssertionError):
+    pass
+
+
+def verify(rounds: pd.DataFrame, dev: pd.DataFrame, policy: str = "all",
+           expected_bytes: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Raise :class:`VerificationError` listing every broken invariant.
+
+    ``expected_bytes`` = (bytes_down, bytes_up) per row, re-priced from each row's plan (optional).
+    """
+    errs: list[str] = []
+
+    def check(mask: np.ndarray, what: str) -> None:
+        bad = np.flatnonzero(np.asarray(mask))
+        if len(bad):
+            r = dev.iloc[bad[0]] if len(dev) > bad[0] else None
+            where = f" (first: round {r['round']}, {r['device_id']})" if r is not None else ""
+            errs.append(f"{what}: {len(bad)} rows{where}")
+
+    if len(dev):
+        t = {c: dev[c].to_numpy(dtype=float) for c in (
+            "t_round_start_s", "t_available_s", "t_download_start_s", "t_download_end_s", "t_compute_start_s",
+            "t_compute_end_s", "t_upload_start_s", "t_upload_end_s", "t_report_s", "t_end_s", "round_end_s")}
+        order = ["t_round_start_s", "t_available_s", "t_download_start_s", "t_download_end_s", "t_compute_start_s",
+                 "t_compute_end_s", "t_upload_start_s", "t_upload_end_s"]
+        for a, b in zip(order, order[1:]):
+            both = ~np.isnan(t[a]) & ~np.isnan(t[b])
+            check(both & (t[b] < t[a]), f"{b} before {a}")
+        for c in order[1:]:
+            check(~np.isnan(t[c]) & (t[c] > t["t_end_s"] + 1e-9), f"{c} after the device's end")
+        status = dev["status"].astype(str).to_numpy()
+        ok = status == "ok"
+        reported = ok | (status == "oom")
+        check(reported & np.isnan(t["t_report_s"]), "reporting device without report time")
+        check(~reported & ~np.isnan(t["t_report_s"]), "report time without a report")
+        check(reported & (t["t_report_s"] > t["round_end_s"]), "report after the round end")
+        idle = dev["idle_s"].to_numpy(dtype=float)
+        check(reported & ~(idle >= 0), "negative or missing idle time")
+        check(reported & (np.abs(idle - (t["round_end_s"] - t["t_report_s"])) > REL * np.maximum(1, t["round_end_s"])),
+              "idle_s != round end - report")
+        check(t["t_end_s"] > t["round_end_s"] + 1e-9, "device active after the round end")
+        check(dev["credited"].to_numpy() != ok, "credited differs from status ok")
+        check(ok & (np.isnan(t["t_upload_end_s"]) | np.isnan(t["t_compute_end_s"])), "ok without complete phases")
+        steps = dev["local_steps"].to_numpy(dtype=float)
+        comp = dev["compute_s"].to_numpy(dtype=float)
+        step = dev["step_time_s"].to_numpy(dtype=float)
+        check(ok & (np.abs(comp - steps * step) > REL * np.maximum(1.0, comp)), "compute_s != local_steps x step_time_s")
+        check(ok & ~(dev["bytes_up"].to_numpy() > 0), "ok without upload bytes")
+        check((~np.isnan(t["t_upload_end_s"])) != (dev["bytes_up"].to_numpy() > 0), "upload bytes without a completed upload")
+        if expected_bytes is not None:
+            dl_done = ~np.isnan(t["t_download_end_s"])
+            check(dl_done & (dev["bytes_down"].to_numpy() != expected_bytes[0]), "bytes_down differs from the plan's size")
+            check(ok & (dev["bytes_up"].to_numpy() != expected_bytes[1]), "bytes_up differs from the plan's size")
+        # sparsity never decreases over a device's credited rounds
+        cr = dev.loc[dev["credited"], ["device_index", "round", "prune_ratio"]].sort_values(["device_index", "round"])
+        dp = cr.groupby("device_index")["prune_ratio"].diff()
+        check((dp < -1e-12).to_numpy(), "prune ratio decreased")
+    if len(rounds):
+        rs = rounds["t_start_s"].to_numpy(dtype=float)
+        re_ = rounds["t_end_s"].to_numpy(dtype=float)
+        check(re_ < rs, "round ends before it starts")
+        check(rs[1:] < re_[:-1] - 1e-9, "round starts before the previous ended")
+        if len(dev):
+            g = dev.groupby("round")
+            last = g["t_end_s"].max().reindex(rounds["round"]).to_numpy()
+            if policy == "all":
+                check(np.abs(re_ - last) > REL * np.maximum(1.0, re_), "round end != its last device event")
+            if policy == "deadline":
+                dl = rounds["deadline_s"].to_numpy(dtype=float)
+                check(~np.isnan(dl) & (re_ - rs > dl * (1 + REL) + 1e-9), "round ran past its deadline")
+            counts = dev.groupby(["round", "status"], observed=False).size().unstack(fill_value=0)
+            counts = counts.reindex(rounds["round"]).fillna(0)
+            for s in ("ok", "oom", "dropped", "late", "cancelled"):
+                if s in counts:
+                    check(counts[s].to_numpy() != rounds[f"n_{s}"].to_numpy(), f"rounds.n_{s} differs from device statuses")
+            check(g.size().reindex(rounds["round"]).to_numpy() != rounds["n_selected"].to_numpy(), "n_selected differs")
+    if errs:
+        raise VerificationError("verify() failed:\n  " + "\n  ".join(errs))
