@@ -220,8 +220,7 @@ class Simulation:
         yield env.timeout(0)  # let interrupted processes unwind at t_end
 
         ok = buf.status == OK
-        if ok.any():
-            self._last_median = float(np.median(buf.t_report_s[ok] - t_start))
+        self._last_median = self._censored_median(buf, t_start, deadline)
         ok_idx = np.flatnonzero(ok)
         fleet.prune_ratio[selected[ok_idx]] = [plans[j].prune_ratio for j in ok_idx]
         self.learner.aggregate([int(selected[j]) for j in ok_idx], [buf.updates.get(j) for j in ok_idx],
@@ -243,6 +242,20 @@ class Simulation:
             self.on_round(row)
 
     _last_reports: RoundReports | None = None
+
+    @staticmethod
+    def _censored_median(buf: RoundBuffer, t_start: float, deadline: float) -> float:
+        """Median device time of a round for ``deadline_factor``: reporting devices count with their
+        time, late ones as +inf (censored at the deadline; failures are left out). If half or more
+        were late the median is unknown, and the next deadline is the last one x factor instead
+        (the caller multiplies), so a deadline can never collapse below what most devices need."""
+        st = buf.status
+        times = np.concatenate([buf.t_report_s[(st == OK) | (st == OOM)] - t_start,
+                                np.full(int((st == LATE).sum()), np.inf)])
+        if len(times) == 0:
+            return deadline if math.isfinite(deadline) else math.nan
+        med = float(np.median(times))
+        return med if math.isfinite(med) else deadline
 
     def _est_transfer(self, d: int, size: int, direction: str) -> float:
         return self.latency_s + self.fleet.bandwidth.data_time_s(d, size, self.env.now, direction, self.eta_net)

@@ -235,7 +235,7 @@ class RoundSpec(Strict):
 
     policy: Literal["all", "deadline", "first_k"] = Field("all", description="wait for all, until a deadline, or for the first k reports")
     deadline_s: PosFloat | None = Field(None, description="deadline: fixed seconds after the round start")
-    deadline_factor: PosFloat | None = Field(None, description="deadline: factor x median device time of the previous round (round 0 waits for all)")
+    deadline_factor: PosFloat | None = Field(None, description="deadline: factor x median device time of the previous round, late devices counted as +inf (round 0 waits for all)")
     k: Annotated[int, Field(ge=1)] | None = Field(None, description="first_k: reports that close the round")
     over_selection: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] = Field(1.3, description="first_k: select ceil(k x this) devices")
     participation: Fraction = Field(1.0, description="fraction of available devices selected per round (policies all, deadline)")
