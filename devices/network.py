@@ -151,7 +151,7 @@ class BandwidthModel:
         """Seconds for the payload alone (no latency), starting at ``t0_s``, without contention."""
         megabits = 8.0 * size_bytes / 1e6 / eta_net
         tr = self.traces[device]
-        if tr is None:
+        if tr is None:  # same operation order as the engine's vectorised fast path
             return megabits / self.rate_mbps(device, t0_s, direction)
         ratio = 1.0 if direction == "up" else float(self.down_up_ratio[device])
         return tr.transfer_s(megabits, t0_s + float(self.offsets_s[device]), float(self._scale[device]) * ratio)

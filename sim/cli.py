@@ -154,11 +154,18 @@ def profile(scenario: Path, set_: SetOpt = None) -> None:
 
 
 @app.command()
-def schema() -> None:
+def schema(fmt: Annotated[str, typer.Option("--format", help="text or md")] = "text") -> None:
     """Every scenario key with its default and meaning."""
     from sim.scenario import schema_rows  # noqa: PLC0415
 
     rows = schema_rows()
+    if fmt not in ("text", "md"):
+        _fail(f"--format {fmt!r}; allowed: text, md")
+    if fmt == "md":
+        typer.echo("| key | default | meaning |\n|---|---|---|")
+        for k, d, desc in rows:
+            typer.echo(f"| `{k}` | {('`' + d + '`') if d else ''} | {desc.replace('|', '/')} |")
+        return
     width = max(len(k) for k, _, _ in rows)
     for k, d, desc in rows:
         typer.echo(f"{k:<{width}}  {d:<24} {desc}")

@@ -325,9 +325,10 @@ def schema_rows(model: type[BaseModel] = Scenario, prefix: str = "") -> list[tup
         ann = f.annotation
         sub = _submodel(ann)
         default = "required" if f.is_required() else _fmt_default(f)
-        if sub is not None and name not in ("classes",):
-            rows.append((key, "", f.description or ""))
-            child = f"{key}[]." if _is_list(ann) else f"{key}."
+        if sub is not None:
+            is_dict = getattr(ann, "__origin__", None) is dict
+            rows.append((key, default if is_dict else "", f.description or ""))
+            child = f"{key}[]." if _is_list(ann) else (f"{key}.<name>." if is_dict else f"{key}.")
             rows.extend(schema_rows(sub, child))
         else:
             rows.append((key, default, f.description or ""))
