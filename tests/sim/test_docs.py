@@ -1,0 +1,22 @@
+"""The README's key table is the schema's own (regenerate with `fedfleet schema --format md`)."""
+
+from __future__ import annotations
+
+from fleet_helpers import REPO
+from typer.testing import CliRunner
+
+from sim.cli import app
+
+
+def test_readme_lists_every_scenario_key():
+    res = CliRunner().invoke(app, ["schema", "--format", "md"])
+    assert res.exit_code == 0
+    readme = (REPO / "README.md").read_text()
+    missing = [line for line in res.output.splitlines() if line.strip() and line not in readme]
+    assert not missing, "README key table out of date; regenerate with `fedfleet schema --format md`:\n" + "\n".join(missing[:5])
+
+
+def test_readme_quickstart_has_the_two_commands():
+    readme = (REPO / "README.md").read_text()
+    quick = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    assert "make demo" in quick and "make test" in quick
