@@ -113,6 +113,14 @@ class Strategy(ABC):
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
+    @classmethod
+    def check_params(cls, params: BaseModel, num_layers: int) -> list[tuple[str, str]]:
+        """Checks that need the target model: (param key, message) for each problem."""
+        depth = getattr(params, "lora_depth", None)
+        if depth is not None and depth > num_layers:
+            return [("lora_depth", f"{depth} exceeds the target model's {num_layers} layers")]
+        return []
+
     def __init__(self, params: BaseModel, ctx: StrategyContext):
         self.params = params
         self.ctx = ctx

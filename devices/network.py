@@ -46,12 +46,16 @@ class Trace:
         durations = self.seg_end_s - self.times_s
         return float(np.sum(durations * self.mbps) / self.period_s)
 
-    def transfer_s(self, megabits: float, t0_s: float, scale: float) -> float:
-        """Seconds from ``t0_s`` (trace time) until ``megabits`` have crossed at ``scale * mbps``."""
+    def transfer_s(self, megabits: float, t0_s: float, scale: float, floor_mbps: float = 0.0,
+                   ratio: float = 1.0) -> float:
+        """Seconds from ``t0_s`` (trace time) until ``megabits`` have crossed at
+        ``max(floor_mbps, scale * mbps(t)) * ratio`` (the same rate :meth:`BandwidthModel.rate_mbps` reports)."""
         if megabits <= 0:
             return 0.0
+        rates = np.maximum(floor_mbps, scale * self.mbps) * ratio
         period = self.period_s
-        per_period = scale * self.mean_mbps * period
+        ends = self.seg_end_s
+        per_period = float(np.sum((ends - self.times_s) * rates))
         t = t0_s % period
         elapsed = 0.0
         remaining = megabits
@@ -59,10 +63,9 @@ class Trace:
             n = math.floor(remaining / per_period)
             remaining -= n * per_period
             elapsed += n * period
-        ends = self.seg_end_s
         i = int(np.searchsorted(self.times_s, t, side="right") - 1)
         while True:
-            rate = scale * float(self.mbps[i])
+            rate = float(rates[i])
             span = float(ends[i]) - t
             if rate * span >= remaining:
                 return elapsed + remaining / rate
@@ -154,7 +157,8 @@ class BandwidthModel:
         if tr is None:  # same operation order as the engine's vectorised fast path
             return megabits / self.rate_mbps(device, t0_s, direction)
         ratio = 1.0 if direction == "up" else float(self.down_up_ratio[device])
-        return tr.transfer_s(megabits, t0_s + float(self.offsets_s[device]), float(self._scale[device]) * ratio)
+        return tr.transfer_s(megabits, t0_s + float(self.offsets_s[device]), float(self._scale[device]),
+                             self.min_mbps, ratio)
 
     def state(self) -> dict:
         return {"x": self.x.copy(), "up": self.up_mbps.copy(), "eps": self._eps.state()}

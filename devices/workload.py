@@ -17,6 +17,7 @@ from pathlib import Path
 MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
 ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
 DECODER_TYPES = ("llama", "mistral", "qwen2")
+ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
 LORA_TARGETS = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 """Canonical LoRA target names: Q/K/V projections, attention output, FFN input (BERT
 intermediate; LLaMA gate and up) and FFN output (BERT output dense; LLaMA down)."""
@@ -44,6 +45,12 @@ class ModelArch:
     max_positions: int
     type_vocab: int
     tie_embeddings: bool
+    position_offset: int = 0  # RoBERTa position ids start after the padding index (514 rows, 512 usable)
+
+    @property
+    def usable_positions(self) -> int:
+        """Longest sequence the position embeddings allow."""
+        return self.max_positions - self.position_offset
 
     @property
     def is_decoder(self) -> bool:
@@ -72,7 +79,7 @@ class ModelArch:
                 f"model_type {mtype!r} is not supported; allowed: {', '.join(ENCODER_TYPES + DECODER_TYPES)}"
             )
         need = ["num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"]
-        missing = [k for k in need if not isinstance(cfg.get(k), int) or cfg.get(k) <= 0]
+        missing = [k for k in need if type(cfg.get(k)) is not int or cfg.get(k) <= 0]  # bool is not a size
         if missing:
             raise ValueError(f"config.json lacks positive integer keys: {', '.join(missing)}")
         heads = cfg["num_attention_heads"]
@@ -91,6 +98,7 @@ class ModelArch:
             intermediate=cfg["intermediate_size"],
             vocab=cfg["vocab_size"],
             max_positions=cfg.get("max_position_embeddings", 512),
+            position_offset=2 if mtype in ROBERTA_TYPES else 0,
             type_vocab=0 if decoder else cfg.get("type_vocab_size", 2),
             tie_embeddings=bool(cfg.get("tie_word_embeddings", not decoder)),
         )

@@ -132,8 +132,13 @@ def profile(scenario: Path, set_: SetOpt = None) -> None:
     from devices.timing import transfer_time_s  # noqa: PLC0415
     from sim.fleet import build_fleet, build_workload  # noqa: PLC0415
 
-    w = build_workload(sc, base)
-    fleet = build_fleet(sc, base)
+    from sim.loader import ScenarioError  # noqa: PLC0415
+
+    try:
+        w = build_workload(sc, base)
+        fleet = build_fleet(sc, base)
+    except ScenarioError as e:
+        _fail(str(e))
     plan = Plan(0.0, int(sc.algorithm.params.get("rank", 8)) if isinstance(sc.algorithm.params.get("rank", 8), int) else 8,
                 None, sc.training.local_steps, sc.workload.batch_size)
     table = Table(title=f"{sc.name}: {w.arch.name}, b={plan.batch_size}, s={w.seq_len}, r={plan.lora_rank}, "

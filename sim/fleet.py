@@ -95,6 +95,17 @@ class FleetModel:
                 "dropout": self.dropout.state(), "prune_ratio": self.prune_ratio.copy()}
 
 
+def device_ids(sc: Scenario) -> tuple[list[str], list[str]]:
+    """Device ids (``<group label>-<index>``, zero-padded) and each device's group label, in fleet order."""
+    ids: list[str] = []
+    labels: list[str] = []
+    for g in sc.fleet.groups:
+        width = max(3, len(str(g.count - 1)))
+        ids.extend(f"{g.label}-{k:0{width}d}" for k in range(g.count))
+        labels.extend([g.label] * g.count)
+    return ids, labels
+
+
 def _resolve(base_dir: Path | None, p: str) -> Path:
     q = Path(p)
     return q if q.is_absolute() or base_dir is None else base_dir / q
@@ -103,7 +114,6 @@ def _resolve(base_dir: Path | None, p: str) -> Path:
 def build_fleet(sc: Scenario, base_dir: Path | None) -> FleetModel:
     cat = load_catalog()
     seed = sc.seed
-    ids: list[str] = []
     group: list[int] = []
     profiles: list[DeviceProfile] = []
     slot_entries: list[tuple[DeviceProfile, PowerMode]] = []
@@ -135,9 +145,8 @@ def build_fleet(sc: Scenario, base_dir: Path | None) -> FleetModel:
         dflt = next((i for i, m in enumerate(modes) if m.is_default), 0)
         default_idx.append(dflt)
         init_idx.append(names.index(g.initial_mode) if g.initial_mode else None)
-        width = max(3, len(str(g.count - 1)))
-        ids.extend(f"{g.label}-{k:0{width}d}" for k in range(g.count))
         group.extend([gi] * g.count)
+    ids, _ = device_ids(sc)
 
     n = len(ids)
     group_a = np.array(group, dtype=np.int64)
@@ -199,7 +208,7 @@ def build_fleet(sc: Scenario, base_dir: Path | None) -> FleetModel:
         phase = np.array([generator(seed, "fleet.availability_phase", d).random() * av.period_s for d in range(n)])
         availability = Availability("periodic", n, av.period_s, av.on_fraction, phase)
     elif av.kind == "trace":
-        availability = Availability("trace", n, intervals=_read_availability(
+        availability = Availability("trace", n, intervals=read_availability(
             _resolve(base_dir, av.trace), ids, [sc.fleet.groups[gi].label for gi in group]))
     else:
         availability = Availability("always", n)
@@ -215,7 +224,7 @@ def build_fleet(sc: Scenario, base_dir: Path | None) -> FleetModel:
     )
 
 
-def _read_availability(path: Path, ids: list[str], labels: list[str]) -> list[np.ndarray]:
+def read_availability(path: Path, ids: list[str], labels: list[str]) -> list[np.ndarray]:
     """CSV ``device,start_s,end_s``; ``device`` is a device id, a group label or ``*`` (all)."""
     per: list[list[tuple[float, float]]] = [[] for _ in ids]
     index = {d: i for i, d in enumerate(ids)}

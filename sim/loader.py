@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,30 @@ from sim.scenario import Scenario
 
 MAX_SCENARIO_BYTES = 1_000_000
 MAX_DEPTH = 50
+MAX_NODES = 200_000
+"""Values after expanding YAML aliases; a few hundred bytes of nested aliases can otherwise expand
+to billions of nodes ("billion laughs")."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no Python tags) that refuses duplicate keys instead of keeping the last."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                dup = key in seen
+            except TypeError:
+                dup = False
+            if dup:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            try:
+                seen.add(key)
+            except TypeError:
+                pass
+        return super().construct_mapping(node, deep=deep)
 
 
 class ScenarioError(ValueError):
@@ -51,7 +76,7 @@ def parse_yaml(text: str, origin: str = "<string>") -> dict[str, Any]:
     if not text.strip():
         raise ScenarioError(f"{origin}: empty scenario file")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -65,21 +90,38 @@ def parse_yaml(text: str, origin: str = "<string>") -> dict[str, Any]:
         raise ScenarioError(f"{origin}: empty scenario file")
     if not isinstance(data, dict):
         raise ScenarioError(f"{origin}: a scenario must be a mapping of sections, got {type(data).__name__}")
-    _check_depth(data, 0, origin)
+    check_structure(data, origin)
     return data
 
 
-def _check_depth(obj: Any, depth: int, origin: str) -> None:
-    if depth > MAX_DEPTH:
-        raise ScenarioError(f"{origin}: nested deeper than {MAX_DEPTH} levels")
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise ScenarioError(f"{origin}: key {k!r} must be a string")
-            _check_depth(v, depth + 1, origin)
-    elif isinstance(obj, list):
-        for v in obj:
-            _check_depth(v, depth + 1, origin)
+def check_structure(data: Any, origin: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, more than MAX_NODES values once aliases are expanded,
+    and non-string keys. Shared (aliased) nodes are sized once, so this is linear in the file."""
+    sizes: dict[int, int] = {}
+
+    def size(obj: Any, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise ScenarioError(f"{origin}: nested deeper than {MAX_DEPTH} levels")
+        if not isinstance(obj, (dict, list)):
+            return 1
+        known = sizes.get(id(obj))
+        if known is not None:
+            return known
+        n = 1
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if not isinstance(k, str):
+                    raise ScenarioError(f"{origin}: key {_short(k)} must be a string")
+                n += size(v, depth + 1)
+        else:
+            for v in obj:
+                n += size(v, depth + 1)
+        if n > MAX_NODES:
+            raise ScenarioError(f"{origin}: more than {MAX_NODES} values (after expanding YAML aliases)")
+        sizes[id(obj)] = n
+        return n
+
+    size(data, 0)
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
@@ -91,9 +133,12 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if not key.strip() or any(not p for p in parts):
         raise ScenarioError(f"--set {assignment!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else ""  # noqa: S506 - safe subclass
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise ScenarioError(f"--set {key.strip()}: value nested too deeply") from None
+    check_structure(value, f"--set {key.strip()}")
     node: Any = data
     for i, part in enumerate(parts[:-1]):
         here = ".".join(parts[: i + 1])
@@ -155,6 +200,14 @@ def _inner(ann: Any) -> Any:
     return None
 
 
+_OWN_PATH = re.compile(r"^((?:[A-Za-z_][\w]*|\[\d+\])(?:\.[A-Za-z_]\w*|\[\d+\])*): ")
+
+
+def _is_union_tag(p: Any) -> bool:
+    """pydantic adds the union member to error locations (``str``, ``dict[str,...]``): not a key."""
+    return isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool", "dict", "list", "tuple"))
+
+
 def _short(v: Any) -> str:
     s = repr(v)
     return s if len(s) <= 80 else s[:77] + "..."
@@ -173,6 +226,14 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
         msg = e["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
+        loc = tuple(p for p in loc if not _is_union_tag(p))
+        sub = _OWN_PATH.match(msg)
+        if typ == "value_error" and sub:  # the validator named a sub-key: join the paths
+            path = _loc(loc) if loc else ""
+            head = sub.group(1)
+            joined = f"{path}.{head}" if path and not head.startswith("[") else f"{path}{head}"
+            lines.append(f"{joined}: {msg[sub.end():]}")
+            continue
         if typ == "missing":
             lines.append(f"{_loc(loc)}: required key is missing")
             continue
@@ -207,14 +268,40 @@ def validate(data: dict[str, Any], origin: str = "<scenario>", base_dir: Path | 
         arch = load_arch(sc.workload.model, base_dir)
     except ValueError as e:
         raise ScenarioError(f"{origin}: invalid scenario\nworkload.model: {e}") from None
-    if sc.workload.seq_len > arch.max_positions:
+    if sc.workload.seq_len > arch.usable_positions:
         raise ScenarioError(
-            f"{origin}: invalid scenario\nworkload.seq_len: {sc.workload.seq_len} exceeds the model's {arch.max_positions} positions")
+            f"{origin}: invalid scenario\nworkload.seq_len: {sc.workload.seq_len} exceeds the model's {arch.usable_positions} positions")
+    for key, msg in get_strategy_class(sc.algorithm.name).check_params(
+            params_model.model_validate(sc.algorithm.params), arch.num_layers):
+        raise ScenarioError(f"{origin}: invalid scenario\nalgorithm.params.{key}: {msg}")
     for key, path in _file_refs(sc):
         p = Path(path) if Path(path).is_absolute() or base_dir is None else base_dir / path
         if not p.is_file():
             raise ScenarioError(f"{origin}: invalid scenario\n{key}: file {path!r} not found")
+    _check_trace_files(sc, base_dir, origin)
     return sc
+
+
+def _check_trace_files(sc: Scenario, base_dir: Path | None, origin: str) -> None:
+    """Parse every referenced CSV now, so a bad file is bad input (exit 2) before anything is written."""
+    from devices.network import load_trace  # noqa: PLC0415
+    from sim.fleet import device_ids, read_availability  # noqa: PLC0415
+
+    def resolve(p: str) -> Path:
+        return Path(p) if Path(p).is_absolute() or base_dir is None else base_dir / p
+
+    for name, c in sc.network.classes.items():
+        if c.trace:
+            try:
+                load_trace(resolve(c.trace))
+            except ValueError as e:
+                raise ScenarioError(f"{origin}: invalid scenario\nnetwork.classes.{name}.trace: {e}") from None
+    if sc.dynamics.availability.kind == "trace":
+        ids, labels = device_ids(sc)
+        try:
+            read_availability(resolve(sc.dynamics.availability.trace), ids, labels)
+        except ScenarioError as e:
+            raise ScenarioError(f"{origin}: invalid scenario\n{e}") from None
 
 
 def _file_refs(sc: Scenario) -> list[tuple[str, str]]:
@@ -230,6 +317,7 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple
     data = read_yaml(p)
     for a in overrides or []:
         apply_override(data, a)
+    check_structure(data, str(p))
     if data.get("name") is None:
         stem = p.stem if p.stem and p.stem[0].isalnum() else "scenario"
         data["name"] = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem)[:100]

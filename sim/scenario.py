@@ -27,9 +27,28 @@ Prob = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """YAML ``true`` is not a count or a rate (pydantic's lax mode would read it as 1)."""
+        if isinstance(data, dict):
+            for k, v in data.items():
+                f = cls.model_fields.get(k) if isinstance(k, str) else None
+                if f is not None and isinstance(v, bool) and _numeric(f.annotation):
+                    raise ValueError(f"{k}: expected a number, got {v}")
+        return data
+
+
+def _numeric(ann: Any) -> bool:
+    if ann is bool:
+        return False
+    if ann in (int, float):
+        return True
+    return any(_numeric(a) for a in getattr(ann, "__args__", ()) or () if not isinstance(a, (str, int, float)))
+
 
 def _check_name(v: str | None, what: str) -> str | None:
-    if v is not None and not NAME_RE.match(v):
+    if v is not None and not NAME_RE.fullmatch(v):
         raise ValueError(f"{what} {v!r} must match {NAME_RE.pattern} (letters, digits, '.', '_', '-'; no path separators)")
     return v
 
@@ -71,6 +90,18 @@ class FleetGroup(Strict):
         "mid", description="bandwidth class (a key of network.classes), or {class: share} to spread the group")
     calibration: Calibration = Field(default_factory=Calibration)
 
+    @field_validator("placement", mode="before")
+    @classmethod
+    def _placement_shape(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return v
+        if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+            for k, x in v.items():
+                if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
+                    raise ValueError(f"{k}: share must be a finite number >= 0, got {x!r}")
+            return v
+        raise ValueError(f"must be a class name or a mapping {{class: share}}, got {v!r}")
+
     @field_validator("type")
     @classmethod
     def _known_type(cls, v: str) -> str:
@@ -91,10 +122,10 @@ class FleetGroup(Strict):
             if m not in allowed:
                 raise ValueError(f"power_modes[{i}]: unknown power mode {m!r} for {self.type}; allowed: {', '.join(allowed)}")
         if self.power_modes is not None and not self.power_modes:
-            raise ValueError("power_modes must not be empty (omit it for all modes)")
+            raise ValueError("power_modes: must not be empty (omit it for all modes)")
         modes = self.power_modes or allowed
         if self.initial_mode is not None and self.initial_mode not in modes:
-            raise ValueError(f"initial_mode {self.initial_mode!r} is not among this group's modes: {', '.join(modes)}")
+            raise ValueError(f"initial_mode: {self.initial_mode!r} is not among this group's modes: {', '.join(modes)}")
         return self
 
     @property
@@ -127,7 +158,7 @@ class BandwidthClass(Strict):
     @model_validator(mode="after")
     def _range(self) -> "BandwidthClass":
         if self.mbps[0] > self.mbps[1]:
-            raise ValueError(f"mbps low {self.mbps[0]} exceeds high {self.mbps[1]}")
+            raise ValueError(f"mbps: low {self.mbps[0]} exceeds high {self.mbps[1]}")
         return self
 
 
@@ -194,7 +225,7 @@ class AvailabilitySpec(Strict):
     @model_validator(mode="after")
     def _trace(self) -> "AvailabilitySpec":
         if self.kind == "trace" and not self.trace:
-            raise ValueError("kind 'trace' needs a trace file")
+            raise ValueError("trace: kind 'trace' needs a trace file")
         return self
 
 
@@ -243,9 +274,9 @@ class RoundSpec(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "RoundSpec":
         if self.policy == "deadline" and (self.deadline_s is None) == (self.deadline_factor is None):
-            raise ValueError("policy 'deadline' needs exactly one of deadline_s or deadline_factor")
+            raise ValueError("policy: 'deadline' needs exactly one of deadline_s or deadline_factor")
         if self.policy == "first_k" and self.k is None:
-            raise ValueError("policy 'first_k' needs k")
+            raise ValueError("k: policy 'first_k' needs k")
         return self
 
 
@@ -307,9 +338,9 @@ class Scenario(Strict):
                 raise ValueError(f"fleet.groups[{i}].placement: shares must sum to more than 0")
         labels = [g.label for g in self.fleet.groups]
         if len(set(labels)) != len(labels):
-            raise ValueError("fleet group labels must be unique (set name: on groups of the same type)")
+            raise ValueError("fleet.groups: group labels must be unique (set name: on groups of the same type)")
         if self.round.policy == "first_k" and self.round.k > self.n_devices:
-            raise ValueError(f"round.k {self.round.k} exceeds the fleet size {self.n_devices}")
+            raise ValueError(f"round.k: {self.round.k} exceeds the fleet size {self.n_devices}")
         return self
 
     @property
