@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 
 from sim.engine import Simulation  # noqa: E402
 from sim.loader import load_scenario  # noqa: E402
-from sim.run import expected_bytes  # noqa: E402
+from sim.runner import expected_bytes  # noqa: E402
 from sim.verify import verify  # noqa: E402
 
 

@@ -15,7 +15,7 @@ def load_scenario(path, overrides=None):
 
 def run(path, overrides=None, out=None):
     """Run a scenario file and write its run directory; returns a ``RunResult``."""
-    from sim.run import run_scenario  # noqa: PLC0415
+    from sim.runner import run_scenario  # noqa: PLC0415
 
     sc, base = load_scenario(path, overrides)
     return run_scenario(sc, base, out, progress=False)

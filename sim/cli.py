@@ -56,7 +56,7 @@ def run(
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     sc, base = _load(scenario, set_)
     from sim.loader import ScenarioError  # noqa: PLC0415
-    from sim.run import run_scenario  # noqa: PLC0415
+    from sim.runner import run_scenario  # noqa: PLC0415
 
     try:
         res = run_scenario(sc, base, out, progress=not quiet and sc.output.progress)
@@ -128,7 +128,6 @@ def profile(scenario: Path, set_: SetOpt = None) -> None:
     from rich.table import Table  # noqa: PLC0415
 
     from devices.cost import plan_cost  # noqa: PLC0415
-    from devices.plan import Plan  # noqa: PLC0415
     from devices.timing import transfer_time_s  # noqa: PLC0415
     from sim.fleet import build_fleet, build_workload  # noqa: PLC0415
 
@@ -139,10 +138,20 @@ def profile(scenario: Path, set_: SetOpt = None) -> None:
         fleet = build_fleet(sc, base)
     except ScenarioError as e:
         _fail(str(e))
-    plan = Plan(0.0, int(sc.algorithm.params.get("rank", 8)) if isinstance(sc.algorithm.params.get("rank", 8), int) else 8,
-                None, sc.training.local_steps, sc.workload.batch_size)
-    table = Table(title=f"{sc.name}: {w.arch.name}, b={plan.batch_size}, s={w.seq_len}, r={plan.lora_rank}, "
-                        f"tau={plan.local_steps}, unpruned, no background load")
+    import numpy as np  # noqa: PLC0415
+
+    from algorithms.base import FleetView, StrategyContext  # noqa: PLC0415
+    from algorithms.registry import make_strategy  # noqa: PLC0415
+    from devices.rng import generator  # noqa: PLC0415
+
+    ctx = StrategyContext(n_devices=fleet.n, rounds=sc.training.rounds, local_steps=sc.training.local_steps,
+                          batch_size=sc.workload.batch_size, num_layers=w.arch.num_layers,
+                          rng=generator(sc.seed, f"strategy.{sc.algorithm.name}"), profiles=fleet.profiles)
+    strategy = make_strategy(sc.algorithm.name, sc.algorithm.params, ctx)
+    plan = strategy.plan(0, FleetView(0, fleet.ids, np.zeros(fleet.n)), np.array([0]))[0]
+    table = Table(title=f"{sc.name}: {w.arch.name}, round-0 plan of device {fleet.ids[0]}: p={plan.prune_ratio:.2f}, "
+                        f"r={plan.lora_rank}, b={plan.batch_size}, s={w.seq_len}, tau={plan.local_steps}; "
+                        f"no background load")
     for h in ("group", "mode", "precision", "TFLOP/s achieved", "step s", "tau x step s", "up+down s @10 Mbit/s",
               "memory GiB", "capacity GiB", "fits"):
         table.add_column(h)

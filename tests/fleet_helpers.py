@@ -3,14 +3,38 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from sim.loader import validate
-from sim.run import simulate
+from sim.runner import simulate
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _fedfleet_cmd() -> list[str]:
+    exe = REPO / ".venv" / "bin" / "fedfleet"
+    if exe.is_file() and os.access(exe, os.X_OK):
+        return [str(exe)]
+    return [sys.executable, "-m", "sim.cli"]  # same app, when the venv lives elsewhere
+
+
+def cli_env() -> dict[str, str]:
+    """A plain, colourless environment for CLI subprocesses."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "FORCE_COLOR"))}
+    env.update(NO_COLOR="1", TERM="dumb", COLUMNS="200", CI="1", MPLBACKEND="Agg", PYTHONIOENCODING="utf-8",
+               PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def fedfleet(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real ``fedfleet`` CLI in a subprocess (exit codes, no tracebacks)."""
+    return subprocess.run([*_fedfleet_cmd(), *args], cwd=REPO, env=cli_env(), capture_output=True, text=True,
+                          timeout=timeout, check=False)
 
 
 def base_scenario(**over) -> dict:

@@ -9,9 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,31 +17,14 @@ import yaml
 from typer.testing import CliRunner
 
 from devices.catalog import load_catalog
+from fleet_helpers import fedfleet
+
 from sim.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "scenarios"
 
 runner = CliRunner()
-
-
-def _fedfleet_cmd() -> list[str]:
-    exe = REPO / ".venv" / "bin" / "fedfleet"
-    if exe.is_file() and os.access(exe, os.X_OK):
-        return [str(exe)]
-    return [sys.executable, "-m", "sim.cli"]  # same app, when the venv lives elsewhere
-
-
-def _cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "FORCE_COLOR"))}
-    env.update(NO_COLOR="1", TERM="dumb", COLUMNS="200", CI="1", MPLBACKEND="Agg", PYTHONIOENCODING="utf-8",
-               PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
-    return env
-
-
-def fedfleet(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*_fedfleet_cmd(), *args], cwd=REPO, env=_cli_env(), capture_output=True, text=True,
-                          timeout=timeout, check=False)
 
 
 def invoke(*args: str):

@@ -7,7 +7,7 @@ import hashlib
 from fleet_helpers import REPO
 
 from sim.loader import load_scenario
-from sim.run import run_scenario
+from sim.runner import run_scenario
 
 FILES = ("rounds.parquet", "device_rounds.parquet")
 

@@ -259,7 +259,7 @@ def test_fast_path_equals_general_path(monkeypatch):
 
     from devices.network import BandwidthModel
     from sim.loader import load_scenario
-    from sim.run import simulate
+    from sim.runner import simulate
     from fleet_helpers import REPO
 
     sets = ["training.rounds=6", "dynamics.power_mode.every_rounds=2"]
@@ -321,7 +321,7 @@ def test_model_from_hf_config_path(tmp_path):
 def test_paper_calibration_expresses_the_70_percent_round():
     """paper-fleet-80-calibrated: with default modes, no load and equal links, AGX/TX2 round ~0.70."""
     from sim.loader import load_scenario
-    from sim.run import simulate
+    from sim.runner import simulate
     from fleet_helpers import REPO
 
     sets = ["dynamics.power_mode.kind=fixed", "dynamics.power_mode.initial=default",
@@ -339,3 +339,23 @@ def test_paper_calibration_expresses_the_70_percent_round():
     t2 = out2.device_rounds.assign(dt=lambda x: x["t_report_s"] - x["t_round_start_s"]) \
         .groupby("device_type", observed=True)["dt"].mean()
     assert t2["agx_xavier"] / t2["tx2"] < 0.25  # datasheet: ~5x faster in default modes
+
+
+def test_time_budget_stops_the_run():
+    d = base_scenario()
+    d["training"] = {"rounds": 50, "local_steps": 20, "time_budget_s": 30.0}
+    sim, out = run_dict(d)
+    assert sim.stop_reason == "time_budget"
+    # stops before the first round that would start at or after the budget
+    assert out.rounds["t_start_s"].max() < 30.0 <= out.rounds["t_end_s"].max()
+
+
+def test_python_api_writes_a_run(tmp_path):
+    import json
+
+    import sim
+
+    res = sim.run("scenarios/quickstart.yaml", ["training.rounds=2", "output.plots=false"], out=tmp_path)
+    assert res.run_dir.parent.parent == tmp_path
+    assert json.loads((res.run_dir / "status.json").read_text())["status"] == "finished"
+    assert len(res.rounds) == 2 and res.summary["rounds_completed"] == 2

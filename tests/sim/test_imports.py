@@ -14,7 +14,7 @@ def test_sim_and_devices_do_not_import_torch():
 
 
 def test_a_timing_only_run_does_not_import_torch():
-    code = ("import sys; import sim.run, sim.loader, algorithms; "
+    code = ("import sys; import sim.runner, sim.loader, algorithms; "
             "sc, b = sim.loader.load_scenario('scenarios/quickstart.yaml', ['training.rounds=2', 'output.plots=false']); "
-            "sim.run.simulate(sc, b); assert 'torch' not in sys.modules, 'torch imported'")
+            "sim.runner.simulate(sc, b); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -10,43 +10,20 @@ Most cases go through the Python API (``sim.loader.load_scenario``) and the in-p
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from fleet_helpers import fedfleet
+
 from sim.cli import app
 from sim.loader import MAX_DEPTH, MAX_SCENARIO_BYTES, ScenarioError, load_scenario
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "scenarios" / "quickstart.yaml"
-
-
-def _fedfleet_cmd() -> list[str]:
-    exe = REPO / ".venv" / "bin" / "fedfleet"
-    if exe.is_file() and os.access(exe, os.X_OK):
-        return [str(exe)]
-    return [sys.executable, "-m", "sim.cli"]  # same app, when the venv lives elsewhere
-
-
-FEDFLEET = _fedfleet_cmd()
-
-
-def _cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "FORCE_COLOR"))}
-    env.update(NO_COLOR="1", TERM="dumb", COLUMNS="200", CI="1", MPLBACKEND="Agg", PYTHONIOENCODING="utf-8",
-               PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
-    return env
-
-
-def fedfleet(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*FEDFLEET, *args], cwd=REPO, env=_cli_env(), capture_output=True, text=True,
-                          timeout=timeout, check=False)
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import numpy as np
 from fleet_helpers import REPO
 
 from sim.loader import load_scenario
-from sim.run import simulate
+from sim.runner import simulate
 
 
 def test_paper_fleet_step_time_order_and_idle():
