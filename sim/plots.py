@@ -37,7 +37,9 @@ def plot_run(run_dir: Path) -> list[Path]:
     ax2.plot(rounds["round"], 100 * rounds["mean_idle_fraction"], color="#C44E52", ls="--", label="mean idle")
     ax2.set_ylabel("mean idle fraction (%)")
     ax2.grid(False)
-    fig.legend(loc="upper right", fontsize=8)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
     ax.set_title("Round time and idle time")
     written.append(_save(fig, out_dir / "round_times.png"))
 
@@ -67,13 +69,19 @@ def plot_run(run_dir: Path) -> list[Path]:
             for name, a, b in spans:
                 if pd.notna(a) and pd.notna(b):
                     ax.barh(y, b - a, left=a - t0, color=PHASE_COLORS[name], height=0.7)
+                elif pd.notna(a):  # phase in progress when the device failed or was cut off
+                    ax.barh(y, r.t_end_s - a, left=a - t0, color=PHASE_COLORS[name], height=0.7,
+                            hatch="////", edgecolor="black", linewidth=0.0, alpha=0.6)
             if pd.notna(r.t_report_s):
                 ax.barh(y, t1 - r.t_report_s, left=r.t_report_s - t0, color=PHASE_COLORS["idle"], height=0.7)
+            elif str(r.status) == "dropped":
+                ax.plot([r.t_end_s - t0], [y], marker="x", color="black", ms=5)
         ax.set_yticks(range(len(lr)))
-        ax.set_yticklabels([str(d) for d in lr["device_id"]], fontsize=6)
-        ax.set_xlabel(f"time since round {last} start (s, simulated)")
+        ax.set_yticklabels([str(d) if s == "ok" else f"{d} ({s})" for d, s in zip(lr["device_id"], lr["status"].astype(str))],
+                           fontsize=6)
+        ax.set_xlabel(f"time since round {last} start (s, simulated); hatched: unfinished phase, x: dropout")
         handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PHASE_COLORS.values()]
-        ax.legend(handles, list(PHASE_COLORS), fontsize=7, loc="lower right")
+        ax.legend(handles, list(PHASE_COLORS), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.set_title(f"Round {last} timeline")
         written.append(_save(fig, out_dir / "timeline.png"))
     return written
