@@ -330,6 +330,19 @@ class Simulation:
         self._flows[j] = None
         return True
 
+    def _downloaded(self, buf: RoundBuffer, j: int, d: int, plan: Plan, cost, fits: bool) -> bool:
+        """Record the finished download; then either an OOM report (False) or the start of local
+        training, whose real update the learner computes now in host time (True)."""
+        now = self.env.now
+        buf.t_download_end_s[j] = now
+        buf.bytes_down[j] = cost.bytes_down
+        if not fits:
+            buf.t_report_s[j] = now
+            return False
+        buf.t_compute_start_s[j] = now
+        self._local_update(buf, j, d, plan)
+        return True
+
     def _local_update(self, buf: RoundBuffer, j: int, d: int, plan: Plan) -> None:
         """Real training (host time) when a learner is attached; simulated time is unaffected."""
         if getattr(self.learner, "trains", False):
@@ -345,13 +358,8 @@ class Simulation:
         try:
             buf.t_available_s[j] = buf.t_download_start_s[j] = env.now
             yield env.timeout(t_down)
-            buf.t_download_end_s[j] = env.now
-            buf.bytes_down[j] = cost.bytes_down
-            if not fits:
-                buf.t_report_s[j] = env.now
+            if not self._downloaded(buf, j, d, plan, cost, fits):
                 return self._finish(buf, j, OOM)
-            buf.t_compute_start_s[j] = env.now
-            self._local_update(buf, j, d, plan)
             compute = plan.local_steps * step_s
             yield env.timeout(compute)
             buf.compute_s[j] = compute
@@ -373,13 +381,8 @@ class Simulation:
             buf.t_download_start_s[j] = env.now
             if not (yield from self._transfer(buf, j, d, cost.bytes_down, "down", fail_at)):
                 return self._finish(buf, j, DROPPED)
-            buf.t_download_end_s[j] = env.now
-            buf.bytes_down[j] = cost.bytes_down
-            if not fits:
-                buf.t_report_s[j] = env.now
+            if not self._downloaded(buf, j, d, plan, cost, fits):
                 return self._finish(buf, j, OOM)
-            buf.t_compute_start_s[j] = env.now
-            self._local_update(buf, j, d, plan)
             compute = plan.local_steps * step_s
             if not (yield from self._sleep(compute, fail_at)):
                 buf.compute_s[j] = env.now - buf.t_compute_start_s[j]

@@ -376,8 +376,6 @@ def _fmt_default(f) -> str:
             return "{" + ", ".join(f"{k}: {list(c.mbps)}" if hasattr(c, "mbps") else str(k) for k, c in v.items()) + "}"
         return repr(v) if not isinstance(v, BaseModel) else ""
     v = f.default
-    if isinstance(v, float) and math.isfinite(v) and v == int(v):
-        return str(v)
     return "null" if v is None else repr(v)
 
 
