@@ -18,6 +18,13 @@ from pydantic import BaseModel, ConfigDict
 
 from devices.plan import Plan
 
+AGGREGATORS = ("svd", "zero_pad", "fedavg")
+"""svd: reconstruct each device's ΔW, masked weighted average, refactor per device (FlexLoRA, the
+FedSpine default); zero_pad: HetLoRA zero padding to the largest rank, norm weights; fedavg: plain
+averaging of equal-rank factors."""
+WEIGHTINGS = ("data_size", "samples", "uniform")
+"""Aggregation weights: local data size |D_i|, samples seen this round (batch x steps), or equal."""
+
 STATUSES = ("ok", "oom", "dropped", "late", "cancelled")
 """ok: reported in time; oom: plan did not fit memory (reported the failure); dropped: device
 failed mid-round (nothing sent); late: still running at the deadline; cancelled: not needed once
@@ -121,9 +128,14 @@ class Strategy(ABC):
             return [("lora_depth", f"{depth} exceeds the target model's {num_layers} layers")]
         return []
 
+    weighting: ClassVar[str] = "data_size"
+
     def __init__(self, params: BaseModel, ctx: StrategyContext):
         self.params = params
         self.ctx = ctx
+        # a strategy may let the scenario choose the aggregation (params.aggregator / params.weighting)
+        self.aggregator = getattr(params, "aggregator", type(self).aggregator)
+        self.weighting = getattr(params, "weighting", type(self).weighting)
 
     @abstractmethod
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:

@@ -9,7 +9,7 @@ which FedSpine's per-device choices are measured (fedspine-method.md section 6).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,13 +27,15 @@ class FixedParams(BaseModel):
     lora_depth: Annotated[int, Field(ge=1)] | None = None
     local_steps: Annotated[int, Field(ge=1)] | None = None
     batch_size: Annotated[int, Field(ge=1)] | None = None
+    aggregator: Literal["svd", "zero_pad", "fedavg"] = "svd"
+    weighting: Literal["data_size", "samples", "uniform"] = "data_size"
 
 
 @register
 class FixedStrategy(Strategy):
     name = "fixed"
     Params = FixedParams
-    aggregator = "fedavg"
+    aggregator = "svd"
 
     def prune_at(self, round_index: int) -> float:
         p: FixedParams = self.params

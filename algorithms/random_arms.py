@@ -8,7 +8,7 @@ largest ratio. Draws come from the strategy's own named stream.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +27,8 @@ class RandomParams(BaseModel):
     lora_depth: Annotated[int, Field(ge=1)] | None = None
     local_steps: Annotated[int, Field(ge=1)] | None = None
     batch_size: Annotated[int, Field(ge=1)] | None = None
+    aggregator: Literal["svd", "zero_pad", "fedavg"] = "svd"
+    weighting: Literal["data_size", "samples", "uniform"] = "data_size"
 
 
 @register
@@ -34,6 +36,14 @@ class RandomStrategy(Strategy):
     name = "random"
     Params = RandomParams
     aggregator = "svd"
+
+    @classmethod
+    def check_params(cls, params, num_layers: int) -> list[tuple[str, str]]:
+        out = super().check_params(params, num_layers)
+        if params.aggregator == "fedavg" and len(set(params.ranks)) > 1:
+            out.append(("aggregator", f"'fedavg' needs one rank for all devices, got ranks {params.ranks}; "
+                                      "use 'svd' or 'zero_pad'"))
+        return out
 
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p: RandomParams = self.params

@@ -80,6 +80,7 @@ class Simulation:
         self.env = simpy.Environment()
         self.recorder = Recorder(self.fleet.ids, self.fleet.group_labels, self.fleet.group_types,
                                  self.fleet.placement_names, self.fleet.slot_names)
+        self.recorder.extra_names = tuple(getattr(self.learner, "extra_columns", ()))
         self.select_rng = generator(sc.seed, "server.selection")
         net = sc.network
         self.latency_s = net.k_rtt * net.rtt_ms / 1000.0
@@ -248,12 +249,16 @@ class Simulation:
         self._last_median = self._censored_median(buf, t_start, deadline)
         ok_idx = np.flatnonzero(ok)
         fleet.prune_ratio[selected[ok_idx]] = [plans[j].prune_ratio for j in ok_idx]
-        self.learner.aggregate([int(selected[j]) for j in ok_idx], [buf.updates.get(j) for j in ok_idx],
-                               self.strategy.aggregator, [float(plans[j].batch_size * plans[j].local_steps) for j in ok_idx])
         extra = {}
-        if getattr(self.learner, "trains", False) and (r + 1) % sc.training.eval_every == 0:
-            self.last_eval = self.learner.evaluate()
-            extra = {"accuracy": self.last_eval.get("accuracy", math.nan), "test_loss": self.last_eval.get("loss", math.nan)}
+        if getattr(self.learner, "trains", False):
+            ok_dev = selected[ok_idx]
+            self.learner.aggregate([int(d) for d in ok_dev], [buf.updates.get(j) for j in ok_idx],
+                                   self.strategy.aggregator, self._agg_weights(ok_dev, [plans[j] for j in ok_idx]))
+            last = r + 1 == sc.training.rounds
+            if (r + 1) % sc.training.eval_every == 0 or last:
+                self.last_eval = self.learner.evaluate(r)
+                extra = {k: self.last_eval.get(k, math.nan) for k in ("accuracy", "accuracy_min", "accuracy_max")}
+                extra["test_loss"] = self.last_eval.get("loss", math.nan)
         row = self.recorder.add_round(buf, group=groups, slots=slots, placement=fleet.placement[selected], load=load,
                                       flops=flops, memory=memory, capacity=capacity, t_end_s=t_end,
                                       deadline_s=deadline, extra=extra)
@@ -267,6 +272,17 @@ class Simulation:
             self.on_round(row)
 
     _last_reports: RoundReports | None = None
+
+    def _agg_weights(self, devices: np.ndarray, plans: list[Plan]) -> list[float]:
+        """Aggregation weights as the strategy asks: local data size |D_i| (default), samples seen
+        this round (batch x steps), or uniform."""
+        how = getattr(self.strategy, "weighting", "data_size")
+        if how == "data_size":
+            sizes = self.learner.data_sizes()
+            return [float(sizes[d]) for d in devices]
+        if how == "samples":
+            return [float(p.batch_size * p.local_steps) for p in plans]
+        return [1.0] * len(plans)
 
     @staticmethod
     def _censored_median(buf: RoundBuffer, t_start: float, deadline: float) -> float:
@@ -346,10 +362,12 @@ class Simulation:
     def _local_update(self, buf: RoundBuffer, j: int, d: int, plan: Plan) -> None:
         """Real training (host time) when a learner is attached; simulated time is unaffected."""
         if getattr(self.learner, "trains", False):
-            upd = self.learner.local_update(d, plan, self.sc.seed)
+            upd = self.learner.local_update(d, plan, buf.round)
             buf.loss_before[j], buf.loss_after[j], buf.lora_update_norm[j] = (
                 upd.loss_before, upd.loss_after, upd.lora_update_norm)
             buf.updates[j] = upd
+            for k, v in upd.extra.items():
+                buf.extra_column(k)[j] = v
 
     def _device_fast(self, buf: RoundBuffer, j: int, d: int, plan: Plan, cost, step_s: float, fits: bool,
                      t_down: float, t_up: float):

@@ -6,7 +6,7 @@ The real learner (``learning/``, its own issue) trains the proxy model in host t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from devices.plan import Plan
@@ -20,14 +20,15 @@ class Update:
     loss_after: float = float("nan")
     lora_update_norm: float = float("nan")
     payload: object = None
+    extra: dict = field(default_factory=dict)  # per device-round columns (proxy memory, sparsity, ...)
 
 
 class Learner(Protocol):
-    def local_update(self, device: int, plan: Plan, seed: int) -> Update: ...
+    def local_update(self, device: int, plan: Plan, round_index: int) -> Update: ...
 
     def aggregate(self, devices: list[int], updates: list[Update], method: str, weights: list[float]) -> None: ...
 
-    def evaluate(self) -> dict[str, float]: ...
+    def evaluate(self, round_index: int) -> dict: ...
 
 
 class NullLearner:
@@ -35,11 +36,11 @@ class NullLearner:
 
     trains = False
 
-    def local_update(self, device: int, plan: Plan, seed: int) -> Update:
+    def local_update(self, device: int, plan: Plan, round_index: int) -> Update:
         return Update()
 
     def aggregate(self, devices: list[int], updates: list[Update], method: str, weights: list[float]) -> None:
         return None
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, round_index: int) -> dict:
         return {}

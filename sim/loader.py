@@ -278,7 +278,31 @@ def validate(data: dict[str, Any], origin: str = "<scenario>", base_dir: Path | 
         if not p.is_file():
             raise ScenarioError(f"{origin}: invalid scenario\n{key}: file {path!r} not found")
     _check_trace_files(sc, base_dir, origin)
+    if sc.learning.kind == "real":
+        _check_learning(sc, origin)
     return sc
+
+
+def _check_learning(sc: Scenario, origin: str) -> None:
+    """Sizes that need the dataset (loaded without torch): test split and per-device minimum."""
+    from learning.data import load_dataset  # noqa: PLC0415 (numpy only)
+
+    ln = sc.learning
+    try:
+        n = len(load_dataset(ln.dataset).labels)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise ScenarioError(f"{origin}: invalid scenario\nlearning.dataset: {e}") from None
+    if ln.test_size >= n:
+        raise ScenarioError(f"{origin}: invalid scenario\nlearning.test_size: {ln.test_size} leaves no training data "
+                            f"({ln.dataset} has {n} examples)")
+    n_train = min(n - ln.test_size, ln.train_examples or n)
+    if sc.n_devices * ln.partition.min_size > n_train:
+        raise ScenarioError(
+            f"{origin}: invalid scenario\nlearning.partition.min_size: {sc.n_devices} devices x {ln.partition.min_size} "
+            f"exceeds the {n_train} training examples")
+    if ln.eval.examples is not None and ln.eval.examples > ln.test_size:
+        raise ScenarioError(f"{origin}: invalid scenario\nlearning.eval.examples: {ln.eval.examples} exceeds "
+                            f"learning.test_size {ln.test_size}")
 
 
 def _check_trace_files(sc: Scenario, base_dir: Path | None, origin: str) -> None:

@@ -46,6 +46,13 @@ class RoundBuffer:
         self.lora_update_norm = np.full(n, NAN)
         self.done = np.zeros(n, dtype=bool)
         self.updates: dict[int, object] = {}  # learner updates by slot j (real learning)
+        self.extra: dict[str, np.ndarray] = {}  # learner columns (proxy memory, sparsity, host time, ...)
+
+    def extra_column(self, name: str) -> np.ndarray:
+        col = self.extra.get(name)
+        if col is None:
+            col = self.extra[name] = np.full(len(self.devices), NAN)
+        return col
 
     def status_names(self) -> np.ndarray:
         return np.array(STATUSES, dtype=object)[self.status]
@@ -63,6 +70,7 @@ class Recorder:
         self.slot_names = slot_names
         self._dev: list[dict[str, np.ndarray]] = []
         self._rounds: list[dict] = []
+        self.extra_names: tuple[str, ...] = ()  # learner columns, fixed for the run (same schema every round)
 
     def add_round(self, buf: RoundBuffer, *, group: np.ndarray, slots: np.ndarray, placement: np.ndarray,
                   load: np.ndarray, flops: np.ndarray, memory: np.ndarray, capacity: np.ndarray,
@@ -108,6 +116,8 @@ class Recorder:
             "reward": np.full(n, NAN),
             "credited": buf.status == STATUS_CODE["ok"],
         })
+        for name in self.extra_names:
+            cols[name] = buf.extra.get(name, np.full(n, NAN)).astype(float)
         self._dev.append(cols)
         st = buf.status
         ok = st == STATUS_CODE["ok"]

@@ -96,8 +96,41 @@ def summarize(sc: Scenario, out: RunOutput, run_id: str) -> dict:
     }
 
 
+def learning_tables(sim: Simulation) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-device evaluations (round, device, type, accuracy, loss, sparsity) and the data partition
+    (samples and label histogram per device), with the fleet's ids, groups and types."""
+    f = sim.fleet
+    types = sorted(set(f.group_types))
+
+    def label(df: pd.DataFrame) -> pd.DataFrame:
+        d = df["device_index"].to_numpy()
+        df.insert(1, "device_id", pd.Categorical.from_codes(d, categories=f.ids))
+        df.insert(2, "group", pd.Categorical.from_codes(f.group[d], categories=f.group_labels))
+        codes = np.array([types.index(t) for t in f.group_types])[f.group[d]]
+        df.insert(3, "device_type", pd.Categorical.from_codes(codes, categories=types))
+        return df
+
+    ev = pd.DataFrame(sim.learner.eval_rows, columns=["round", "device_index", "accuracy", "loss", "attn_sparsity",
+                                                      "ffn_sparsity"])
+    return label(ev), label(sim.learner.partition_table())
+
+
+def make_learner(sc: Scenario, base_dir: Path | None = None):
+    """The scenario's learner: None (timing only) or the real PyTorch learner (imports torch)."""
+    if sc.learning.kind != "real":
+        return None
+    from devices.workload import load_arch  # noqa: PLC0415
+    from learning.learner import RealLearner  # noqa: PLC0415
+
+    arch = load_arch(sc.workload.model, base_dir)
+    return RealLearner(sc.learning, seed=sc.seed, n_devices=sc.n_devices, lora_targets=list(sc.workload.lora_targets),
+                       target_layers=arch.num_layers)
+
+
 def simulate(sc: Scenario, base_dir: Path | None = None, learner=None, on_round=None) -> tuple[Simulation, RunOutput]:
-    """Run the simulation in memory and verify it; no files."""
+    """Run the simulation in memory and verify it; no files. Builds the scenario's learner unless given."""
+    if learner is None:
+        learner = make_learner(sc, base_dir)
     sim = Simulation(sc, base_dir, learner=learner, on_round=on_round)
     out = sim.run()
     verify(out.rounds, out.device_rounds, sc.round.policy, expected_bytes(sim, out.device_rounds))
@@ -125,6 +158,14 @@ def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
         summary["host"] = {"host_time_s": out.host_time_s, "versions": versions(), "started_unix": started}
         atomic_write_parquet(run_dir / "rounds.parquet", out.rounds)
         atomic_write_parquet(run_dir / "device_rounds.parquet", out.device_rounds)
+        lr = sim.learner
+        if getattr(lr, "trains", False):
+            evals, parts = learning_tables(sim)
+            atomic_write_parquet(run_dir / "evals.parquet", evals)
+            atomic_write_parquet(run_dir / "partition.parquet", parts)
+            summary["learning_info"] = lr.info()
+            summary["host"].update(learner_setup_s=lr.setup_s, train_s=lr.host_train_s, train_steps=lr.host_steps,
+                                   eval_s=lr.host_eval_s)
         atomic_write_json(run_dir / "summary.json", summary)
         if sc.output.plots and len(out.rounds):
             from sim.plots import plot_run  # noqa: PLC0415

@@ -285,8 +285,53 @@ class AlgorithmSpec(Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="strategy parameters, validated by the strategy")
 
 
+class PartitionSpec(Strict):
+    """How the training set is split over devices (learning/partition.py)."""
+
+    kind: Literal["iid", "dirichlet", "quantity"] = Field("dirichlet", description="iid; dirichlet label skew; quantity skew (sizes ~ Dir(alpha))")
+    alpha: PosFloat = Field(0.5, description="Dirichlet concentration (smaller = more skew)")
+    min_size: Annotated[int, Field(ge=1)] = Field(16, description="fewest training examples a device may hold")
+
+
+class ImportanceSpec(Strict):
+    """Which groups a device removes when its plan raises the pruning ratio (learning/importance.py)."""
+
+    criterion: Literal["lora_grad", "magnitude", "random"] = Field("lora_grad", description="LoRA-guided first-order estimate (LoRAPrune), weight magnitude, or random")
+    beta: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(0.9, description="EMA coefficient over local steps")
+    scope: Literal["layer", "global"] = Field("layer", description="rank groups within each layer, or across layers")
+    protected_layers: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, description="proxy layers never pruned")
+    order: Literal["prune_first", "tune_prune_tune"] = Field("prune_first", description="prune at round start, or after tau/2 steps")
+    calibration_batches: Annotated[int, Field(ge=0, le=1000)] = Field(2, description="prune_first: gradient-only batches that measure importance before a device's first pruning")
+
+
+class EvalSpec(Strict):
+    examples: Annotated[int, Field(ge=1)] | None = Field(None, description="fixed, seeded subset of the test set (default: all of it)")
+    devices: Annotated[int, Field(ge=1)] | None = Field(None, description="devices evaluated per evaluation, a seeded sample (default: all)")
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = Field(64, description="evaluation batch (length-sorted, dynamic padding)")
+
+
 class LearningSpec(Strict):
-    kind: Literal["none"] = Field("none", description="none = timing only (real learning comes with the learning engine)")
+    """Real learning on a proxy model (DESIGN.md, "two models"): accuracy from PyTorch, time from devices/."""
+
+    kind: Literal["none", "real"] = Field("none", description="none = timing only; real = prune and LoRA-tune the proxy model on real data")
+    model: str = Field("minilm", description="proxy: minilm (packaged all-MiniLM-L6-v2), tiny-bert, tiny-llama, or a Hugging Face name / local folder")
+    dataset: Literal["rotten_tomatoes", "bbc_news", "tweets"] = Field("rotten_tomatoes", description="packaged dataset")
+    test_size: Annotated[int, Field(ge=1)] = Field(1000, description="held-out test examples (seeded split, digest recorded)")
+    train_examples: Annotated[int, Field(ge=1)] | None = Field(None, description="cap the training pool (seeded subset; default: all)")
+    max_len: Annotated[int, Field(ge=8, le=8192)] | None = Field(None, description="tokens per example (default: 64 for RT and tweets, 128 for BBC)")
+    partition: PartitionSpec = Field(default_factory=PartitionSpec)
+    lr: PosFloat = Field(1e-3, description="AdamW learning rate (LoRA and head)")
+    weight_decay: NonNegFloat = Field(0.0, description="AdamW weight decay")
+    grad_clip: PosFloat | None = Field(1.0, description="gradient-norm clip (null: none)")
+    lora_alpha: PosFloat = Field(16.0, description="LoRA alpha; scaling s = alpha / rank")
+    lora_dropout: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(0.0, description="dropout on the LoRA input")
+    model_dropout: bool = Field(True, description="keep the proxy's own dropout while training")
+    resize: Literal["svd", "truncate"] = Field("svd", description="global update -> device rank: truncated SVD of dW (FlexLoRA) or factor truncation (HetLoRA)")
+    importance: ImportanceSpec = Field(default_factory=ImportanceSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    compute_device: Literal["cpu", "cuda"] = Field("cpu", description="where the proxy runs")
+    torch_threads: Annotated[int, Field(ge=1, le=1024)] | None = Field(None, description="torch intra-op threads (default: torch's)")
+    slice_cache: Annotated[int, Field(ge=0, le=10000)] = Field(8, description="sliced-backbone copies kept in memory (by mask)")
 
 
 class OutputSpec(Strict):

@@ -1,0 +1,1 @@
+"""Real PyTorch learning: proxy models, data, pruning, LoRA, aggregation, training."""

@@ -1,0 +1,526 @@
+"""The real learner: every device's plan carried out on a real pretrained proxy, on its own data.
+
+State (DESIGN.md, "state that must stay small"): one frozen backbone shared by all devices; the
+server's global LoRA update per adapted matrix (dense ΔW in full coordinates after ``svd``
+aggregation, factors after ``zero_pad``/``fedavg``) and the global classification head; per device
+only its keep-masks, its smoothed group importance and its last rank. LoRA factors exist only for
+the duration of a local update.
+
+One local update (round t, device i, plan (p, r, layers, τ, b)):
+
+1. receive: the global update restricted to the device's structure, resized to rank r
+   (``svd``: truncated SVD of the restricted ΔW_g, FlexLoRA; ``truncate``: HetLoRA truncation);
+2. prune to p with the smoothed importance (``prune_first``, default: before the τ steps; the
+   importance of a device that never trained is measured on ``calibration_batches`` batches first)
+   or after ⌊τ/2⌋ steps (``tune_prune_tune``, the seed summary's order); pruned rows of B and columns
+   of A are dropped with the structure;
+3. τ AdamW steps on the physically sliced model (LoRA + head trainable), updating the importance EMA;
+4. report: loss on the round's first batch before (full received model, before pruning) and after
+   training, ‖B_end − B_start‖_F over all matrices (the LoRA-update importance), a group-importance
+   summary and the proxy's measured peak memory. The new masks, importance and factors are committed
+   only when the server aggregates the update (a device that drops out keeps its old state).
+
+Randomness: batches, calibration, random-criterion scores and the random rows of resized factors use
+named streams ``learn.*`` of the run seed per (device, round); dropout runs under a forked torch RNG
+seeded the same way, so results do not depend on the order devices are trained in.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from devices.plan import Plan
+from devices.rng import generator
+from learning import aggregate as agg
+from learning.data import DEFAULT_MAX_LEN, collate, length_sorted_batches, load_dataset, split_digest, tokenize, \
+    train_test_split
+from learning.importance import KINDS, ImportanceEMA, combine, group_sums, lora_grad_importance, prune
+from learning.lora import Attached, Key, attach, detach, lora_keys
+from learning.models import load_proxy
+from learning.partition import label_histogram, partition
+from learning.structure import ArchAdapter, Masks, Slicer, group_index
+from sim.learner import Update
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeviceState:
+    masks: Masks
+    importance: ImportanceEMA
+    rank: int | None = None
+
+
+@dataclass
+class Payload:
+    """What a device uploads (plus the state it commits if the server takes the update)."""
+
+    factors: dict[Key, agg.DeviceLora]
+    head: dict[str, torch.Tensor]
+    state: DeviceState
+    rank: int
+
+
+@dataclass
+class GlobalEntry:
+    dense: torch.Tensor | None = None  # ΔW_g, full coordinates
+    B: torch.Tensor | None = None  # factors with the scaling folded in: ΔW_g = B @ A
+    A: torch.Tensor | None = None
+
+    def as_dense(self) -> torch.Tensor | None:
+        if self.dense is None and self.B is not None:
+            self.dense = self.B @ self.A
+        return self.dense
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass
+class EvalResult:
+    device: int
+    accuracy: float
+    loss: float
+    attn_sparsity: float
+    ffn_sparsity: float
+
+
+class RealLearner:
+    """Implements ``sim.learner.Learner`` with transformers + peft on CPU (or CUDA)."""
+
+    trains = True
+    extra_columns = ("proxy_peak_mem_bytes", "proxy_attn_sparsity", "proxy_ffn_sparsity", "importance_attn_median",
+                     "importance_attn_min", "importance_ffn_median", "importance_ffn_min")
+
+    def __init__(self, spec, *, seed: int, n_devices: int, lora_targets: list[str], target_layers: int,
+                 base_dir=None):
+        self.spec = spec
+        self.seed = seed
+        self.n = n_devices
+        self.target_layers = target_layers
+        if spec.torch_threads:
+            torch.set_num_threads(spec.torch_threads)
+        self.torch_device = torch.device(spec.compute_device)
+        t0 = time.perf_counter()
+        ds = load_dataset(spec.dataset)
+        if spec.test_size >= len(ds.labels):
+            raise ValueError(f"learning.test_size {spec.test_size} must be below the dataset size {len(ds.labels)}")
+        self.dataset = ds
+        train_idx, test_idx = train_test_split(len(ds.labels), spec.test_size, generator(seed, "learn.split"))
+        if spec.train_examples is not None and spec.train_examples < len(train_idx):
+            sub = generator(seed, "learn.train_subset").choice(len(train_idx), spec.train_examples, replace=False)
+            train_idx = np.sort(train_idx[sub])
+        self.train_idx, self.test_idx = train_idx, test_idx
+        pm = load_proxy(spec.model, ds.n_classes, _seed(seed, 1), dropout=spec.model_dropout)
+        self.model, self.tok = pm.model.to(self.torch_device), pm.tokenizer
+        self.model_source = pm.source
+        self.adapter = ArchAdapter.for_model(self.model)
+        a = self.adapter
+        bad = [li for li in spec.importance.protected_layers if li >= a.num_layers]
+        if bad:
+            raise ValueError(f"learning.importance.protected_layers: {bad} beyond the proxy's {a.num_layers} layers")
+        self.protected = frozenset(spec.importance.protected_layers)
+        self.slicer = Slicer(self.model, a, cache_size=spec.slice_cache)
+        self.targets = list(lora_targets)
+        max_len = spec.max_len or DEFAULT_MAX_LEN[spec.dataset]
+        ids = tokenize(ds.texts, self.tok, max_len)
+        self.train_ids = [ids[i] for i in train_idx]
+        self.train_labels = ds.labels[train_idx]
+        self.test_ids_all = [ids[i] for i in test_idx]
+        self.test_labels_all = ds.labels[test_idx]
+        ev = spec.eval
+        sel = np.arange(len(test_idx))
+        if ev.examples is not None and ev.examples < len(sel):
+            sel = np.sort(generator(seed, "learn.eval_subset").choice(len(sel), ev.examples, replace=False))
+        self.eval_sel = sel
+        self.pad_id = int(self.tok.pad_token_id)
+        p = spec.partition
+        self.parts = partition(self.train_labels, n_devices, p.kind, generator(seed, "learn.partition"),
+                               alpha=p.alpha, min_size=p.min_size)
+        self.hist = label_histogram(self.train_labels, self.parts, ds.n_classes)
+        self.devices = [DeviceState(a.full_mask(), ImportanceEMA(spec.importance.beta)) for _ in range(n_devices)]
+        self.glob: dict[Key, GlobalEntry] = {}
+        head = getattr(self.model, a.head_module)
+        self.head_names = [n for n, _ in head.named_parameters()]
+        self.head = {n: p.detach().clone() for n, p in head.named_parameters()}
+        self.shapes = {(li, s.path): tuple(self.slicer.original(li, s.path).weight.shape)
+                       for li in range(a.num_layers) for s in a.matrices}
+        self.specs = {s.path: s for s in a.matrices}
+        self.all_keys = lora_keys(a, self.targets, range(a.num_layers))
+        self.fallback = sorted({k for k in KINDS if not any(self.specs[p].kind == k for _, p in self.all_keys)})
+        if self.fallback and spec.importance.criterion == "lora_grad":
+            log.warning("no LoRA target in %s matrices: their groups are ranked by magnitude", "/".join(self.fallback))
+        self.setup_s = time.perf_counter() - t0
+        self.eval_rows: list[dict] = []
+        self.host_train_s = 0.0  # host time, reported in summary.json's host section only
+        self.host_steps = 0
+        self.host_eval_s = 0.0
+
+    # ------------------------------------------------------------------ helpers
+    def data_sizes(self) -> np.ndarray:
+        return np.array([len(p) for p in self.parts], dtype=float)
+
+    def info(self) -> dict:
+        ds = self.dataset
+        return {"model": self.spec.model, "model_source": self.model_source, "family": self.adapter.family,
+                "dataset": ds.name, "dataset_source": ds.source, "n_train": int(len(self.train_idx)),
+                "n_test": int(len(self.test_idx)), "n_eval": int(len(self.eval_sel)),
+                "train_digest": split_digest(self.train_idx), "test_digest": split_digest(self.test_idx),
+                "label_names": list(ds.label_names), "majority_rate": float(np.bincount(
+                    self.test_labels_all[self.eval_sel], minlength=ds.n_classes).max() / len(self.eval_sel)),
+                "importance_fallback_kinds": self.fallback, "setup_s": self.setup_s}
+
+    def partition_table(self):
+        import pandas as pd  # noqa: PLC0415
+
+        cols = {"device_index": np.arange(self.n), "n_samples": np.array([len(p) for p in self.parts])}
+        for c, name in enumerate(self.dataset.label_names):
+            cols[f"label_{name}"] = self.hist[:, c]
+        return pd.DataFrame(cols)
+
+    def proxy_layers(self, plan: Plan) -> list[int]:
+        """Plan LoRA layers are target-model indices; map l -> floor(l * L_proxy / L_target)."""
+        L = self.adapter.num_layers
+        if plan.lora_layers is None:
+            return list(range(L))
+        return sorted({min(L - 1, (li * L) // self.target_layers) for li in plan.lora_layers})
+
+    def _rows_cols(self, key: Key, masks: Masks) -> tuple[torch.Tensor, torch.Tensor]:
+        li, path = key
+        spec = self.specs[path]
+        out, inp = self.shapes[key]
+        idx = group_index(spec, masks.of(spec.kind)[li])
+        if spec.axis == 0:
+            return idx, torch.arange(inp)
+        return torch.arange(out), idx
+
+    def _received(self, keys: list[Key], masks: Masks, rank: int, gen: torch.Generator) -> dict:
+        """The global update restricted to ``masks`` and resized to ``rank``: {key: (B, A)}."""
+        s = self.spec.lora_alpha / rank
+        out = {}
+        for key in keys:
+            rows, cols = self._rows_cols(key, masks)
+            g = self.glob.get(key)
+            if self.spec.resize == "truncate" and g is not None:
+                if g.B is None:
+                    g.B, g.A = agg.global_factors(g.dense, self._max_rank())
+                out[key] = agg.factor_truncate(g.B, g.A, rows, cols, rank, s, gen)
+                continue
+            dense = g.as_dense() if g is not None else None
+            delta = torch.zeros(len(rows), len(cols)) if dense is None else dense[rows][:, cols]
+            out[key] = agg.factor_svd(delta, rank, s, gen)
+        return out
+
+    def _max_rank(self) -> int:
+        ranks = [d.rank for d in self.devices if d.rank]
+        return max(ranks) if ranks else 8
+
+    def _batches(self, idx: np.ndarray, steps: int, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """``steps`` batches of ``batch`` local indices: epochs of fresh permutations, concatenated."""
+        need = steps * batch
+        perms = [rng.permutation(idx) for _ in range(math.ceil(need / len(idx)))]
+        flat = np.concatenate(perms)[:need]
+        return [flat[i * batch:(i + 1) * batch] for i in range(steps)]
+
+    def _inputs(self, rows: np.ndarray) -> tuple[dict, torch.Tensor]:
+        ids, mask = collate([self.train_ids[i] for i in rows], self.pad_id)
+        y = torch.from_numpy(self.train_labels[rows]).long()
+        dev = self.torch_device
+        return {"input_ids": ids.to(dev), "attention_mask": mask.to(dev)}, y.to(dev)
+
+    def _loss(self, batch: dict, y: torch.Tensor) -> torch.Tensor:
+        logits = self.model(**batch).logits
+        return nn.functional.cross_entropy(logits, y)
+
+    # ------------------------------------------------------------------ local update
+    def local_update(self, device: int, plan: Plan, round_index: int) -> Update:
+        t0 = time.perf_counter()
+        spec, imp = self.spec, self.spec.importance
+        st = self.devices[device]
+        rng = generator(self.seed, "learn.local", device, round_index)
+        gen = torch.Generator().manual_seed(_seed(self.seed, 2, device, round_index))
+        layers = self.proxy_layers(plan)
+        keys = lora_keys(self.adapter, self.targets, layers)
+        rank = plan.lora_rank
+        ema = ImportanceEMA(imp.beta, st.importance.state())
+        masks = st.masks.copy()
+        tau = plan.local_steps
+        need_prune = plan.prune_ratio > 0 and self._would_prune(masks, plan.prune_ratio)
+        n_cal = imp.calibration_batches if (need_prune and imp.criterion == "lora_grad" and imp.order == "prune_first"
+                                            and not any(ema.has(k) for k in keys)) else 0
+        batches = self._batches(self.parts[device], tau + n_cal, plan.batch_size, rng)
+        probe = self._inputs(batches[0])
+        peak = [0]
+        head = getattr(self.model, self.adapter.head_module)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_seed(self.seed, 3, device, round_index))
+            self._load_head(head)
+            factors = self._received(keys, masks, rank, gen)
+            att = self._attach(masks, keys, rank, factors, head)
+            b_start = {k: f[0].clone() for k, f in factors.items()}
+            with torch.no_grad():
+                loss_before = float(self._loss(*probe))
+            for b in batches[tau:]:  # calibration: importance only, no step
+                self._step(att, self._inputs(b), None, ema, masks, peak)
+            opt = None
+            steps_before = tau // 2 if (need_prune and imp.order == "tune_prune_tune") else 0
+            if need_prune and steps_before == 0:
+                masks, att, b_start = self._prune_now(masks, plan, att, keys, rank, ema, head, b_start, rng)
+            opt = self._optimizer(att, head)
+            for k in range(tau):
+                if need_prune and k == steps_before and steps_before > 0:
+                    masks, att, b_start = self._prune_now(masks, plan, att, keys, rank, ema, head, b_start, rng)
+                    opt = self._optimizer(att, head)
+                self._step(att, self._inputs(batches[k]), opt, ema, masks, peak)
+            with torch.no_grad():
+                loss_after = float(self._loss(*probe))
+            final = att.factors()
+            new_head = {n: p.detach().clone() for n, p in head.named_parameters()}
+            params_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            train_bytes = sum(p.numel() * p.element_size() for p in self._trainables(att, head))
+            detach(self.model, self.slicer)
+        self.host_train_s += time.perf_counter() - t0
+        self.host_steps += tau + n_cal
+        norm2 = 0.0
+        ups: dict[Key, agg.DeviceLora] = {}
+        for k, (B, A) in final.items():
+            norm2 += float(((B - b_start[k]) ** 2).sum())
+            rows, cols = self._rows_cols(k, masks)
+            ups[k] = agg.DeviceLora(B, A, att.scaling, rows, cols)
+        summary = self._importance_summary(ema, masks)
+        payload = Payload(ups, new_head, DeviceState(masks, ema, rank), rank)
+        attn_sp, ffn_sp = masks.sparsity_parts()
+        return Update(loss_before=loss_before, loss_after=loss_after, lora_update_norm=math.sqrt(norm2),
+                      payload=payload,
+                      extra={"proxy_peak_mem_bytes": float(params_bytes + 3 * train_bytes + peak[0]),
+                             "proxy_attn_sparsity": attn_sp, "proxy_ffn_sparsity": ffn_sp, **summary})
+
+    def _would_prune(self, masks: Masks, ratio: float) -> bool:
+        for kind in KINDS:
+            n = self.adapter.n_groups(kind)
+            per = min(math.floor(ratio * n + 1e-9), n - 1)
+            if any(int((~masks.of(kind)[li]).sum()) < per for li in range(self.adapter.num_layers)
+                   if li not in self.protected):
+                return True
+        return False
+
+    def _load_head(self, head: nn.Module) -> None:
+        with torch.no_grad():
+            for n, p in head.named_parameters():
+                p.copy_(self.head[n])
+
+    def _attach(self, masks: Masks, keys: list[Key], rank: int, factors: dict, head: nn.Module) -> Attached:
+        att = attach(self.model, self.adapter, self.slicer, masks, keys, rank, self.spec.lora_alpha, factors,
+                     self.spec.lora_dropout)
+        for p in head.parameters():
+            p.requires_grad_(True)
+        self.model.train()
+        return att
+
+    def _trainables(self, att: Attached, head: nn.Module) -> list[nn.Parameter]:
+        return [*att.parameters(), *head.parameters()]
+
+    def _optimizer(self, att: Attached, head: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self._trainables(att, head), lr=self.spec.lr, weight_decay=self.spec.weight_decay)
+
+    def _step(self, att: Attached, data: tuple[dict, torch.Tensor], opt, ema: ImportanceEMA, masks: Masks,
+              peak: list[int]) -> float:
+        """One forward/backward (and optimiser step if ``opt``); folds LoRA-guided importance into ``ema``."""
+        batch, y = data
+        params = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
+        seen: set[int] = set()
+        saved = [0]
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            s = t.untyped_storage()
+            ptr = s.data_ptr()
+            if ptr not in seen and ptr not in params:
+                seen.add(ptr)
+                saved[0] += s.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = self._loss(batch, y)
+        loss.backward()
+        peak[0] = max(peak[0], saved[0])
+        if self.spec.importance.criterion == "lora_grad":
+            with torch.no_grad():
+                for key, m in att.modules.items():
+                    A = m.lora_A["default"].weight
+                    B = m.lora_B["default"].weight
+                    if A.grad is None or B.grad is None:
+                        continue
+                    elem = lora_grad_importance(m.base_layer.weight, B, A, B.grad, A.grad, att.scaling)
+                    spec = self.specs[key[1]]
+                    ema.update(key, masks.of(spec.kind)[key[0]], group_sums(elem, spec))
+        if opt is not None:
+            if self.spec.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.spec.grad_clip)
+            opt.step()
+        for p in self.model.parameters():
+            p.grad = None
+        return float(loss.detach())
+
+    def _scores(self, masks: Masks, ema: ImportanceEMA, att: Attached, rng: np.random.Generator) -> dict:
+        """Combined group scores per (layer, kind) for the current structure."""
+        a, crit = self.adapter, self.spec.importance.criterion
+        cur = att.factors()
+        out = {}
+        for li in range(a.num_layers):
+            for kind in KINDS:
+                keep = masks.of(kind)[li]
+                if crit == "random":
+                    v = rng.random(len(keep))
+                    v[~keep] = np.inf
+                    out[(li, kind)] = v
+                    continue
+                vecs = []
+                specs = [s for s in a.matrices if s.kind == kind]
+                if crit == "lora_grad" and all(ema.has((li, s.path)) for s in specs if (li, s.path) in cur) \
+                        and any((li, s.path) in cur for s in specs):
+                    vecs = [ema.values[(li, s.path)] for s in specs if (li, s.path) in cur]
+                else:  # magnitude (also the fallback for matrices without LoRA)
+                    for s in specs:
+                        W = self.slicer.original(li, s.path).weight.detach()
+                        rows, cols = self._rows_cols((li, s.path), masks)
+                        w = W[rows][:, cols]
+                        if (li, s.path) in cur:
+                            B, A = cur[(li, s.path)]
+                            w = w + att.scaling * (B @ A)
+                        full = np.zeros(len(keep))
+                        full[keep] = group_sums(w.abs(), s)
+                        vecs.append(full)
+                out[(li, kind)] = combine(vecs, keep)
+        return out
+
+    def _prune_now(self, masks, plan, att, keys, rank, ema, head, b_start, rng):
+        """Prune to the plan's ratio, re-slice, and carry the LoRA factors over to the kept rows/columns."""
+        imp = self.spec.importance
+        scores = self._scores(masks, ema, att, rng)
+        new = prune(masks, scores, plan.prune_ratio, self.adapter, imp.scope, self.protected)
+        cur = att.factors()
+        carried, starts = {}, {}
+        for k, (B, A) in cur.items():
+            spec = self.specs[k[1]]
+            old_keep, new_keep = masks.of(spec.kind)[k[0]], new.of(spec.kind)[k[0]]
+            sel = torch.from_numpy(np.flatnonzero(np.repeat(new_keep[old_keep], spec.width)))
+            if spec.axis == 0:
+                carried[k], starts[k] = (B[sel], A), b_start[k][sel]
+            else:
+                carried[k], starts[k] = (B, A[:, sel]), b_start[k]
+        detach(self.model, self.slicer)
+        att = self._attach(new, keys, rank, carried, head)
+        return new, att, starts
+
+    def _importance_summary(self, ema: ImportanceEMA, masks: Masks) -> dict:
+        """Median and min of the normalised kept-group scores per kind (NaN without estimates)."""
+        out = {}
+        for kind in KINDS:
+            vals = []
+            for li in range(self.adapter.num_layers):
+                keep = masks.of(kind)[li]
+                vecs = [ema.values[(li, s.path)] for s in self.adapter.matrices
+                        if s.kind == kind and ema.has((li, s.path))]
+                if vecs:
+                    vals.append(combine(vecs, keep)[keep])
+            v = np.concatenate(vals) if vals else np.array([])
+            out[f"importance_{kind}_median"] = float(np.median(v)) if len(v) else math.nan
+            out[f"importance_{kind}_min"] = float(v.min()) if len(v) else math.nan
+        return out
+
+    # ------------------------------------------------------------------ server side
+    def aggregate(self, devices: list[int], updates: list[Update], method: str, weights: list[float]) -> None:
+        """Aggregate the reported updates into the global LoRA and head; commit the devices' states."""
+        pairs = [(d, u.payload, w) for d, u, w in zip(devices, updates, weights) if u is not None and u.payload]
+        if not pairs:
+            return
+        keys = sorted({k for _, p, _ in pairs for k in p.factors})
+        for key in keys:
+            ups = [(p.factors[key], w) for _, p, w in pairs if key in p.factors]
+            lo = [u for u, _ in ups]
+            ws = [w for _, w in ups]
+            shape = self.shapes[key]
+            prev = self.glob.get(key)
+            if method == "svd":
+                dense = agg.aggregate_svd(lo, ws, shape, prev.as_dense() if prev is not None else None)
+                self.glob[key] = GlobalEntry(dense=dense)
+            elif method == "zero_pad":
+                B, A = agg.aggregate_zero_pad(lo, shape)
+                self.glob[key] = GlobalEntry(B=B, A=A)
+            elif method == "fedavg":
+                B, A = agg.aggregate_fedavg(lo, ws, shape)
+                self.glob[key] = GlobalEntry(B=B, A=A)
+            else:
+                raise ValueError(f"unknown aggregation method {method!r}; allowed: svd, zero_pad, fedavg")
+        total = sum(w for _, _, w in pairs)
+        for n in self.head_names:
+            self.head[n] = sum(p.head[n] * (w / total) for _, p, w in pairs)
+        for d, p, _ in pairs:
+            self.devices[d] = p.state
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, round_index: int = 0) -> dict:
+        """Each sampled device's model (its sliced backbone + the global update restricted to it, merged,
+        + the global head) on the fixed evaluation subset. Returns the fleet mean and per-device rows."""
+        ev = self.spec.eval
+        devs = np.arange(self.n)
+        if ev.devices is not None and ev.devices < self.n:
+            devs = np.sort(generator(self.seed, "learn.eval_devices", round_index).choice(self.n, ev.devices,
+                                                                                          replace=False))
+        t0 = time.perf_counter()
+        cache: dict[str, tuple[float, float]] = {}
+        rows = []
+        for d in devs:
+            masks = self.devices[d].masks
+            k = masks.key()
+            if k not in cache:
+                cache[k] = self._eval_masks(masks)
+            acc, loss = cache[k]
+            a_sp, f_sp = masks.sparsity_parts()
+            rows.append({"round": round_index, "device_index": int(d), "accuracy": acc, "loss": loss,
+                         "attn_sparsity": a_sp, "ffn_sparsity": f_sp})
+        self.eval_rows.extend(rows)
+        self.host_eval_s += time.perf_counter() - t0
+        accs = np.array([r["accuracy"] for r in rows])
+        return {"accuracy": float(accs.mean()), "loss": float(np.mean([r["loss"] for r in rows])),
+                "accuracy_min": float(accs.min()), "accuracy_max": float(accs.max()), "devices": rows}
+
+    @torch.no_grad()  # not inference_mode: sliced layers are cached and reused for training
+    def _eval_masks(self, masks: Masks) -> tuple[float, float]:
+        layers = dict(self.slicer.sliced_layers(masks))
+        for key, g in self.glob.items():
+            dense = g.as_dense()
+            if dense is None:
+                continue
+            rows, cols = self._rows_cols(key, masks)
+            base = layers[key]
+            lin = copy.deepcopy(base)  # (nn.Linear() would draw its init from the global RNG)
+            lin.weight.add_(dense[rows][:, cols].to(lin.weight))
+            layers[key] = lin
+        head = getattr(self.model, self.adapter.head_module)
+        self._load_head(head)
+        self.slicer.apply(masks, layers)
+        self.model.eval()
+        try:
+            ids = [self.test_ids_all[i] for i in self.eval_sel]
+            labels = self.test_labels_all[self.eval_sel]
+            correct, loss_sum = 0, 0.0
+            for b in length_sorted_batches(np.array([len(x) for x in ids]), self.spec.eval.batch_size):
+                x, m = collate([ids[i] for i in b], self.pad_id)
+                y = torch.from_numpy(labels[b]).long().to(self.torch_device)
+                logits = self.model(input_ids=x.to(self.torch_device), attention_mask=m.to(self.torch_device)).logits
+                loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(-1) == y).sum())
+        finally:
+            self.slicer.restore()
+        n = len(self.eval_sel)
+        return correct / n, loss_sum / n

