@@ -339,6 +339,10 @@ def _svd_parts(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return U, S, Vh, int((S > SINGULAR_VALUE_RTOL * smax).sum())
 
 
+A_ROW_NORM = 1.0 / math.sqrt(3.0)
+"""Row norm of peft's default lora_A init in expectation (kaiming-uniform, a = sqrt(5))."""
+
+
 def factor_svd(
     delta: torch.Tensor, rank: int, scaling: float, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -348,9 +352,13 @@ def factor_svd(
     reduced SVD ``delta = U Σ Vᵀ`` (``torch.linalg.svd``, ``full_matrices=False``) and ``g`` the number of
     kept components (``k < min(r, m, n)`` with ``σ_k > 1e-6·σ_max``)::
 
-        B[:, :g] = U[:, :g]·sqrt(Σ_g) / sqrt(s),   A[:g] = sqrt(Σ_g)·Vᵀ[:g] / sqrt(s)
+        A[:g] = c·Vᵀ[:g],   B[:, :g] = U[:, :g]·Σ_g / (s·c),   c = 1/sqrt(3)
 
-    so ``s·B·A = U_g Σ_g V_gᵀ``, the best rank-``r`` approximation of ``delta`` in Frobenius / spectral norm
+    so ``s·B·A = U_g Σ_g V_gᵀ``. ``A``'s rows are orthonormal rows scaled to the row norm of peft's
+    ``lora_A`` init (kaiming-uniform U(±1/sqrt(n)) has E‖row‖² = 1/3), and ``B`` carries the singular
+    values. A balanced split (sqrt(Σ) in both) would make both factors tiny while the aggregate is small
+    (early rounds), and since dL/dB = s·G·Aᵀ, local learning would stall by a factor sqrt(σ); this split keeps
+    ``B``'s gradient at the scale of a fresh LoRA. It is the best rank-``r`` approximation of ``delta`` in Frobenius / spectral norm
     (Eckart–Young; exact when ``r`` >= the rank of ``delta``, up to the dropped components below
     ``1e-6·σ_max``). The remaining ``r − g`` components (numerically zero singular values, all of them when
     ``delta`` is 0, and those beyond ``min(m, n)``) get a zero ``B`` column and an ``A`` row drawn like
@@ -371,10 +379,9 @@ def factor_svd(
     U, S, Vh, numerical_rank = _svd_parts(d)
     g = min(r, numerical_rank)
     if g > 0:
-        root = torch.sqrt(S[:g])
-        inv = 1.0 / math.sqrt(s)
-        B[:, :g] = U[:, :g] * root[None, :] * inv
-        A[:g] = root[:, None] * Vh[:g] * inv
+        c = A_ROW_NORM
+        A[:g] = c * Vh[:g]
+        B[:, :g] = U[:, :g] * (S[:g] / (s * c))[None, :]
     logger.debug("factor_svd: %dx%d -> rank %d (%d data components)", m, n, r, g)
     return B, A
 

@@ -39,7 +39,7 @@ KINDS = ("attn", "ffn")
 def group_sums(elem: torch.Tensor, spec: MatrixSpec) -> np.ndarray:
     """Sum an element-wise importance matrix (sliced coordinates) over each kept group."""
     per = elem.sum(dim=1) if spec.axis == 0 else elem.sum(dim=0)
-    return per.reshape(-1, spec.width).sum(dim=1).double().cpu().numpy()
+    return per.detach().reshape(-1, spec.width).sum(dim=1).double().cpu().numpy()
 
 
 def lora_grad_importance(W: torch.Tensor, B: torch.Tensor, A: torch.Tensor, gB: torch.Tensor, gA: torch.Tensor,

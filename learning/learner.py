@@ -132,11 +132,12 @@ class RealLearner:
         self.slicer = Slicer(self.model, a, cache_size=spec.slice_cache)
         self.targets = list(lora_targets)
         max_len = spec.max_len or DEFAULT_MAX_LEN[spec.dataset]
-        ids = tokenize(ds.texts, self.tok, max_len)
-        self.train_ids = [ids[i] for i in train_idx]
-        self.train_labels = ds.labels[train_idx]
-        self.test_ids_all = [ids[i] for i in test_idx]
-        self.test_labels_all = ds.labels[test_idx]
+        used = np.concatenate([train_idx, test_idx])  # tokenised once per run, only what is used
+        ids = tokenize([ds.texts[i] for i in used], self.tok, max_len)
+        self.train_ids = ids[:len(train_idx)]
+        self.train_labels = np.asarray(ds.labels)[train_idx]
+        self.test_ids_all = ids[len(train_idx):]
+        self.test_labels_all = np.asarray(ds.labels)[test_idx]
         ev = spec.eval
         sel = np.arange(len(test_idx))
         if ev.examples is not None and ev.examples < len(sel):
@@ -330,7 +331,10 @@ class RealLearner:
         return [*att.parameters(), *head.parameters()]
 
     def _optimizer(self, att: Attached, head: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self._trainables(att, head), lr=self.spec.lr, weight_decay=self.spec.weight_decay)
+        head_lr = self.spec.head_lr if self.spec.head_lr is not None else self.spec.lr
+        return torch.optim.AdamW([{"params": list(att.parameters()), "lr": self.spec.lr},
+                                  {"params": list(head.parameters()), "lr": head_lr}],
+                                 lr=self.spec.lr, weight_decay=self.spec.weight_decay)
 
     def _step(self, att: Attached, data: tuple[dict, torch.Tensor], opt, ema: ImportanceEMA, masks: Masks,
               peak: list[int]) -> float:

@@ -259,6 +259,9 @@ class Simulation:
                 self.last_eval = self.learner.evaluate(r)
                 extra = {k: self.last_eval.get(k, math.nan) for k in ("accuracy", "accuracy_min", "accuracy_max")}
                 extra["test_loss"] = self.last_eval.get("loss", math.nan)
+                log.info("round %d: accuracy %.4f (min %.4f, max %.4f), test loss %.4f, mean prune ratio %.3f", r,
+                         extra["accuracy"], extra["accuracy_min"], extra["accuracy_max"], extra["test_loss"],
+                         float(np.mean([p.prune_ratio for p in plans])))
         row = self.recorder.add_round(buf, group=groups, slots=slots, placement=fleet.placement[selected], load=load,
                                       flops=flops, memory=memory, capacity=capacity, t_end_s=t_end,
                                       deadline_s=deadline, extra=extra)

@@ -321,6 +321,7 @@ class LearningSpec(Strict):
     max_len: Annotated[int, Field(ge=8, le=8192)] | None = Field(None, description="tokens per example (default: 64 for RT and tweets, 128 for BBC)")
     partition: PartitionSpec = Field(default_factory=PartitionSpec)
     lr: PosFloat = Field(1e-3, description="AdamW learning rate (LoRA and head)")
+    head_lr: PosFloat | None = Field(None, description="learning rate of the classification head (default: lr)")
     weight_decay: NonNegFloat = Field(0.0, description="AdamW weight decay")
     grad_clip: PosFloat | None = Field(1.0, description="gradient-norm clip (null: none)")
     lora_alpha: PosFloat = Field(16.0, description="LoRA alpha; scaling s = alpha / rank")
