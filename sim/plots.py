@@ -3,7 +3,9 @@
 * ``round_times.png``: round duration and mean idle fraction over rounds;
 * ``device_types.png``: per-step compute time and time to report per device type (boxes);
 * ``timeline.png``: the last round as a Gantt chart (download, compute, upload, idle) for up to
-  40 devices, sorted by report time.
+  40 devices, sorted by report time;
+* ``accuracy.png`` (real learning): test accuracy over simulated time, fleet mean, min-max band and
+  the mean per device type (from ``evals.parquet``).
 """
 
 from __future__ import annotations
@@ -84,7 +86,31 @@ def plot_run(run_dir: Path) -> list[Path]:
         ax.legend(handles, list(PHASE_COLORS), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.set_title(f"Round {last} timeline")
         written.append(_save(fig, out_dir / "timeline.png"))
+    if (run_dir / "evals.parquet").is_file():
+        written.append(_accuracy_plot(plt, run_dir, rounds, out_dir))
     return written
+
+
+def _accuracy_plot(plt, run_dir: Path, rounds: pd.DataFrame, out_dir: Path) -> Path:
+    """Test accuracy over simulated time: fleet mean, min-max band, and the mean per device type."""
+    ev = pd.read_parquet(run_dir / "evals.parquet")
+    r = rounds.dropna(subset=["accuracy"])
+    t_h = r["t_end_s"] / 3600.0
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.fill_between(t_h, 100 * r["accuracy_min"], 100 * r["accuracy_max"], alpha=0.2, label="min-max over devices")
+    ax.plot(t_h, 100 * r["accuracy"], marker="o", ms=3, color="black", label="fleet mean")
+    ends = rounds.set_index("round")["t_end_s"] / 3600.0
+    for typ, g in ev.groupby("device_type", observed=True):
+        m = g.groupby("round")["accuracy"].mean()
+        ax.plot(ends.loc[m.index], 100 * m.to_numpy(), ls="--", lw=1, label=str(typ))
+    ax.set_xlabel("simulated time (h)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = out_dir / "accuracy.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _save(fig, path: Path) -> Path:
