@@ -11,18 +11,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from devices.plan import Plan
 
-AGGREGATORS = ("svd", "zero_pad", "fedavg")
+Aggregator = Literal["svd", "zero_pad", "fedavg"]
 """svd: reconstruct each device's ΔW, masked weighted average, refactor per device (FlexLoRA, the
 FedSpine default); zero_pad: HetLoRA zero padding to the largest rank, norm weights; fedavg: plain
 averaging of equal-rank factors."""
-WEIGHTINGS = ("data_size", "samples", "uniform")
+Weighting = Literal["data_size", "samples", "uniform"]
 """Aggregation weights: local data size |D_i|, samples seen this round (batch x steps), or equal."""
 
 STATUSES = ("ok", "oom", "dropped", "late", "cancelled")

@@ -9,12 +9,12 @@ which FedSpine's per-device choices are measured (fedspine-method.md section 6).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from algorithms.base import FleetView, Strategy
+from algorithms.base import Aggregator, FleetView, Strategy, Weighting
 from algorithms.registry import register
 from devices.plan import Plan, top_layers
 
@@ -27,8 +27,8 @@ class FixedParams(BaseModel):
     lora_depth: Annotated[int, Field(ge=1)] | None = None
     local_steps: Annotated[int, Field(ge=1)] | None = None
     batch_size: Annotated[int, Field(ge=1)] | None = None
-    aggregator: Literal["svd", "zero_pad", "fedavg"] = "svd"
-    weighting: Literal["data_size", "samples", "uniform"] = "data_size"
+    aggregator: Aggregator = "svd"
+    weighting: Weighting = "data_size"
 
 
 @register

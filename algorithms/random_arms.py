@@ -8,12 +8,12 @@ largest ratio. Draws come from the strategy's own named stream.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from algorithms.base import FleetView, Strategy
+from algorithms.base import Aggregator, FleetView, Strategy, Weighting
 from algorithms.registry import register
 from devices.plan import Plan, top_layers
 
@@ -27,8 +27,8 @@ class RandomParams(BaseModel):
     lora_depth: Annotated[int, Field(ge=1)] | None = None
     local_steps: Annotated[int, Field(ge=1)] | None = None
     batch_size: Annotated[int, Field(ge=1)] | None = None
-    aggregator: Literal["svd", "zero_pad", "fedavg"] = "svd"
-    weighting: Literal["data_size", "samples", "uniform"] = "data_size"
+    aggregator: Aggregator = "svd"
+    weighting: Weighting = "data_size"
 
 
 @register

@@ -28,6 +28,11 @@ def generator(seed: int, name: str, *index: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(ss))
 
 
+def stream_seed(seed: int, name: str, *index: int) -> int:
+    """A 63-bit integer seed drawn from stream ``name`` (for libraries that take an int, e.g. torch)."""
+    return int(generator(seed, name, *index).integers(2**63))
+
+
 class PerDeviceStream:
     """Per-device generators for one process; ``draw(round)`` returns one value per device.
 

@@ -87,14 +87,18 @@ def combine(vectors: list[np.ndarray], keep: np.ndarray) -> np.ndarray:
     return out
 
 
+def groups_to_remove(ratio: float, n: int) -> int:
+    """Groups of one kind a layer loses at sparsity ``ratio``: floor(p·n), keeping at least one."""
+    return min(math.floor(ratio * n + 1e-9), n - 1)
+
+
 def prune(masks: Masks, scores: dict[tuple[int, str], np.ndarray], ratio: float, adapter: ArchAdapter,
           scope: str = "layer", protected: frozenset[int] = frozenset()) -> Masks:
     """New masks with sparsity ``ratio``; ``scores[(layer, kind)]`` = combined scores (full coordinates)."""
     out = masks.copy()
     layers = [li for li in range(adapter.num_layers) if li not in protected]
     for kind in KINDS:
-        n = adapter.n_groups(kind)
-        per_layer = min(math.floor(ratio * n + 1e-9), n - 1)
+        per_layer = groups_to_remove(ratio, adapter.n_groups(kind))
         keep = out.of(kind)
         if scope == "layer":
             for li in layers:

@@ -38,11 +38,12 @@ import torch
 from torch import nn
 
 from devices.plan import Plan
-from devices.rng import generator
+from devices.rng import generator, stream_seed
 from learning import aggregate as agg
 from learning.data import DEFAULT_MAX_LEN, collate, length_sorted_batches, load_dataset, split_digest, tokenize, \
     train_test_split
-from learning.importance import KINDS, ImportanceEMA, combine, group_sums, lora_grad_importance, prune
+from learning.importance import KINDS, ImportanceEMA, combine, group_sums, groups_to_remove, lora_grad_importance, \
+    prune
 from learning.lora import Attached, Key, attach, detach, lora_keys
 from learning.models import load_proxy
 from learning.partition import label_histogram, partition
@@ -81,19 +82,6 @@ class GlobalEntry:
         return self.dense
 
 
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-@dataclass
-class EvalResult:
-    device: int
-    accuracy: float
-    loss: float
-    attn_sparsity: float
-    ffn_sparsity: float
-
-
 class RealLearner:
     """Implements ``sim.learner.Learner`` with transformers + peft on CPU (or CUDA)."""
 
@@ -120,7 +108,7 @@ class RealLearner:
             sub = generator(seed, "learn.train_subset").choice(len(train_idx), spec.train_examples, replace=False)
             train_idx = np.sort(train_idx[sub])
         self.train_idx, self.test_idx = train_idx, test_idx
-        pm = load_proxy(spec.model, ds.n_classes, _seed(seed, 1), dropout=spec.model_dropout)
+        pm = load_proxy(spec.model, ds.n_classes, stream_seed(seed, "learn.init"), dropout=spec.model_dropout)
         self.model, self.tok = pm.model.to(self.torch_device), pm.tokenizer
         self.model_source = pm.source
         self.adapter = ArchAdapter.for_model(self.model)
@@ -248,7 +236,7 @@ class RealLearner:
         spec, imp = self.spec, self.spec.importance
         st = self.devices[device]
         rng = generator(self.seed, "learn.local", device, round_index)
-        gen = torch.Generator().manual_seed(_seed(self.seed, 2, device, round_index))
+        gen = torch.Generator().manual_seed(stream_seed(self.seed, "learn.resize", device, round_index))
         layers = self.proxy_layers(plan)
         keys = lora_keys(self.adapter, self.targets, layers)
         rank = plan.lora_rank
@@ -263,7 +251,7 @@ class RealLearner:
         peak = [0]
         head = getattr(self.model, self.adapter.head_module)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_seed(self.seed, 3, device, round_index))
+            torch.manual_seed(stream_seed(self.seed, "learn.dropout", device, round_index))
             self._load_head(head)
             factors = self._received(keys, masks, rank, gen)
             att = self._attach(masks, keys, rank, factors, head)
@@ -272,7 +260,6 @@ class RealLearner:
                 loss_before = float(self._loss(*probe))
             for b in batches[tau:]:  # calibration: importance only, no step
                 self._step(att, self._inputs(b), None, ema, masks, peak)
-            opt = None
             steps_before = tau // 2 if (need_prune and imp.order == "tune_prune_tune") else 0
             if need_prune and steps_before == 0:
                 masks, att, b_start = self._prune_now(masks, plan, att, keys, rank, ema, head, b_start, rng)
@@ -307,8 +294,7 @@ class RealLearner:
 
     def _would_prune(self, masks: Masks, ratio: float) -> bool:
         for kind in KINDS:
-            n = self.adapter.n_groups(kind)
-            per = min(math.floor(ratio * n + 1e-9), n - 1)
+            per = groups_to_remove(ratio, self.adapter.n_groups(kind))
             if any(int((~masks.of(kind)[li]).sum()) < per for li in range(self.adapter.num_layers)
                    if li not in self.protected):
                 return True
@@ -340,7 +326,7 @@ class RealLearner:
               peak: list[int]) -> float:
         """One forward/backward (and optimiser step if ``opt``); folds LoRA-guided importance into ``ema``."""
         batch, y = data
-        params = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
+        params = att.param_ptrs  # parameters are counted separately, not as saved activations
         seen: set[int] = set()
         saved = [0]
 
@@ -374,10 +360,9 @@ class RealLearner:
             p.grad = None
         return float(loss.detach())
 
-    def _scores(self, masks: Masks, ema: ImportanceEMA, att: Attached, rng: np.random.Generator) -> dict:
-        """Combined group scores per (layer, kind) for the current structure."""
+    def _scores(self, masks: Masks, ema: ImportanceEMA, att: Attached, cur: dict, rng: np.random.Generator) -> dict:
+        """Combined group scores per (layer, kind) for the current structure (``cur``: current LoRA factors)."""
         a, crit = self.adapter, self.spec.importance.criterion
-        cur = att.factors()
         out = {}
         for li in range(a.num_layers):
             for kind in KINDS:
@@ -409,9 +394,9 @@ class RealLearner:
     def _prune_now(self, masks, plan, att, keys, rank, ema, head, b_start, rng):
         """Prune to the plan's ratio, re-slice, and carry the LoRA factors over to the kept rows/columns."""
         imp = self.spec.importance
-        scores = self._scores(masks, ema, att, rng)
-        new = prune(masks, scores, plan.prune_ratio, self.adapter, imp.scope, self.protected)
         cur = att.factors()
+        scores = self._scores(masks, ema, att, cur, rng)
+        new = prune(masks, scores, plan.prune_ratio, self.adapter, imp.scope, self.protected)
         carried, starts = {}, {}
         for k, (B, A) in cur.items():
             spec = self.specs[k[1]]

@@ -27,6 +27,7 @@ class Attached:
 
     modules: dict[Key, nn.Module]
     scaling: float
+    param_ptrs: frozenset[int] = frozenset()  # storages of every model parameter while attached
 
     def factors(self) -> dict[Key, tuple[torch.Tensor, torch.Tensor]]:
         """Detached copies of (B, A) per matrix."""
@@ -53,7 +54,7 @@ def attach(model: nn.Module, adapter: ArchAdapter, slicer: Slicer, masks: Masks,
 
     slicer.apply(masks, layers)
     if not keys:
-        return Attached({}, alpha / rank)
+        return Attached({}, alpha / rank, _param_ptrs(model))
     prefix = re.escape(adapter.block_prefix(model))
     alts = "|".join(f"{li}\\.{re.escape(p)}" for li, p in keys)
     cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=rf"^{prefix}\.({alts})$")
@@ -72,7 +73,11 @@ def attach(model: nn.Module, adapter: ArchAdapter, slicer: Slicer, masks: Masks,
             m.lora_B["default"].weight.copy_(B)
             m.lora_A["default"].weight.copy_(A)
             mods[(li, path)] = m
-    return Attached(mods, alpha / rank)
+    return Attached(mods, alpha / rank, _param_ptrs(model))
+
+
+def _param_ptrs(model: nn.Module) -> frozenset[int]:
+    return frozenset(p.untyped_storage().data_ptr() for p in model.parameters())
 
 
 def detach(model: nn.Module, slicer: Slicer) -> None:

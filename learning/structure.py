@@ -131,10 +131,6 @@ class Masks:
         h.update(np.packbits(self.ffn).tobytes())
         return h.hexdigest()
 
-    def sparsity(self) -> float:
-        """Fraction of prunable groups removed (attention and FFN counted separately, then averaged)."""
-        return 0.5 * (1.0 - self.attn.mean()) + 0.5 * (1.0 - self.ffn.mean())
-
     def sparsity_parts(self) -> tuple[float, float]:
         return float(1.0 - self.attn.mean()), float(1.0 - self.ffn.mean())
 

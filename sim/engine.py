@@ -279,7 +279,7 @@ class Simulation:
     def _agg_weights(self, devices: np.ndarray, plans: list[Plan]) -> list[float]:
         """Aggregation weights as the strategy asks: local data size |D_i| (default), samples seen
         this round (batch x steps), or uniform."""
-        how = getattr(self.strategy, "weighting", "data_size")
+        how = self.strategy.weighting
         if how == "data_size":
             sizes = self.learner.data_sizes()
             return [float(sizes[d]) for d in devices]

@@ -154,6 +154,14 @@ class Recorder:
     def rounds_done(self) -> int:
         return len(self._rounds)
 
+    def device_labels(self, device_index: np.ndarray, group_index: np.ndarray) -> dict[str, pd.Categorical]:
+        """device_id, group and device_type columns (categoricals over the whole fleet) for rows of devices."""
+        type_names = sorted(set(self.group_types))
+        type_codes = np.array([type_names.index(t) for t in self.group_types])[group_index]
+        return {"device_id": pd.Categorical.from_codes(device_index, categories=self.ids),
+                "group": pd.Categorical.from_codes(group_index, categories=self.group_labels),
+                "device_type": pd.Categorical.from_codes(type_codes, categories=type_names)}
+
     def device_rounds_frame(self) -> pd.DataFrame:
         if self._dev:
             cols = {k: np.concatenate([c[k] for c in self._dev]) for k in self._dev[0]}
@@ -162,11 +170,9 @@ class Recorder:
         df = pd.DataFrame(cols)
         if df.empty:
             return df
-        df.insert(2, "device_id", pd.Categorical.from_codes(df["device_index"].to_numpy(), categories=self.ids))
-        df.insert(3, "group", pd.Categorical.from_codes(df["group_index"].to_numpy(), categories=self.group_labels))
-        type_names = sorted(set(self.group_types))
-        type_codes = np.array([type_names.index(t) for t in self.group_types])[df["group_index"].to_numpy()]
-        df.insert(4, "device_type", pd.Categorical.from_codes(type_codes, categories=type_names))
+        labels = self.device_labels(df["device_index"].to_numpy(), df["group_index"].to_numpy())
+        for i, (name, col) in enumerate(labels.items()):
+            df.insert(2 + i, name, col)
         mode_names = sorted(set(self.slot_names))
         mode_codes = np.array([mode_names.index(m) for m in self.slot_names])[df["mode_slot"].to_numpy()]
         df.insert(5, "power_mode", pd.Categorical.from_codes(mode_codes, categories=mode_names))

@@ -99,15 +99,10 @@ def summarize(sc: Scenario, out: RunOutput, run_id: str) -> dict:
 def learning_tables(sim: Simulation) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-device evaluations (round, device, type, accuracy, loss, sparsity) and the data partition
     (samples and label histogram per device), with the fleet's ids, groups and types."""
-    f = sim.fleet
-    types = sorted(set(f.group_types))
-
     def label(df: pd.DataFrame) -> pd.DataFrame:
         d = df["device_index"].to_numpy()
-        df.insert(1, "device_id", pd.Categorical.from_codes(d, categories=f.ids))
-        df.insert(2, "group", pd.Categorical.from_codes(f.group[d], categories=f.group_labels))
-        codes = np.array([types.index(t) for t in f.group_types])[f.group[d]]
-        df.insert(3, "device_type", pd.Categorical.from_codes(codes, categories=types))
+        for i, (name, col) in enumerate(sim.recorder.device_labels(d, sim.fleet.group[d]).items()):
+            df.insert(1 + i, name, col)
         return df
 
     ev = pd.DataFrame(sim.learner.eval_rows, columns=["round", "device_index", "accuracy", "loss", "attn_sparsity",
