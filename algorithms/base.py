@@ -25,6 +25,9 @@ averaging of equal-rank factors."""
 Weighting = Literal["data_size", "samples", "uniform"]
 """Aggregation weights: local data size |D_i|, samples seen this round (batch x steps), or equal."""
 
+REWARD_COLUMNS = ("reward", "reward_loss", "reward_progress", "reward_importance", "reward_time")
+"""Per device-round columns a bandit strategy fills from :meth:`Strategy.observe` (NaN otherwise)."""
+
 STATUSES = ("ok", "oom", "dropped", "late", "cancelled")
 """ok: reported in time; oom: plan did not fit memory (reported the failure); dropped: device
 failed mid-round (nothing sent); late: still running at the deadline; cancelled: not needed once
@@ -67,6 +70,7 @@ class RoundReports:
     loss_after: np.ndarray
     lora_update_norm: np.ndarray
     t_end_s: float = float("nan")  # round end
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # learner columns (e.g. lora_rank_reported)
 
     @property
     def duration_s(self) -> np.ndarray:
@@ -107,6 +111,7 @@ class StrategyContext:
     batch_size: int
     num_layers: int
     rng: np.random.Generator
+    learning: bool = False  # a real learner trains (losses and LoRA updates are in the reports)
     profiles: Any = field(default=None, repr=False)  # only for prior_free = False strategies
 
 
@@ -116,13 +121,16 @@ class Strategy(ABC):
     name: ClassVar[str]
     prior_free: ClassVar[bool] = True
     aggregator: ClassVar[str] = "fedavg"
+    resize: ClassVar[str] = "svd"
+    """How a device turns the global update into its rank (``learning.resize: auto``): svd or truncate."""
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
     @classmethod
-    def check_params(cls, params: BaseModel, num_layers: int) -> list[tuple[str, str]]:
-        """Checks that need the target model: (param key, message) for each problem."""
+    def check_params(cls, params: BaseModel, num_layers: int, learning: bool = False) -> list[tuple[str, str]]:
+        """Checks that need the target model or the learner: (param key, message) for each problem.
+        ``learning`` is True when the scenario trains a real model (``learning.kind: real``)."""
         depth = getattr(params, "lora_depth", None)
         if depth is not None and depth > num_layers:
             return [("lora_depth", f"{depth} exceeds the target model's {num_layers} layers")]
@@ -141,8 +149,10 @@ class Strategy(ABC):
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         """One plan per selected device (same order). Plans must never lower a device's sparsity."""
 
-    def observe(self, round_index: int, reports: RoundReports) -> None:  # noqa: B027 (optional hook)
-        """Learn from the round's reports (bandits update here)."""
+    def observe(self, round_index: int, reports: RoundReports) -> dict[str, np.ndarray] | None:  # noqa: B027
+        """Learn from the round's reports (bandits update here). May return per-device columns named
+        in :data:`REWARD_COLUMNS`, aligned with ``reports.devices``, for ``device_rounds``."""
+        return None
 
     def state(self) -> dict:
         """Everything needed to resume the strategy (checkpoints)."""

@@ -38,8 +38,8 @@ class RandomStrategy(Strategy):
     aggregator = "svd"
 
     @classmethod
-    def check_params(cls, params, num_layers: int) -> list[tuple[str, str]]:
-        out = super().check_params(params, num_layers)
+    def check_params(cls, params, num_layers: int, learning: bool = False) -> list[tuple[str, str]]:
+        out = super().check_params(params, num_layers, learning)
         if params.aggregator == "fedavg" and len(set(params.ranks)) > 1:
             out.append(("aggregator", f"'fedavg' needs one rank for all devices, got ranks {params.ranks}; "
                                       "use 'svd' or 'zero_pad'"))

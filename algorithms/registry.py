@@ -16,7 +16,17 @@ def register(cls: type[Strategy]) -> type[Strategy]:
 
 def _load_builtin() -> None:
     if not _REGISTRY:
+        import algorithms.fedapt  # noqa: F401, PLC0415
+        import algorithms.fedlora  # noqa: F401, PLC0415
+        import algorithms.fedlora_then_prune  # noqa: F401, PLC0415
+        import algorithms.fedmp  # noqa: F401, PLC0415
+        import algorithms.fedspine  # noqa: F401, PLC0415
         import algorithms.fixed  # noqa: F401, PLC0415
+        import algorithms.flexlora  # noqa: F401, PLC0415
+        import algorithms.hetlora  # noqa: F401, PLC0415
+        import algorithms.legend  # noqa: F401, PLC0415
+        import algorithms.oracle  # noqa: F401, PLC0415
+        import algorithms.prune_then_fedlora  # noqa: F401, PLC0415
         import algorithms.random_arms  # noqa: F401, PLC0415
 
 

@@ -2,8 +2,9 @@
 
 Formulas from ``shared/reference/devices.md`` sections 5.1, 7.1, 7.2, 7.4 and 8 (derivations (D)
 there; the constants marked (A) are assumptions). Notation: L layers, h hidden, s sequence, b batch,
-q / kv the kept query / key-value widths, f the kept FFN width, r the LoRA rank; a matmul
-(m x k)(k x n) costs 2mkn FLOP.
+q / kv the kept query / key-value widths, f the kept FFN width, r_l the LoRA rank of layer l
+(``plan.rank_at(l)``: ``lora_rank`` everywhere unless ``plan.layer_ranks`` gives per-layer ranks); a
+matmul (m x k)(k x n) costs 2mkn FLOP.
 
 Structured pruning at ratio p removes floor(p * G) of the G attention groups (heads, or key/value
 groups under grouped-query attention) and floor(p * f0) of the f0 FFN channels in every layer.
@@ -12,12 +13,13 @@ Forward per token and layer::
 
     F_lin  = 2 (h q + 2 h kv + q h) + 2 n_ffn h f
     F_attn = 2 * 2 s q                          (QK^T and A V; halved for causal models)
-    F_lora = sum over adapted matrices of 2 r (d_in + d_out)
+    F_lora(l) = sum over adapted matrices of 2 r_l (d_in + d_out)      (l a LoRA layer)
 
 LoRA on a frozen base (backward stops at the lowest LoRA layer; n_bwd = L - lowest LoRA layer)::
 
-    F_fwd = b s [L (F_lin + F_attn) + sum_lora F_lora] + F_head
-    F_bwd = b s [n_bwd (F_lin + 2 F_attn) + 2 sum_lora F_lora] + F_head_bwd
+    F_fwd = b s [L (F_lin + F_attn) + sum_{l in LoRA layers} F_lora(l)] + F_head
+    F_bwd = b s [n_bwd (F_lin + 2 F_attn) + 2 sum_{l in LoRA layers} F_lora(l)] + F_head_bwd
+    N_lora = sum_{l in LoRA layers} r_l * sum over adapted matrices of (d_in + d_out)
     F_head = 2 b (h h + h C) for a classifier on the first token, 2 b s h V for an LM head;
     F_head_bwd = 2 F_head when the classifier is trained, F_head (input grad only) for a frozen LM head.
 
@@ -36,7 +38,9 @@ Memory (devices.md 8): weights N_kept x bytes_w + trainable x 16 B (fp32 master,
 + activations of the n_bwd layers x phi_frozen + LM logits b s V 10 B + runtime reserve.
 
 Messages (devices.md 5.1): up = LoRA factors (+ trained head) x bytes/param + keep-masks (1 bit per
-group and channel) + S_meta; down = the same without masks.
+group and channel) + S_meta; down = the same without masks. Factors are priced at the *planned* ranks:
+HetLoRA rank self-pruning (``plan.rank_prune_decay`` < 1, done by the real learner after training)
+may upload fewer components, which the cost model does not see.
 """
 
 from __future__ import annotations
@@ -170,14 +174,14 @@ def plan_cost(w: Workload, plan: Plan, precision: str) -> PlanCost:
     lora_layers = plan.lora_layers if plan.lora_layers is not None else tuple(range(L))
     if min(lora_layers) < 0 or max(lora_layers) >= L:
         raise ValueError(f"lora_layers {lora_layers} outside [0, {L - 1}]")
-    n_lora_layers = len(set(lora_layers))
     n_bwd = L - min(lora_layers)
 
     f_lin = 2 * (h * shape.q + 2 * h * shape.kv + shape.q * h) + 2 * arch.ffn_matrices * h * shape.ffn
     f_attn = 2 * 2 * s * shape.q * (0.5 if arch.is_decoder else 1.0)
     dims = [d for t in w.lora_targets for d in lora_matrix_dims(arch, shape, t)]
-    lora_per_layer = sum(plan.lora_rank * (di + do) for di, do in dims)
-    f_lora = 2 * lora_per_layer  # per token per LoRA layer
+    width = sum(di + do for di, do in dims)  # LoRA params per unit rank in one layer
+    lora_params = sum(plan.rank_at(li) * width for li in sorted(set(lora_layers)))
+    f_lora = 2 * lora_params  # per token, summed over the LoRA layers
     if w.task == "lm":
         f_head = 2.0 * b * s * h * arch.vocab
         f_head_bwd = f_head
@@ -185,8 +189,8 @@ def plan_cost(w: Workload, plan: Plan, precision: str) -> PlanCost:
         f_head = 2.0 * b * (h * h + h * w.num_labels)
         f_head_bwd = 2 * f_head if w.train_head else f_head
     tokens = b * s
-    flops_fwd = tokens * (L * (f_lin + f_attn) + n_lora_layers * f_lora) + f_head
-    flops_bwd = tokens * (n_bwd * (f_lin + 2 * f_attn) + 2 * n_lora_layers * f_lora) + f_head_bwd
+    flops_fwd = tokens * (L * (f_lin + f_attn) + f_lora) + f_head
+    flops_bwd = tokens * (n_bwd * (f_lin + 2 * f_attn) + 2 * f_lora) + f_head_bwd
 
     bytes_w = DTYPE_BYTES[w.weight_dtype]
     act_scale = 2.0 if precision == "fp32" else 1.0
@@ -196,7 +200,6 @@ def plan_cost(w: Workload, plan: Plan, precision: str) -> PlanCost:
     bytes_moved = w_read * (1 + n_bwd / L) + 2 * act
     kernels = 20 * (L + 2 * n_bwd)  # n_kernels ~ 20 L (1 + 2 d / L), devices.md 7.4 (A)
 
-    lora_params = n_lora_layers * lora_per_layer
     head_trainable = head_w if (w.task == "classification" and w.train_head) else 0
     trainable = lora_params + head_trainable
     weights_mem = total_params(arch, w, plan.prune_ratio) * bytes_w

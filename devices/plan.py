@@ -21,6 +21,13 @@ class Plan:
             for all layers. LEGEND-style depth d = the top d layers.
         local_steps: local optimiser steps tau this round.
         batch_size: samples per step.
+        layer_ranks: per-layer LoRA ranks, one per entry of ``lora_layers`` (LEGEND-style rank
+            distribution), or ``None`` for ``lora_rank`` on every LoRA layer. When given,
+            ``lora_rank`` must equal ``max(layer_ranks)``.
+        rank_prune_decay: HetLoRA rank self-pruning factor gamma in (0, 1]: after local training the
+            device keeps only the first floor(gamma * r) rank components when the tail carries less
+            than ``rank_prune_tol`` of the update's Frobenius norm. 1.0 turns it off.
+        rank_prune_tol: the tail-norm fraction below which the device self-prunes its rank.
     """
 
     prune_ratio: float
@@ -28,6 +35,9 @@ class Plan:
     lora_layers: tuple[int, ...] | None
     local_steps: int
     batch_size: int
+    layer_ranks: tuple[int, ...] | None = None
+    rank_prune_decay: float = 1.0
+    rank_prune_tol: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prune_ratio < 1.0:
@@ -36,6 +46,19 @@ class Plan:
             raise ValueError(f"invalid plan {self}")
         if self.lora_layers is not None and len(self.lora_layers) == 0:
             raise ValueError("lora_layers must be None (all layers) or non-empty")
+        if self.layer_ranks is not None:
+            if self.lora_layers is None or len(self.layer_ranks) != len(self.lora_layers):
+                raise ValueError("layer_ranks needs lora_layers of the same length")
+            if min(self.layer_ranks) < 1 or max(self.layer_ranks) != self.lora_rank:
+                raise ValueError(f"layer_ranks {self.layer_ranks} must be >= 1 with max == lora_rank {self.lora_rank}")
+        if not 0.0 < self.rank_prune_decay <= 1.0 or not 0.0 <= self.rank_prune_tol < 1.0:
+            raise ValueError(f"rank_prune_decay must be in (0, 1] and rank_prune_tol in [0, 1): {self}")
+
+    def rank_at(self, layer: int) -> int:
+        """LoRA rank of target-model layer ``layer`` (``lora_rank`` unless ``layer_ranks`` is set)."""
+        if self.layer_ranks is None:
+            return self.lora_rank
+        return self.layer_ranks[self.lora_layers.index(layer)]
 
 
 def top_layers(depth: int, num_layers: int) -> tuple[int, ...]:

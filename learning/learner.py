@@ -8,8 +8,15 @@ the duration of a local update.
 
 One local update (round t, device i, plan (p, r, layers, τ, b)):
 
-1. receive: the global update restricted to the device's structure, resized to rank r
-   (``svd``: truncated SVD of the restricted ΔW_g, FlexLoRA; ``truncate``: HetLoRA truncation);
+0. ranks: plan LoRA layers are target-model indices, mapped onto the proxy's layers by
+   l -> floor(l·L_proxy/L_target) (:meth:`RealLearner.proxy_layers`). With per-layer ranks
+   (``plan.layer_ranks``) a proxy layer gets the largest rank of the target layers mapped onto it,
+   and every adapted matrix (key) of that layer carries that rank r_key with scaling
+   s_key = lora_alpha / r_key; otherwise every key has r = ``plan.lora_rank``;
+1. receive: the global update restricted to the device's structure, resized to each key's rank
+   (``svd``: truncated SVD of the restricted ΔW_g, FlexLoRA; ``truncate``: HetLoRA truncation;
+   :attr:`RealLearner.resize_method` — ``learning.resize``, or for ``auto`` the strategy's choice set
+   through :meth:`RealLearner.use_resize`, ``svd`` until then);
 2. prune to p with the smoothed importance (``prune_first``, default: before the τ steps; the
    importance of a device that never trained is measured on ``calibration_batches`` batches first)
    or after ⌊τ/2⌋ steps (``tune_prune_tune``, the seed summary's order); pruned rows of B and columns
@@ -19,6 +26,22 @@ One local update (round t, device i, plan (p, r, layers, τ, b)):
    training, ‖B_end − B_start‖_F over all matrices (the LoRA-update importance), a group-importance
    summary and the proxy's measured peak memory. The new masks, importance and factors are committed
    only when the server aggregates the update (a device that drops out keeps its old state).
+5. HetLoRA rank self-pruning (Cho et al. 2024, "Heterogeneous LoRA for federated fine-tuning of
+   on-device foundation models", EMNLP 2024), only when ``plan.rank_prune_decay`` γ < 1: after the τ
+   steps, with k_key = max(1, floor(γ·r_key)) for every key,
+
+       tail = sqrt(Σ_key ‖s_key·B[:, k:]·A[k:, :]‖_F²) / sqrt(Σ_key ‖s_key·B·A‖_F²)
+
+   (tail = 0 when the whole update is 0). If tail < ``plan.rank_prune_tol`` the device uploads only
+   the first k_key components of every key, B[:, :k] and A[:k, :]. The uploaded
+   :class:`~learning.aggregate.DeviceLora` keeps the scaling of the trained rank, s_key = alpha/r_key
+   (not alpha/k), so its ΔW = s_key·B[:, :k]·A[:k, :] is exactly the truncated reconstruction and
+   the aggregators need no change. The uploaded rank (largest over keys) is reported as
+   ``lora_rank_reported`` (the planned ``lora_rank`` without self-pruning) and becomes the
+   device's rank (``DeviceState.rank``, the global rank used by ``truncate`` resizing). The
+   strategy's next plan decides the rank the device trains at next; ``lora_update_norm`` is measured
+   on the full trained factors. The cost model (``devices.cost.plan_cost``) prices the planned ranks
+   (upload size of the plan), not the self-pruned ones.
 
 Randomness: batches, calibration, random-criterion scores and the random rows of resized factors use
 named streams ``learn.*`` of the run seed per (device, round); dropout runs under a forked torch RNG
@@ -53,11 +76,14 @@ from sim.learner import Update
 log = logging.getLogger(__name__)
 
 
+RESIZE_METHODS = ("svd", "truncate")
+
+
 @dataclass
 class DeviceState:
     masks: Masks
     importance: ImportanceEMA
-    rank: int | None = None
+    rank: int | None = None  # largest rank over the keys of the device's last uploaded factors
 
 
 @dataclass
@@ -67,7 +93,7 @@ class Payload:
     factors: dict[Key, agg.DeviceLora]
     head: dict[str, torch.Tensor]
     state: DeviceState
-    rank: int
+    rank: int  # largest rank over the uploaded factors (after self-pruning)
 
 
 @dataclass
@@ -82,18 +108,24 @@ class GlobalEntry:
         return self.dense
 
 
+def self_prune_rank(rank: int, gamma: float) -> int:
+    """HetLoRA's kept rank k = max(1, floor(gamma * rank)) (1e-9 guards floor against 0.29*100 = 28.999...)."""
+    return max(1, math.floor(gamma * rank + 1e-9))
+
+
 class RealLearner:
     """Implements ``sim.learner.Learner`` with transformers + peft on CPU (or CUDA)."""
 
     trains = True
     extra_columns = ("proxy_peak_mem_bytes", "proxy_attn_sparsity", "proxy_ffn_sparsity", "importance_attn_median",
-                     "importance_attn_min", "importance_ffn_median", "importance_ffn_min")
+                     "importance_attn_min", "importance_ffn_median", "importance_ffn_min", "lora_rank_reported")
 
     def __init__(self, spec, *, seed: int, n_devices: int, lora_targets: list[str], target_layers: int,
                  base_dir=None):
         self.spec = spec
         self.seed = seed
         self.n = n_devices
+        self.default_resize = "svd"  # resize method for learning.resize = auto (see use_resize)
         self.target_layers = target_layers
         if spec.torch_threads:
             torch.set_num_threads(spec.torch_threads)
@@ -158,6 +190,17 @@ class RealLearner:
     def data_sizes(self) -> np.ndarray:
         return np.array([len(p) for p in self.parts], dtype=float)
 
+    @property
+    def resize_method(self) -> str:
+        """Effective resize method: ``learning.resize``, or ``default_resize`` when that is ``auto``."""
+        return self.default_resize if self.spec.resize == "auto" else self.spec.resize
+
+    def use_resize(self, method: str) -> None:
+        """Set the resize method used under ``learning.resize: auto`` (the engine passes the strategy's)."""
+        if method not in RESIZE_METHODS:
+            raise ValueError(f"unknown resize method {method!r}; allowed: {', '.join(RESIZE_METHODS)}")
+        self.default_resize = method
+
     def info(self) -> dict:
         ds = self.dataset
         return {"model": self.spec.model, "model_source": self.model_source, "family": self.adapter.family,
@@ -166,7 +209,7 @@ class RealLearner:
                 "train_digest": split_digest(self.train_idx), "test_digest": split_digest(self.test_idx),
                 "label_names": list(ds.label_names), "majority_rate": float(np.bincount(
                     self.test_labels_all[self.eval_sel], minlength=ds.n_classes).max() / len(self.eval_sel)),
-                "importance_fallback_kinds": self.fallback, "setup_s": self.setup_s}
+                "importance_fallback_kinds": self.fallback, "resize": self.resize_method, "setup_s": self.setup_s}
 
     def partition_table(self):
         import pandas as pd  # noqa: PLC0415
@@ -178,10 +221,23 @@ class RealLearner:
 
     def proxy_layers(self, plan: Plan) -> list[int]:
         """Plan LoRA layers are target-model indices; map l -> floor(l * L_proxy / L_target)."""
+        return sorted(self.proxy_ranks(plan))
+
+    def proxy_ranks(self, plan: Plan) -> dict[int, int]:
+        """LoRA rank per proxy layer: the largest ``plan.rank_at(l)`` of the target layers mapped onto it."""
         L = self.adapter.num_layers
         if plan.lora_layers is None:
-            return list(range(L))
-        return sorted({min(L - 1, (li * L) // self.target_layers) for li in plan.lora_layers})
+            return dict.fromkeys(range(L), plan.lora_rank)
+        out: dict[int, int] = {}
+        for li in plan.lora_layers:
+            p = min(L - 1, (li * L) // self.target_layers)
+            out[p] = max(out.get(p, 0), plan.rank_at(li))
+        return out
+
+    def key_ranks(self, plan: Plan, keys: list[Key]) -> dict[Key, int]:
+        """LoRA rank of every key (its proxy layer's rank, :meth:`proxy_ranks`)."""
+        pr = self.proxy_ranks(plan)
+        return {k: pr[k[0]] for k in keys}
 
     def _rows_cols(self, key: Key, masks: Masks) -> tuple[torch.Tensor, torch.Tensor]:
         li, path = key
@@ -192,14 +248,16 @@ class RealLearner:
             return idx, torch.arange(inp)
         return torch.arange(out), idx
 
-    def _received(self, keys: list[Key], masks: Masks, rank: int, gen: torch.Generator) -> dict:
-        """The global update restricted to ``masks`` and resized to ``rank``: {key: (B, A)}."""
-        s = self.spec.lora_alpha / rank
+    def _received(self, keys: list[Key], masks: Masks, ranks: dict[Key, int], gen: torch.Generator) -> dict:
+        """The global update restricted to ``masks`` and resized to each key's rank: {key: (B, A)}."""
+        method = self.resize_method
         out = {}
         for key in keys:
+            rank = ranks[key]
+            s = self.spec.lora_alpha / rank
             rows, cols = self._rows_cols(key, masks)
             g = self.glob.get(key)
-            if self.spec.resize == "truncate" and g is not None:
+            if method == "truncate" and g is not None:
                 if g.B is None:
                     g.B, g.A = agg.global_factors(g.dense, self._max_rank())
                 out[key] = agg.factor_truncate(g.B, g.A, rows, cols, rank, s, gen)
@@ -239,7 +297,7 @@ class RealLearner:
         gen = torch.Generator().manual_seed(stream_seed(self.seed, "learn.resize", device, round_index))
         layers = self.proxy_layers(plan)
         keys = lora_keys(self.adapter, self.targets, layers)
-        rank = plan.lora_rank
+        ranks = self.key_ranks(plan, keys)
         ema = ImportanceEMA(imp.beta, st.importance.state())
         masks = st.masks.copy()
         tau = plan.local_steps
@@ -253,8 +311,8 @@ class RealLearner:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(self.seed, "learn.dropout", device, round_index))
             self._load_head(head)
-            factors = self._received(keys, masks, rank, gen)
-            att = self._attach(masks, keys, rank, factors, head)
+            factors = self._received(keys, masks, ranks, gen)
+            att = self._attach(masks, keys, ranks, factors, head)
             b_start = {k: f[0].clone() for k, f in factors.items()}
             with torch.no_grad():
                 loss_before = float(self._loss(*probe))
@@ -262,11 +320,11 @@ class RealLearner:
                 self._step(att, self._inputs(b), None, ema, masks, peak)
             steps_before = tau // 2 if (need_prune and imp.order == "tune_prune_tune") else 0
             if need_prune and steps_before == 0:
-                masks, att, b_start = self._prune_now(masks, plan, att, keys, rank, ema, head, b_start, rng)
+                masks, att, b_start = self._prune_now(masks, plan, att, keys, ranks, ema, head, b_start, rng)
             opt = self._optimizer(att, head)
             for k in range(tau):
                 if need_prune and k == steps_before and steps_before > 0:
-                    masks, att, b_start = self._prune_now(masks, plan, att, keys, rank, ema, head, b_start, rng)
+                    masks, att, b_start = self._prune_now(masks, plan, att, keys, ranks, ema, head, b_start, rng)
                     opt = self._optimizer(att, head)
                 self._step(att, self._inputs(batches[k]), opt, ema, masks, peak)
             with torch.no_grad():
@@ -279,18 +337,43 @@ class RealLearner:
         self.host_train_s += time.perf_counter() - t0
         self.host_steps += tau + n_cal
         norm2 = 0.0
-        ups: dict[Key, agg.DeviceLora] = {}
-        for k, (B, A) in final.items():
+        for k, (B, _) in final.items():
             norm2 += float(((B - b_start[k]) ** 2).sum())
+        sent = self._self_prune(final, att.scales, plan)
+        ups: dict[Key, agg.DeviceLora] = {}
+        for k, (B, A) in sent.items():
             rows, cols = self._rows_cols(k, masks)
-            ups[k] = agg.DeviceLora(B, A, att.scaling, rows, cols)
+            ups[k] = agg.DeviceLora(B, A, att.scale(k), rows, cols)  # the trained rank's scaling, also if pruned
+        reported = max((u.rank for u in ups.values()), default=plan.lora_rank)
         summary = self._importance_summary(ema, masks)
-        payload = Payload(ups, new_head, DeviceState(masks, ema, rank), rank)
+        payload = Payload(ups, new_head, DeviceState(masks, ema, reported), reported)
         attn_sp, ffn_sp = masks.sparsity_parts()
         return Update(loss_before=loss_before, loss_after=loss_after, lora_update_norm=math.sqrt(norm2),
                       payload=payload,
                       extra={"proxy_peak_mem_bytes": float(params_bytes + 3 * train_bytes + peak[0]),
-                             "proxy_attn_sparsity": attn_sp, "proxy_ffn_sparsity": ffn_sp, **summary})
+                             "proxy_attn_sparsity": attn_sp, "proxy_ffn_sparsity": ffn_sp, **summary,
+                             "lora_rank_reported": float(reported)})
+
+    @staticmethod
+    def _self_prune(final: dict[Key, tuple[torch.Tensor, torch.Tensor]], scales: dict[Key, float],
+                    plan: Plan) -> dict[Key, tuple[torch.Tensor, torch.Tensor]]:
+        """HetLoRA rank self-pruning (module docstring, step 5): ``final`` or its first-k components."""
+        gamma = plan.rank_prune_decay
+        if gamma >= 1.0 or not final:
+            return final
+        keep = {k: self_prune_rank(B.shape[1], gamma) for k, (B, _) in final.items()}
+        tail2 = total2 = 0.0
+        for k, (B, A) in final.items():
+            Bd, Ad, s, kk = B.double(), A.double(), scales[k], keep[k]
+            total2 += float(torch.linalg.matrix_norm(s * (Bd @ Ad))) ** 2
+            tail2 += float(torch.linalg.matrix_norm(s * (Bd[:, kk:] @ Ad[kk:]))) ** 2
+        tail = math.sqrt(tail2 / total2) if total2 > 0.0 else 0.0
+        pruned = tail < plan.rank_prune_tol
+        log.debug("rank self-pruning: tail %.4g vs tol %.4g -> %s", tail, plan.rank_prune_tol,
+                  "prune" if pruned else "keep")
+        if not pruned:
+            return final
+        return {k: (B[:, :keep[k]].clone(), A[:keep[k]].clone()) for k, (B, A) in final.items()}
 
     def _would_prune(self, masks: Masks, ratio: float) -> bool:
         for kind in KINDS:
@@ -305,8 +388,9 @@ class RealLearner:
             for n, p in head.named_parameters():
                 p.copy_(self.head[n])
 
-    def _attach(self, masks: Masks, keys: list[Key], rank: int, factors: dict, head: nn.Module) -> Attached:
-        att = attach(self.model, self.adapter, self.slicer, masks, keys, rank, self.spec.lora_alpha, factors,
+    def _attach(self, masks: Masks, keys: list[Key], ranks: dict[Key, int], factors: dict,
+                head: nn.Module) -> Attached:
+        att = attach(self.model, self.adapter, self.slicer, masks, keys, ranks, self.spec.lora_alpha, factors,
                      self.spec.lora_dropout)
         for p in head.parameters():
             p.requires_grad_(True)
@@ -349,7 +433,7 @@ class RealLearner:
                     B = m.lora_B["default"].weight
                     if A.grad is None or B.grad is None:
                         continue
-                    elem = lora_grad_importance(m.base_layer.weight, B, A, B.grad, A.grad, att.scaling)
+                    elem = lora_grad_importance(m.base_layer.weight, B, A, B.grad, A.grad, att.scale(key))
                     spec = self.specs[key[1]]
                     ema.update(key, masks.of(spec.kind)[key[0]], group_sums(elem, spec))
         if opt is not None:
@@ -384,14 +468,14 @@ class RealLearner:
                         w = W[rows][:, cols]
                         if (li, s.path) in cur:
                             B, A = cur[(li, s.path)]
-                            w = w + att.scaling * (B @ A)
+                            w = w + att.scale((li, s.path)) * (B @ A)
                         full = np.zeros(len(keep))
                         full[keep] = group_sums(w.abs(), s)
                         vecs.append(full)
                 out[(li, kind)] = combine(vecs, keep)
         return out
 
-    def _prune_now(self, masks, plan, att, keys, rank, ema, head, b_start, rng):
+    def _prune_now(self, masks, plan, att, keys, ranks, ema, head, b_start, rng):
         """Prune to the plan's ratio, re-slice, and carry the LoRA factors over to the kept rows/columns."""
         imp = self.spec.importance
         cur = att.factors()
@@ -407,7 +491,7 @@ class RealLearner:
             else:
                 carried[k], starts[k] = (B, A[:, sel]), b_start[k]
         detach(self.model, self.slicer)
-        att = self._attach(new, keys, rank, carried, head)
+        att = self._attach(new, keys, ranks, carried, head)
         return new, att, starts
 
     def _importance_summary(self, ema: ImportanceEMA, masks: Masks) -> dict:

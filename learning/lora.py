@@ -4,7 +4,8 @@
 (``peft.inject_adapter_in_model``) on exactly the chosen matrices of the chosen layers, and loads the
 device's factors; ``detach`` restores the original frozen layers, which drops the wrappers, so the
 next device starts from the same shared backbone. peft's LoRA computes ``W x + s·B(A x)`` with
-``s = lora_alpha / r`` (fixed, not rsLoRA).
+``s = lora_alpha / r`` (fixed, not rsLoRA). Ranks may differ per matrix (per-layer LoRA ranks): then
+each matrix has its own ``r`` and ``s`` (:meth:`Attached.scale`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,30 @@ Key = tuple[int, str]  # (layer, matrix path inside the block)
 
 @dataclass
 class Attached:
-    """Handles of the injected LoRA modules of one device, by (layer, path)."""
+    """Handles of the injected LoRA modules of one device, by (layer, path).
+
+    ``scales`` holds each module's LoRA scaling ``s = lora_alpha / r_key`` (ranks may differ per key).
+    """
 
     modules: dict[Key, nn.Module]
-    scaling: float
+    scales: dict[Key, float]
     param_ptrs: frozenset[int] = frozenset()  # storages of every model parameter while attached
+
+    def scale(self, key: Key) -> float:
+        """LoRA scaling ``lora_alpha / r`` of ``key``."""
+        return self.scales[key]
+
+    def rank(self, key: Key) -> int:
+        """LoRA rank of ``key`` (rows of its ``lora_A``)."""
+        return int(self.modules[key].lora_A["default"].weight.shape[0])
+
+    @property
+    def scaling(self) -> float:
+        """The single scaling of a uniform-rank attachment (``ValueError`` if the ranks differ or none)."""
+        vals = set(self.scales.values())
+        if len(vals) != 1:
+            raise ValueError(f"no single LoRA scaling: {sorted(vals)}; use Attached.scale(key)")
+        return vals.pop()
 
     def factors(self) -> dict[Key, tuple[torch.Tensor, torch.Tensor]]:
         """Detached copies of (B, A) per matrix."""
@@ -46,18 +66,32 @@ def lora_keys(adapter: ArchAdapter, targets: Iterable[str], layers: Iterable[int
     return [(li, s.path) for li in sorted(set(layers)) for s in adapter.matrices if s.target in t]
 
 
-def attach(model: nn.Module, adapter: ArchAdapter, slicer: Slicer, masks: Masks, keys: list[Key], rank: int,
-           alpha: float, factors: dict[Key, tuple[torch.Tensor, torch.Tensor]], dropout: float = 0.0,
-           layers: dict | None = None) -> Attached:
-    """Slice the model to ``masks`` and put rank-``rank`` LoRA with ``factors`` on ``keys``."""
+def attach(model: nn.Module, adapter: ArchAdapter, slicer: Slicer, masks: Masks, keys: list[Key],
+           rank: int | dict[Key, int], alpha: float, factors: dict[Key, tuple[torch.Tensor, torch.Tensor]],
+           dropout: float = 0.0, layers: dict | None = None) -> Attached:
+    """Slice the model to ``masks`` and put LoRA with ``factors`` on ``keys``.
+
+    ``rank`` is one rank for every key or a rank per key (``{key: r}``, every key present); key ``k``
+    gets scaling ``alpha / rank[k]``. Per-key ranks use peft's ``rank_pattern`` (one anchored regex
+    per key whose rank differs from the largest, which is the config's ``r``); ``lora_alpha`` is
+    shared, so peft's own scaling is ``alpha / r_key`` as well.
+    """
     from peft import LoraConfig, inject_adapter_in_model  # noqa: PLC0415
 
+    ranks = dict.fromkeys(keys, rank) if isinstance(rank, int) else {k: int(rank[k]) for k in keys}
+    if any(r < 1 for r in ranks.values()):
+        raise ValueError(f"LoRA ranks must be >= 1, got {ranks}")
+    scales = {k: alpha / r for k, r in ranks.items()}
     slicer.apply(masks, layers)
     if not keys:
-        return Attached({}, alpha / rank, _param_ptrs(model))
+        return Attached({}, scales, _param_ptrs(model))
     prefix = re.escape(adapter.block_prefix(model))
+    name = {k: f"{prefix}\\.{k[0]}\\.{re.escape(k[1])}" for k in keys}
     alts = "|".join(f"{li}\\.{re.escape(p)}" for li, p in keys)
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=rf"^{prefix}\.({alts})$")
+    r_top = max(ranks.values())
+    pattern = {f"^{name[k]}": r for k, r in ranks.items() if r != r_top}
+    cfg = LoraConfig(r=r_top, lora_alpha=alpha, lora_dropout=dropout, target_modules=rf"^{prefix}\.({alts})$",
+                     rank_pattern=pattern)
     with torch.random.fork_rng(devices=[]):  # peft's random init is overwritten below
         inject_adapter_in_model(cfg, model)
     if hasattr(model, "peft_config"):
@@ -70,10 +104,12 @@ def attach(model: nn.Module, adapter: ArchAdapter, slicer: Slicer, masks: Masks,
             for part in path.split("."):
                 m = getattr(m, part)
             B, A = factors[(li, path)]
+            if m.r["default"] != ranks[(li, path)]:
+                raise RuntimeError(f"peft gave {(li, path)} rank {m.r['default']}, expected {ranks[(li, path)]}")
             m.lora_B["default"].weight.copy_(B)
             m.lora_A["default"].weight.copy_(A)
             mods[(li, path)] = m
-    return Attached(mods, alpha / rank, _param_ptrs(model))
+    return Attached(mods, scales, _param_ptrs(model))
 
 
 def _param_ptrs(model: nn.Module) -> frozenset[int]:

@@ -156,8 +156,12 @@ def set_module(root: nn.Module, path: str, module: nn.Module) -> None:
 
 
 def slice_linear(layer: nn.Linear, idx: torch.Tensor, axis: int) -> nn.Linear:
-    """A frozen copy of ``layer`` keeping rows (axis 0) or columns (axis 1) ``idx``."""
-    with torch.no_grad():
+    """A frozen copy of ``layer`` keeping rows (axis 0) or columns (axis 1) ``idx``.
+
+    ``prune_linear_layer`` builds a fresh ``nn.Linear`` whose (overwritten) init draws from the global
+    torch RNG; it runs under a forked RNG so that slicing, and so the slice cache, never shifts the
+    seeded dropout stream of a local update."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
         out = prune_linear_layer(layer, idx.to(layer.weight.device), dim=axis)
     for p in out.parameters():
         p.requires_grad_(False)

@@ -39,7 +39,8 @@ def validate(scenario: Path, set_: SetOpt = None) -> None:
     sc, _ = _load(scenario, set_)
     groups = ", ".join(f"{g.count} {g.label}" for g in sc.fleet.groups)
     typer.echo(f"ok: {sc.name}: {sc.n_devices} devices ({groups}); model {sc.workload.model}; "
-               f"{sc.training.rounds} rounds x {sc.training.local_steps} steps; algorithm {sc.algorithm.name}; "
+               f"{sc.training.rounds} rounds x {sc.training.local_steps} steps; "
+               f"{'policies ' + ', '.join(sc.policies) if sc.policies else 'algorithm ' + sc.algorithm.name}; "
                f"round policy {sc.round.policy}; learning {sc.learning.kind}; seed {sc.seed}")
 
 
@@ -58,6 +59,8 @@ def run(
     from sim.loader import ScenarioError  # noqa: PLC0415
     from sim.runner import run_scenario  # noqa: PLC0415
 
+    if sc.policies:
+        return _run_policies(sc, base, out, quiet)
     try:
         res = run_scenario(sc, base, out, progress=not quiet and sc.output.progress)
     except ScenarioError as e:
@@ -76,6 +79,41 @@ def run(
                    f"mean round {s['mean_round_s']:.1f} s, mean idle {100 * idle:.1f}%, "
                    f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f} MB moved, "
                    f"host {s['host']['host_time_s']:.2f} s" if idle is not None else f"{s['rounds_completed']} rounds")
+
+
+def _run_policies(sc, base, out: Path | None, quiet: bool) -> None:
+    from sim.compare import format_table, run_policies  # noqa: PLC0415
+
+    try:
+        parent, table, failures = run_policies(sc, base, out, progress=not quiet and sc.output.progress)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    typer.echo(str(parent))
+    typer.echo(format_table(table, "text"), nl=False)
+    if failures:
+        _fail("policies failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()), 1)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="run directories, or comparison directories (their child runs)")],
+    target_acc: Annotated[Optional[float], typer.Option("--target-acc", help="accuracy for the time-to-target column (0-1)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="text, md or csv")] = "text",
+) -> None:
+    """One table over runs: final accuracy, simulated time to a target accuracy, mean idle fraction,
+    bytes communicated, final sparsity."""
+    from sim.compare import compare_table, expand_runs, format_table  # noqa: PLC0415
+
+    if fmt not in ("text", "md", "csv"):
+        _fail(f"--format {fmt!r}; allowed: text, md, csv")
+    if target_acc is not None and not 0.0 <= target_acc <= 1.0:
+        _fail(f"--target-acc {target_acc}: must be a fraction in [0, 1]")
+    try:
+        dirs = expand_runs(runs)
+        table = compare_table(dirs, target_acc)
+    except (FileNotFoundError, ValueError, KeyError, OSError) as e:
+        _fail(str(e))
+    typer.echo(format_table(table, fmt), nl=False)
 
 
 @app.command()

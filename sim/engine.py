@@ -46,6 +46,19 @@ log = logging.getLogger(__name__)
 OK, OOM, DROPPED, LATE, CANCELLED = (STATUS_CODE[s] for s in ("ok", "oom", "dropped", "late", "cancelled"))
 
 
+class FleetOracle:
+    """What a non-prior-free strategy (the oracle) may read: the fleet's device profiles and a
+    predictor of each device's round time under a plan (:meth:`Simulation.predict_round_s`)."""
+
+    def __init__(self, sim: "Simulation"):
+        self._sim = sim
+        self.profiles = sim.fleet.profiles
+        self.device_types = [sim.fleet.group_types[g] for g in sim.fleet.group]
+
+    def predict_round_s(self, devices: np.ndarray, plan: Plan) -> np.ndarray:
+        return self._sim.predict_round_s(devices, plan)
+
+
 class StrategyError(RuntimeError):
     """A strategy broke the contract (e.g. lowered a device's sparsity)."""
 
@@ -72,11 +85,13 @@ class Simulation:
         ctx = StrategyContext(
             n_devices=self.fleet.n, rounds=sc.training.rounds, local_steps=sc.training.local_steps,
             batch_size=sc.workload.batch_size, num_layers=self.workload.arch.num_layers,
-            rng=generator(sc.seed, f"strategy.{sc.algorithm.name}"),
+            rng=generator(sc.seed, f"strategy.{sc.algorithm.name}"), learning=bool(getattr(self.learner, "trains", False)),
         )
         self.strategy = make_strategy(sc.algorithm.name, sc.algorithm.params, ctx)
         if not self.strategy.prior_free:
-            ctx.profiles = self.fleet.profiles
+            ctx.profiles = FleetOracle(self)
+        if hasattr(self.learner, "use_resize"):
+            self.learner.use_resize(self.strategy.resize)
         self.env = simpy.Environment()
         self.recorder = Recorder(self.fleet.ids, self.fleet.group_labels, self.fleet.group_types,
                                  self.fleet.placement_names, self.fleet.slot_names)
@@ -262,19 +277,44 @@ class Simulation:
                 log.info("round %d: accuracy %.4f (min %.4f, max %.4f), test loss %.4f, mean prune ratio %.3f", r,
                          extra["accuracy"], extra["accuracy_min"], extra["accuracy_max"], extra["test_loss"],
                          float(np.mean([p.prune_ratio for p in plans])))
-        row = self.recorder.add_round(buf, group=groups, slots=slots, placement=fleet.placement[selected], load=load,
-                                      flops=flops, memory=memory, capacity=capacity, t_end_s=t_end,
-                                      deadline_s=deadline, extra=extra)
         reports = RoundReports(
             round=r, devices=selected, plans=plans, status=buf.status_names(), t_start_s=t_start,
             t_report_s=buf.t_report_s, compute_s=buf.compute_s, bytes_up=buf.bytes_up, bytes_down=buf.bytes_down,
-            loss_before=buf.loss_before, loss_after=buf.loss_after, lora_update_norm=buf.lora_update_norm, t_end_s=t_end)
-        self.strategy.observe(r, reports)
+            loss_before=buf.loss_before, loss_after=buf.loss_after, lora_update_norm=buf.lora_update_norm, t_end_s=t_end,
+            extra=buf.extra)
+        cols = self.strategy.observe(r, reports)
+        row = self.recorder.add_round(buf, group=groups, slots=slots, placement=fleet.placement[selected], load=load,
+                                      flops=flops, memory=memory, capacity=capacity, t_end_s=t_end,
+                                      deadline_s=deadline, extra=extra, strategy_cols=cols)
         self._last_reports = reports
         if self.on_round is not None:
             self.on_round(row)
 
     _last_reports: RoundReports | None = None
+
+    def predict_round_s(self, devices: np.ndarray, plan: Plan) -> np.ndarray:
+        """Expected round time of ``plan`` on ``devices`` from the fleet's *current* state (power mode,
+        background load, bandwidth): download + tau x step time + upload, no outage or contention;
+        +inf where the plan does not fit the device's memory. Only for strategies that are not
+        prior-free (the oracle); a real server cannot compute this."""
+        fleet = self.fleet
+        devices = np.asarray(devices)
+        groups = fleet.group[devices]
+        out = np.empty(len(devices))
+        for g in np.unique(groups):
+            sel = groups == g
+            d = devices[sel]
+            c = plan_cost(self.workload, plan, fleet.profiles[g].precision)
+            step = fleet.mode_table.step_times_s(fleet.slots(d), np.full(len(d), c.flops_per_step),
+                                                 np.full(len(d), c.bytes_moved), np.full(len(d), float(c.kernels)),
+                                                 fleet.load.factor[d])
+            up = fleet.bandwidth.up_mbps[d]
+            down = up * fleet.bandwidth.down_up_ratio[d]
+            t = (2 * self.latency_s + 8.0 * c.bytes_down / 1e6 / self.eta_net / down
+                 + plan.local_steps * step + 8.0 * c.bytes_up / 1e6 / self.eta_net / up)
+            fits = c.memory_model_bytes + fleet.reserve_bytes[g] <= fleet.capacity_bytes[g]
+            out[sel] = t if fits else np.inf
+        return out
 
     def _agg_weights(self, devices: np.ndarray, plans: list[Plan]) -> list[float]:
         """Aggregation weights as the strategy asks: local data size |D_i| (default), samples seen

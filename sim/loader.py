@@ -254,15 +254,17 @@ def validate(data: dict[str, Any], origin: str = "<scenario>", base_dir: Path | 
         raise ScenarioError(f"{origin}: invalid scenario\n" + format_validation_error(e, Scenario)) from None
     except RecursionError:
         raise ScenarioError(f"{origin}: scenario nested too deeply") from None
-    if sc.algorithm.name not in strategy_names():
-        raise ScenarioError(
-            f"{origin}: invalid scenario\nalgorithm.name: unknown strategy {sc.algorithm.name!r}; allowed: {', '.join(strategy_names())}")
-    params_model = get_strategy_class(sc.algorithm.name).Params
-    try:
-        params_model.model_validate(sc.algorithm.params)
-    except ValidationError as e:
-        raise ScenarioError(
-            f"{origin}: invalid scenario\n" + format_validation_error(e, params_model, ("algorithm", "params"))) from None
+    specs = [("algorithm", sc.algorithm)] + [(f"policies.{k}", v) for k, v in (sc.policies or {}).items()]
+    for where, spec in specs:
+        if spec.name not in strategy_names():
+            raise ScenarioError(
+                f"{origin}: invalid scenario\n{where}.name: unknown strategy {spec.name!r}; allowed: {', '.join(strategy_names())}")
+        params_model = get_strategy_class(spec.name).Params
+        try:
+            params_model.model_validate(spec.params)
+        except ValidationError as e:
+            raise ScenarioError(f"{origin}: invalid scenario\n"
+                                + format_validation_error(e, params_model, (*where.split("."), "params"))) from None
     try:
         arch = load_arch(sc.workload.model, base_dir)
     except ValueError as e:
@@ -270,9 +272,11 @@ def validate(data: dict[str, Any], origin: str = "<scenario>", base_dir: Path | 
     if sc.workload.seq_len > arch.usable_positions:
         raise ScenarioError(
             f"{origin}: invalid scenario\nworkload.seq_len: {sc.workload.seq_len} exceeds the model's {arch.usable_positions} positions")
-    for key, msg in get_strategy_class(sc.algorithm.name).check_params(
-            params_model.model_validate(sc.algorithm.params), arch.num_layers):
-        raise ScenarioError(f"{origin}: invalid scenario\nalgorithm.params.{key}: {msg}")
+    for where, spec in specs:
+        cls = get_strategy_class(spec.name)
+        for key, msg in cls.check_params(cls.Params.model_validate(spec.params), arch.num_layers,
+                                         sc.learning.kind == "real"):
+            raise ScenarioError(f"{origin}: invalid scenario\n{where}.params.{key}: {msg}")
     for key, path in _file_refs(sc):
         p = Path(path) if Path(path).is_absolute() or base_dir is None else base_dir / path
         if not p.is_file():
@@ -350,7 +354,10 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple
 
 def resolved_dict(sc: Scenario) -> dict[str, Any]:
     """The fully resolved scenario (every default filled in), JSON-compatible."""
-    return sc.model_dump(mode="json")
+    d = sc.model_dump(mode="json")
+    if d.get("policies") is None:  # a single-strategy scenario: same digest as before the key existed
+        d.pop("policies", None)
+    return d
 
 
 def scenario_digest(sc: Scenario) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from algorithms.base import STATUSES
+from algorithms.base import REWARD_COLUMNS, STATUSES
 from devices.plan import Plan
 
 STATUS_CODE = {s: i for i, s in enumerate(STATUSES)}
@@ -74,7 +74,8 @@ class Recorder:
 
     def add_round(self, buf: RoundBuffer, *, group: np.ndarray, slots: np.ndarray, placement: np.ndarray,
                   load: np.ndarray, flops: np.ndarray, memory: np.ndarray, capacity: np.ndarray,
-                  t_end_s: float, deadline_s: float, extra: dict | None = None) -> dict:
+                  t_end_s: float, deadline_s: float, extra: dict | None = None,
+                  strategy_cols: dict[str, np.ndarray] | None = None) -> dict:
         n = len(buf.devices)
         plans = buf.plans
         reported = (buf.status == STATUS_CODE["ok"]) | (buf.status == STATUS_CODE["oom"])
@@ -90,6 +91,8 @@ class Recorder:
             "prune_ratio": np.array([p.prune_ratio for p in plans], dtype=float),
             "lora_rank": np.array([p.lora_rank for p in plans], dtype=np.int64),
             "lora_layers": np.array([-1 if p.lora_layers is None else len(p.lora_layers) for p in plans], dtype=np.int64),
+            "layer_ranks": np.array(["" if p.layer_ranks is None else ",".join(map(str, p.layer_ranks)) for p in plans],
+                                    dtype=object),
             "local_steps": np.array([p.local_steps for p in plans], dtype=np.int64),
             "batch_size": np.array([p.batch_size for p in plans], dtype=np.int64),
             "t_round_start_s": np.full(n, buf.t_start_s),
@@ -113,7 +116,7 @@ class Recorder:
             "loss_before": buf.loss_before.copy(),
             "loss_after": buf.loss_after.copy(),
             "lora_update_norm": buf.lora_update_norm.copy(),
-            "reward": np.full(n, NAN),
+            **{c: np.asarray((strategy_cols or {}).get(c, np.full(n, NAN)), dtype=float) for c in REWARD_COLUMNS},
             "credited": buf.status == STATUS_CODE["ok"],
         })
         for name in self.extra_names:

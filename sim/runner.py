@@ -45,14 +45,15 @@ def expected_bytes(sim: Simulation, dev: pd.DataFrame) -> tuple[np.ndarray, np.n
     """Re-price every row's plan with the cost model (vectorised over distinct plans)."""
     if dev.empty:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    keys = ["prune_ratio", "lora_rank", "lora_layers", "local_steps", "batch_size", "group"]
+    keys = ["prune_ratio", "lora_rank", "lora_layers", "layer_ranks", "local_steps", "batch_size", "group"]
     uniq = dev[keys].drop_duplicates().reset_index(drop=True)
     L = sim.workload.arch.num_layers
     labels = sim.fleet.group_labels
     down, up = [], []
     for r in uniq.itertuples(index=False):
         layers = None if r.lora_layers < 0 else top_layers(int(r.lora_layers), L)
-        plan = Plan(float(r.prune_ratio), int(r.lora_rank), layers, int(r.local_steps), int(r.batch_size))
+        ranks = tuple(int(x) for x in r.layer_ranks.split(",")) if r.layer_ranks else None
+        plan = Plan(float(r.prune_ratio), int(r.lora_rank), layers, int(r.local_steps), int(r.batch_size), ranks)
         c = plan_cost(sim.workload, plan, sim.fleet.profiles[labels.index(str(r.group))].precision)
         down.append(c.bytes_down)
         up.append(c.bytes_up)
@@ -132,13 +133,18 @@ def simulate(sc: Scenario, base_dir: Path | None = None, learner=None, on_round=
     return sim, out
 
 
+def run_id_of(sc: Scenario) -> str:
+    return sc.output.run_name or f"seed{sc.seed}-{scenario_digest(sc)[:8]}"
+
+
 def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | None = None,
-                 progress: bool | None = None) -> RunResult:
-    """Simulate ``sc`` and write its run directory under ``out_root`` (default ``sc.output.dir``)."""
-    root = Path(out_root if out_root is not None else sc.output.dir)
+                 progress: bool | None = None, run_dir: Path | None = None) -> RunResult:
+    """Simulate ``sc`` and write its run directory under ``out_root`` (default ``sc.output.dir``),
+    or into ``run_dir`` (an existing, empty directory) when given."""
     digest = scenario_digest(sc)
-    run_id = sc.output.run_name or f"seed{sc.seed}-{digest[:8]}"
-    run_dir = new_run_dir(root, sc.name or "scenario", run_id)
+    if run_dir is None:
+        root = Path(out_root if out_root is not None else sc.output.dir)
+        run_dir = new_run_dir(root, sc.name or "scenario", run_id_of(sc))
     resolved = resolved_dict(sc)
     atomic_write_yaml(run_dir / "scenario.yaml", {**resolved, "_meta": {"digest": digest, "versions": versions()}})
     started = time.time()

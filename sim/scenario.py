@@ -327,7 +327,7 @@ class LearningSpec(Strict):
     lora_alpha: PosFloat = Field(16.0, description="LoRA alpha; scaling s = alpha / rank")
     lora_dropout: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(0.0, description="dropout on the LoRA input")
     model_dropout: bool = Field(True, description="keep the proxy's own dropout while training")
-    resize: Literal["svd", "truncate"] = Field("svd", description="global update -> device rank: truncated SVD of dW (FlexLoRA) or factor truncation (HetLoRA)")
+    resize: Literal["auto", "svd", "truncate"] = Field("auto", description="global update -> device rank: truncated SVD of dW (FlexLoRA), factor truncation (HetLoRA), or auto = the strategy's choice (truncate for hetlora, svd otherwise)")
     importance: ImportanceSpec = Field(default_factory=ImportanceSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     compute_device: Literal["cpu", "cuda"] = Field("cpu", description="where the proxy runs")
@@ -364,6 +364,9 @@ class Scenario(Strict):
     training: Training = Field(default_factory=Training)
     round: RoundSpec = Field(default_factory=RoundSpec)
     algorithm: AlgorithmSpec = Field(default_factory=AlgorithmSpec)
+    policies: dict[str, AlgorithmSpec] | None = Field(
+        None, description="compare several strategies on the same fleet, seed and data: {label: {name, params}}; "
+                          "fedfleet run then runs one child run per label (algorithm is ignored)")
     learning: LearningSpec = Field(default_factory=LearningSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
 
@@ -371,6 +374,16 @@ class Scenario(Strict):
     @classmethod
     def _name(cls, v: str | None) -> str | None:
         return _check_name(v, "name")
+
+    @field_validator("policies")
+    @classmethod
+    def _policies(cls, v: dict | None) -> dict | None:
+        if v is not None:
+            if not v:
+                raise ValueError("needs at least one policy (or leave it out)")
+            for k in v:
+                _check_name(k, "policy label")
+        return v
 
     @model_validator(mode="after")
     def _cross(self) -> "Scenario":

@@ -340,6 +340,30 @@ def test_non_contiguous_lora_layers():
     assert c.lora_params == 2 * 8 * 2 * (768 + 768)
 
 
+def test_per_layer_ranks():
+    """layer_ranks: LoRA params, FLOPs, trainable memory and payload sum r_l over the LoRA layers."""
+    pl = Plan(prune_ratio=0.0, lora_rank=16, lora_layers=(9, 10, 11), local_steps=1, batch_size=16,
+              layer_ranks=(4, 8, 16))
+    c = plan_cost(W_ROB, pl, "amp")
+    per_rank = 2 * (768 + 768)  # query and value, (d_in + d_out) each
+    assert c.lora_params == (4 + 8 + 16) * per_rank
+    head = 768 * 768 + 768 + 768 * 2 + 2
+    assert c.trainable_params == c.lora_params + head
+    assert c.memory_trainable_bytes == (c.lora_params + head) * TRAINABLE_BYTES_PER_PARAM
+    assert c.bytes_down == (c.lora_params + head) * DTYPE_BYTES[W_ROB.comm_dtype] + W_ROB.message_overhead_bytes
+    # LoRA FLOPs: forward 2 (sum r_l) (d_in + d_out) per token, backward twice that
+    uni4 = plan_cost(W_ROB, Plan(0.0, 4, (9, 10, 11), 1, 16), "amp")
+    tokens = 16 * 128
+    assert c.flops_fwd - uni4.flops_fwd == pytest.approx(tokens * 2 * (0 + 4 + 12) * per_rank, rel=1e-12)
+    assert c.flops_bwd - uni4.flops_bwd == pytest.approx(tokens * 4 * (0 + 4 + 12) * per_rank, rel=1e-12)
+    # all ranks equal: identical to the uniform-rank plan
+    same = Plan(prune_ratio=0.3, lora_rank=8, lora_layers=(2, 5, 11), local_steps=2, batch_size=4,
+                layer_ranks=(8, 8, 8))
+    uni = Plan(prune_ratio=0.3, lora_rank=8, lora_layers=(2, 5, 11), local_steps=2, batch_size=4)
+    assert plan_cost(W_ROB, same, "fp32") == plan_cost(W_ROB, uni, "fp32")
+    assert plan_cost(W_LLAMA, same, "amp") == plan_cost(W_LLAMA, uni, "amp")
+
+
 # --------------------------------------------------------------------------- GQA
 
 

@@ -37,6 +37,7 @@ def test_real_learning_prunes_trains_and_evaluates():
     assert (dev["loss_before"] > 0).all() and (dev["loss_after"] > 0).all()
     assert (dev["lora_update_norm"] > 0).all()
     assert (dev["proxy_peak_mem_bytes"] > 0).all()
+    assert (dev["lora_rank_reported"] == dev["lora_rank"]).all()  # no rank self-pruning planned
     # the proxy really reaches the plan's sparsity: floor(p * 4) heads, floor(p * 128) channels per layer
     last = dev[dev["round"] == 2]
     assert np.allclose(last["proxy_attn_sparsity"], 0.5) and np.allclose(last["proxy_ffn_sparsity"], 0.5)
