@@ -88,7 +88,6 @@ class HeteroRank(Strategy):
                 tiers = dict(zip(known.tolist(), rank_tiers(self.times.step_s[known], self.params.ranks).tolist()))
                 for d in fresh:
                     self.rank[d] = tiers[d]
-        return None
 
     def state(self) -> dict:
         return {**super().state(), "rank": self.rank.tolist(), "step_s": self.times.step_s.tolist()}
@@ -119,4 +118,3 @@ class HetLoRA(HeteroRank):
                     d = int(reports.devices[j])
                     current = int(self.rank[d]) or self.initial_rank()
                     self.rank[d] = max(1, min(current, int(got[j])))
-        return None

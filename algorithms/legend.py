@@ -104,7 +104,6 @@ class Legend(Strategy):
         for j in self.times.observe(reports):  # the depth each recorded step time was measured at
             layers = reports.plans[j].lora_layers
             self.depth[int(reports.devices[j])] = self.ctx.num_layers if layers is None else len(layers)
-        return None
 
     def state(self) -> dict:
         return {**super().state(), "depth": self.depth.tolist(), "step_s": self.times.step_s.tolist()}

@@ -26,7 +26,13 @@ import pandas as pd
 
 from sim.loader import resolved_dict, scenario_digest
 from sim.scenario import Scenario
-from sim.store import atomic_write_json, atomic_write_text, atomic_write_yaml, new_run_dir, safe_child
+from sim.store import (
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_yaml,
+    new_run_dir,
+    safe_child,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,7 @@ def run_policies(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
 
     A policy whose run raises is logged and recorded in ``failures`` (label -> error); the others go on.
     """
-    from sim.runner import run_scenario, versions  # noqa: PLC0415
+    from sim.runner import run_scenario, versions
 
     root = Path(out_root if out_root is not None else sc.output.dir)
     digest = scenario_digest(sc)

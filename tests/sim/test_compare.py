@@ -1,0 +1,101 @@
+"""Comparisons: ``policies:`` runs every policy on the same fleet and seed; ``fedfleet compare`` tabulates."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import yaml
+from fleet_helpers import base_scenario, fedfleet
+
+from sim.compare import compare_table, expand_runs, format_table, run_policies
+from sim.loader import ScenarioError, validate
+
+
+def comparison(tmp_path) -> dict:
+    d = base_scenario(name="cmp")
+    d["fleet"]["groups"] = [{"type": "tx2", "count": 3, "placement": "lan"},
+                            {"type": "agx_xavier", "count": 2, "placement": "lan", "power_modes": ["MAXN"]}]
+    d["training"] = {"rounds": 4, "local_steps": 5}
+    d["policies"] = {"spine": {"name": "fedspine", "params": {"prune_target": 0.3}},
+                     "apt": {"name": "fedapt", "params": {"prune_target": 0.3}},
+                     "lora": {"name": "fedlora"}}
+    d["output"]["dir"] = str(tmp_path)
+    return d
+
+
+def test_policies_run_side_by_side_and_the_table_matches_each_summary(tmp_path):
+    sc = validate(comparison(tmp_path))
+    parent, table, failures = run_policies(sc, progress=False)
+    assert failures == {}
+    assert list(table["policy"]) == ["spine", "apt", "lora"]
+    for row in table.itertuples(index=False):
+        s = json.loads((parent / row.policy / "summary.json").read_text())
+        assert row.algorithm == s["algorithm"]
+        assert row.mean_idle_fraction == s["mean_idle_fraction"]
+        assert row.bytes_total == s["bytes_up_total"] + s["bytes_down_total"]
+        assert row.final_sparsity == s["final_mean_prune_ratio"]
+        assert row.sim_time_s == s["sim_time_s"]
+        child = yaml.safe_load((parent / row.policy / "scenario.yaml").read_text())
+        assert "policies" not in child and child["fleet"] == yaml.safe_load(
+            (parent / "scenario.yaml").read_text())["fleet"]
+    assert (parent / "compare.md").is_file() and (parent / "compare.csv").is_file()
+    assert json.loads((parent / "status.json").read_text())["status"] == "finished"
+    # the same fleet and dynamics: every policy sees the same devices, modes and bandwidth draws
+    dr = {p: pd.read_parquet(parent / p / "device_rounds.parquet") for p in ["spine", "apt", "lora"]}
+    for p in ["apt", "lora"]:
+        assert dr[p]["power_mode"].equals(dr["spine"]["power_mode"])
+        assert dr[p]["bw_up_mbps"].equals(dr["spine"]["bw_up_mbps"])
+    # timing only: no accuracy, so no time to target
+    assert table["time_to_target_s"].isna().all() and table.attrs["target_accuracy"] is None
+    assert expand_runs([parent]) == sorted(parent / p for p in ["apt", "lora", "spine"])
+
+
+def test_time_to_target_reads_the_rounds(tmp_path):
+    for name, accs in {"a": [0.5, 0.6, 0.7], "b": [0.55, 0.65, 0.66]}.items():
+        d = tmp_path / name
+        d.mkdir()
+        pd.DataFrame({"round": [0, 1, 2], "t_end_s": [10.0, 20.0, 30.0], "accuracy": accs}).to_parquet(d / "rounds.parquet")
+        (d / "summary.json").write_text(json.dumps({"algorithm": name, "final_accuracy": accs[-1],
+                                                    "mean_idle_fraction": 0.1, "bytes_up_total": 1,
+                                                    "bytes_down_total": 2, "final_mean_prune_ratio": 0.3,
+                                                    "rounds_completed": 3, "sim_time_s": 30.0,
+                                                    "host": {"host_time_s": 1.0}}))
+    t = compare_table([tmp_path / "a", tmp_path / "b"])
+    assert t.attrs["target_accuracy"] == pytest.approx(0.66)  # the highest accuracy both reached
+    assert list(t["time_to_target_s"]) == [30.0, 30.0]
+    t = compare_table([tmp_path / "a", tmp_path / "b"], 0.6)
+    assert list(t["time_to_target_s"]) == [20.0, 20.0]
+    t = compare_table([tmp_path / "a", tmp_path / "b"], 0.69)
+    assert t["time_to_target_s"].iloc[0] == 30.0 and math.isnan(t["time_to_target_s"].iloc[1])
+    assert "target accuracy 69.0%" in format_table(t, "text") and format_table(t, "md").startswith("| policy")
+    assert format_table(t, "csv").splitlines()[0].startswith("policy,algorithm,final_accuracy")
+
+
+def test_cli_compare_and_bad_inputs(tmp_path):
+    sc = validate(comparison(tmp_path))
+    parent, _, _ = run_policies(sc, progress=False)
+    r = fedfleet("compare", str(parent), "--format", "md")
+    assert r.returncode == 0, r.stderr
+    assert "| spine | fedspine |" in r.stdout
+    r = fedfleet("compare", str(tmp_path / "nothing"))
+    assert r.returncode == 2 and "not a run directory" in r.stderr and "Traceback" not in r.stderr
+    r = fedfleet("compare", str(parent), "--format", "xml")
+    assert r.returncode == 2 and "allowed: text, md, csv" in r.stderr
+
+
+def test_bad_policies_name_the_key(tmp_path):
+    d = comparison(tmp_path)
+    d["policies"]["apt"]["params"]["rank"] = 0
+    with pytest.raises(ScenarioError, match=r"policies\.apt\.params\.rank"):
+        validate(d)
+    d = comparison(tmp_path)
+    d["policies"]["x"] = {"name": "nope"}
+    with pytest.raises(ScenarioError, match=r"policies\.x\.name: unknown strategy 'nope'"):
+        validate(d)
+    d = comparison(tmp_path)
+    d["policies"] = {"../up": {"name": "fedlora"}}
+    with pytest.raises(ScenarioError, match=r"policy label"):
+        validate(d)
