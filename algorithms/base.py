@@ -131,10 +131,15 @@ class Strategy(ABC):
     def check_params(cls, params: BaseModel, num_layers: int, learning: bool = False) -> list[tuple[str, str]]:
         """Checks that need the target model or the learner: (param key, message) for each problem.
         ``learning`` is True when the scenario trains a real model (``learning.kind: real``)."""
+        out = []
         depth = getattr(params, "lora_depth", None)
         if depth is not None and depth > num_layers:
-            return [("lora_depth", f"{depth} exceeds the target model's {num_layers} layers")]
-        return []
+            out.append(("lora_depth", f"{depth} exceeds the target model's {num_layers} layers"))
+        ranks = getattr(params, "ranks", None)
+        if getattr(params, "aggregator", None) == "fedavg" and ranks is not None and len(set(ranks)) > 1:
+            out.append(("aggregator", f"'fedavg' needs one rank for all devices, got ranks {ranks}; "
+                                      "use 'svd' or 'zero_pad'"))
+        return out
 
     weighting: ClassVar[str] = "data_size"
 

@@ -84,8 +84,6 @@ class BanditPolicy(Strategy):
                 make_bandit(params.bandit, 2, np.random.default_rng(0), **cls._discrete_params(params))
             except (TypeError, ValueError) as e:
                 out.append(("bandit_params", f"{e} (bandit {params.bandit!r}; allowed bandits: sucb, {', '.join(BANDITS)})"))
-        if params.aggregator == "fedavg" and len(set(getattr(params, "ranks", [1]))) > 1:
-            out.append(("aggregator", "'fedavg' needs one rank for all devices; use 'svd' or 'zero_pad'"))
         return out
 
     @staticmethod

@@ -48,9 +48,9 @@ class HeteroRank(Strategy):
     @classmethod
     def check_params(cls, params, num_layers: int, learning: bool = False) -> list[tuple[str, str]]:
         out = super().check_params(params, num_layers, learning)
-        if params.aggregator == "fedavg" and len(set(params.ranks)) > 1:
-            out.append(("aggregator", f"'fedavg' needs one rank for all devices, got ranks {params.ranks}; "
-                                      "use 'svd' or 'zero_pad'"))
+        if params.aggregator == "fedavg" and getattr(params, "rank_prune_decay", 1.0) < 1.0:
+            out.append(("aggregator", "'fedavg' needs equal ranks, but rank self-pruning (rank_prune_decay < 1) "
+                                      "makes them differ; use 'zero_pad' or 'svd'"))
         if params.initial_rank is not None and params.initial_rank not in params.ranks:
             out.append(("initial_rank", f"{params.initial_rank} is not one of ranks {params.ranks}"))
         return out

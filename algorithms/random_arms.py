@@ -37,14 +37,6 @@ class RandomStrategy(Strategy):
     Params = RandomParams
     aggregator = "svd"
 
-    @classmethod
-    def check_params(cls, params, num_layers: int, learning: bool = False) -> list[tuple[str, str]]:
-        out = super().check_params(params, num_layers, learning)
-        if params.aggregator == "fedavg" and len(set(params.ranks)) > 1:
-            out.append(("aggregator", f"'fedavg' needs one rank for all devices, got ranks {params.ranks}; "
-                                      "use 'svd' or 'zero_pad'"))
-        return out
-
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p: RandomParams = self.params
         ratios = np.array(p.prune_ratios, dtype=float)

@@ -230,7 +230,7 @@ def strategies() -> None:
 
     for n in strategy_names():
         cls = get_strategy_class(n)
-        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0].removeprefix(f"``{n}``: ")
         typer.echo(f"{n}: {doc}")
         for k, f in cls.Params.model_fields.items():
             default = f.default_factory() if f.default_factory is not None else f.default

@@ -207,3 +207,13 @@ def test_plan_validation():
         Plan(0.1, 8, (10, 11), 20, 16, layer_ranks=(4, 16))  # max must equal lora_rank
     with pytest.raises(ValueError):
         Plan(0.1, 8, None, 20, 16, layer_ranks=(8,))
+
+
+@pytest.mark.parametrize("name,params", [
+    ("random", {"ranks": [4, 8]}), ("fedspine", {"ranks": [4, 8]}), ("flexlora", {"ranks": [4, 8]}),
+    ("legend", {"ranks": [4, 8]}), ("hetlora", {"ranks": [8]}),  # hetlora: self-pruning makes ranks differ
+])
+def test_fedavg_with_unequal_ranks_is_refused(name, params):
+    d = with_policy(hetero_fleet(), name, aggregator="fedavg", **params)
+    with pytest.raises(ScenarioError, match=r"algorithm\.params\.aggregator: 'fedavg' needs"):
+        validate(d)
