@@ -34,6 +34,16 @@ and play stays broad; a larger λ or a smaller s concentrates it.
 
 Defaults λ = 0.95, s = 1, δ = 0.05, n_split = 3 are the FedSpine method-note defaults.
 
+Two options that the notes leave open (defaults keep the literal rule):
+
+- ``untried="low_first"``: untried leaves are played in increasing order of their lower bound in
+  the first dimension (random among ties). For FedSpine the first dimension is the cumulative
+  pruning ratio, which can never go back down: a random untried order makes every device try a
+  high ratio within a few rounds and stay there.
+- ``scale="reward_std"``: the bonus uses s times the discounted standard deviation of all rewards
+  seen so far (at least ``std_floor``; 1 before two plays), in the spirit of UCB1-Tuned (Auer et
+  al. 2002), so that s is relative to how much the rewards actually vary.
+
 Feasibility (``lower``): a leaf is excluded when, in some dimension j with lower[j] given, its
 upper end (continuous: hi; discrete: the largest value in its range) is below lower[j]. The point
 played is the leaf's centre (discrete: values[(a + b − 1) // 2]) or a uniform draw in it, then
