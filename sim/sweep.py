@@ -1,0 +1,114 @@
+"""Sweep files: a base scenario, a ``matrix`` of dotted keys with value lists, and ``seeds``.
+
+    base: ../quick.yaml                      # scenario file, relative to the sweep file
+    name: sucb-sensitivity                   # default: the sweep file's name
+    set: {training.rounds: 30}               # fixed overrides for every cell (optional)
+    matrix:
+      algorithm.params.discount: [0.8, 0.9, 0.95]
+      algorithm.params.exploration: [0.5, 1, 2]
+    seeds: [1, 2, 3]
+
+The cells are the cartesian product of the matrix values (in the order the keys are written, the
+last key varying fastest) times the seeds. Every cell is a full scenario, validated like a file
+(an error names the cell's values), and identified by the sha256 of its resolved scenario
+(:func:`sim.loader.scenario_digest`), so a cell's directory name changes exactly when what it
+computes changes. This module only expands and validates; running cells is the executors' job.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sim.loader import (
+    ScenarioError,
+    apply_override,
+    check_structure,
+    read_yaml,
+    scenario_digest,
+    validate,
+)
+from sim.scenario import Scenario
+
+MAX_CELLS = 100_000
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base: str = Field(description="scenario file, relative to the sweep file")
+    name: str | None = None
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value for every cell")
+    matrix: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    seeds: Annotated[list[Annotated[int, Field(ge=0, le=2**63 - 1)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [0])
+
+
+@dataclass(frozen=True)
+class SweepCell:
+    index: int
+    values: dict[str, Any]  # the matrix values of this cell
+    seed: int
+    scenario: Scenario
+    digest: str
+
+    @property
+    def cell_id(self) -> str:
+        return f"seed{self.seed}-{self.digest[:12]}"
+
+
+def load_sweep(path: str | Path) -> tuple[SweepSpec, list[SweepCell]]:
+    """Read a sweep file safely, validate it, and expand every cell."""
+    p = Path(path)
+    data = read_yaml(p)
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        raise ScenarioError(f"{p}: invalid sweep\n{loc}: {first['msg']} "
+                            "(allowed keys: base, name, set, matrix, seeds)") from None
+    if spec.name is None:
+        spec.name = p.stem
+    return spec, expand(spec, p.resolve().parent)
+
+
+def expand(spec: SweepSpec, sweep_dir: Path) -> list[SweepCell]:
+    """Every (matrix values, seed) cell as a validated scenario."""
+    base_path = Path(spec.base) if Path(spec.base).is_absolute() else sweep_dir / spec.base
+    base_data = read_yaml(base_path)
+    for key, value in spec.set.items():
+        _assign(base_data, key, value, "set")
+    keys = list(spec.matrix)
+    n = len(spec.seeds)
+    for k in keys:
+        n *= len(spec.matrix[k])
+    if n > MAX_CELLS:
+        raise ScenarioError(f"sweep {spec.name}: {n} cells exceed the limit of {MAX_CELLS}")
+    cells = []
+    for i, (combo, seed) in enumerate(itertools.product(itertools.product(*(spec.matrix[k] for k in keys)),
+                                                        spec.seeds)):
+        data = copy.deepcopy(base_data)
+        values = dict(zip(keys, combo))
+        for k, v in values.items():
+            _assign(data, k, v, "matrix")
+        data["seed"] = seed
+        if data.get("name") is None:
+            data["name"] = spec.name
+        check_structure(data, str(base_path))
+        where = ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items()) or "no matrix"
+        sc = validate(data, f"{spec.name} cell {i} ({where}, seed {seed})", base_path.parent)
+        cells.append(SweepCell(i, values, seed, sc, scenario_digest(sc)))
+    return cells
+
+
+def _assign(data: dict, key: str, value: Any, section: str) -> None:
+    try:
+        apply_override(data, f"{key}={json.dumps(value)}")
+    except ScenarioError as e:
+        raise ScenarioError(f"sweep {section}.{key}: {e}") from None
