@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from devices.plan import Plan
+from devices.plan import Plan, top_layers
 
 Aggregator = Literal["svd", "zero_pad", "fedavg"]
 """svd: reconstruct each device's ΔW, masked weighted average, refactor per device (FlexLoRA, the
@@ -112,7 +112,7 @@ class StrategyContext:
     num_layers: int
     rng: np.random.Generator
     learning: bool = False  # a real learner trains (losses and LoRA updates are in the reports)
-    profiles: Any = field(default=None, repr=False)  # only for prior_free = False strategies
+    oracle: Any = field(default=None, repr=False)  # sim.engine.FleetOracle, only for prior_free = False strategies
 
 
 class Strategy(ABC):
@@ -149,6 +149,15 @@ class Strategy(ABC):
         # a strategy may let the scenario choose the aggregation (params.aggregator / params.weighting)
         self.aggregator = getattr(params, "aggregator", type(self).aggregator)
         self.weighting = getattr(params, "weighting", type(self).weighting)
+
+    def plan_shape(self) -> tuple[tuple[int, ...] | None, int, int]:
+        """(LoRA layers, local steps, batch size): the params' ``lora_depth`` / ``local_steps`` /
+        ``batch_size`` where a strategy has and sets them, else all layers and the run's values."""
+        p = self.params
+        depth = getattr(p, "lora_depth", None)
+        layers = None if depth is None else top_layers(depth, self.ctx.num_layers)
+        return (layers, getattr(p, "local_steps", None) or self.ctx.local_steps,
+                getattr(p, "batch_size", None) or self.ctx.batch_size)
 
     @abstractmethod
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:

@@ -19,7 +19,7 @@ from algorithms.base import FleetView, Strategy
 from algorithms.common import CommonParams, Rank, Ratio
 from algorithms.registry import register
 from algorithms.schedule import Schedule, scheduled_ratio
-from devices.plan import Plan, top_layers
+from devices.plan import Plan
 
 
 class FedAPTParams(CommonParams):
@@ -46,8 +46,7 @@ class FedAPT(Strategy):
 
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p = self.params
-        layers = None if p.lora_depth is None else top_layers(p.lora_depth, self.ctx.num_layers)
-        steps, batch = p.local_steps or self.ctx.local_steps, p.batch_size or self.ctx.batch_size
+        layers, steps, batch = self.plan_shape()
         ratio = scheduled_ratio(p.schedule, round_index, p.reach_target_by or self.ctx.rounds, p.prune_target,
                                 p.warmup, p.final)
         return [Plan(max(ratio, float(view.prune_ratio[d])), p.rank, layers, steps, batch) for d in selected]

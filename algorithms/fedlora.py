@@ -13,7 +13,7 @@ import numpy as np
 from algorithms.base import Aggregator, FleetView, Strategy
 from algorithms.common import CommonParams, Rank
 from algorithms.registry import register
-from devices.plan import Plan, top_layers
+from devices.plan import Plan
 
 
 class FedLoRAParams(CommonParams):
@@ -29,6 +29,6 @@ class FedLoRA(Strategy):
 
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p = self.params
-        layers = None if p.lora_depth is None else top_layers(p.lora_depth, self.ctx.num_layers)
-        plan = Plan(0.0, p.rank, layers, p.local_steps or self.ctx.local_steps, p.batch_size or self.ctx.batch_size)
+        layers, steps, batch = self.plan_shape()
+        plan = Plan(0.0, p.rank, layers, steps, batch)
         return [plan] * len(selected)

@@ -17,7 +17,7 @@ from pydantic import Field
 from algorithms.base import FleetView, Strategy
 from algorithms.common import CommonParams, Rank, Ratio
 from algorithms.registry import register
-from devices.plan import Plan, top_layers
+from devices.plan import Plan
 
 
 class FedLoRAThenPruneParams(CommonParams):
@@ -42,7 +42,6 @@ class FedLoRAThenPrune(Strategy):
 
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p = self.params
-        layers = None if p.lora_depth is None else top_layers(p.lora_depth, self.ctx.num_layers)
-        steps, batch = p.local_steps or self.ctx.local_steps, p.batch_size or self.ctx.batch_size
+        layers, steps, batch = self.plan_shape()
         target = p.prune_target if round_index >= self.prune_round() else 0.0
         return [Plan(max(target, float(view.prune_ratio[d])), p.rank, layers, steps, batch) for d in selected]

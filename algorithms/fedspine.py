@@ -34,22 +34,21 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from algorithms.bandits import BANDITS, make_bandit
 from algorithms.bandits.sucb import SUCB, Dim
-from algorithms.base import Aggregator, FleetView, RoundReports, Strategy, Weighting
+from algorithms.base import FleetView, RoundReports, Strategy
+from algorithms.common import CommonParams, Ratio
 from algorithms.registry import register
 from algorithms.rewards import RewardSpec, check_reward, compute_rewards
 from algorithms.schedule import window
-from devices.plan import Plan, top_layers
+from devices.plan import Plan
 
-Ratio = Annotated[float, Field(ge=0, le=0.95, allow_inf_nan=False)]
 BanditName = Literal["sucb", "ucb1", "ducb", "swucb", "exp3", "thompson", "egreedy"]
 
 
-class BanditPolicyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BanditPolicyParams(CommonParams):
     prune_target: Ratio = Field(0.3, description="target sparsity P every device reaches")
     reach_target_by: Annotated[int, Field(ge=1)] | None = Field(None, description="round count R by which p = P (default: training.rounds)")
     max_step_factor: Annotated[float, Field(ge=1, le=1000, allow_inf_nan=False)] | None = None
@@ -64,11 +63,6 @@ class BanditPolicyParams(BaseModel):
     prune_grid: Annotated[int, Field(ge=2, le=101)] = 6
     bandit_params: dict[str, Any] = Field(default_factory=dict)
     reward: RewardSpec = Field(default_factory=RewardSpec)
-    lora_depth: Annotated[int, Field(ge=1)] | None = None
-    local_steps: Annotated[int, Field(ge=1)] | None = None
-    batch_size: Annotated[int, Field(ge=1)] | None = None
-    aggregator: Aggregator = "svd"
-    weighting: Weighting = "data_size"
 
 
 class FedSpineParams(BanditPolicyParams):
@@ -143,9 +137,7 @@ class BanditPolicy(Strategy):
 
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p = self.params
-        layers = None if p.lora_depth is None else top_layers(p.lora_depth, self.ctx.num_layers)
-        steps = p.local_steps or self.ctx.local_steps
-        batch = p.batch_size or self.ctx.batch_size
+        layers, steps, batch = self.plan_shape()
         out = []
         for d in selected:
             d = int(d)

@@ -12,23 +12,18 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from algorithms.base import Aggregator, FleetView, Strategy, Weighting
+from algorithms.base import FleetView, Strategy
+from algorithms.common import CommonParams
 from algorithms.registry import register
-from devices.plan import Plan, top_layers
+from devices.plan import Plan
 
 
-class FixedParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FixedParams(CommonParams):
     prune_target: Annotated[float, Field(ge=0, le=0.95, allow_inf_nan=False)] = 0.0
     ramp_rounds: Annotated[int, Field(ge=1)] | None = None
     rank: Annotated[int, Field(ge=1, le=4096)] = 8
-    lora_depth: Annotated[int, Field(ge=1)] | None = None
-    local_steps: Annotated[int, Field(ge=1)] | None = None
-    batch_size: Annotated[int, Field(ge=1)] | None = None
-    aggregator: Aggregator = "svd"
-    weighting: Weighting = "data_size"
 
 
 @register
@@ -44,7 +39,7 @@ class FixedStrategy(Strategy):
 
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p: FixedParams = self.params
-        layers = None if p.lora_depth is None else top_layers(p.lora_depth, self.ctx.num_layers)
+        layers, steps, batch = self.plan_shape()
         target = self.prune_at(round_index)
         cache: dict[float, Plan] = {}
         out = []
@@ -52,7 +47,6 @@ class FixedStrategy(Strategy):
             ratio = max(target, float(view.prune_ratio[d]))  # a device that is already sparser stays so
             plan = cache.get(ratio)
             if plan is None:
-                plan = cache[ratio] = Plan(ratio, p.rank, layers, p.local_steps or self.ctx.local_steps,
-                                           p.batch_size or self.ctx.batch_size)
+                plan = cache[ratio] = Plan(ratio, p.rank, layers, steps, batch)
             out.append(plan)
         return out

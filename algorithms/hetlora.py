@@ -27,7 +27,7 @@ from algorithms.base import Aggregator, FleetView, RoundReports, Strategy
 from algorithms.capacity import StepTimes, rank_tiers
 from algorithms.common import CommonParams, Rank
 from algorithms.registry import register
-from devices.plan import Plan, top_layers
+from devices.plan import Plan
 
 
 class HeteroRankParams(CommonParams):
@@ -68,8 +68,7 @@ class HeteroRank(Strategy):
 
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p = self.params
-        layers = None if p.lora_depth is None else top_layers(p.lora_depth, self.ctx.num_layers)
-        steps, batch = p.local_steps or self.ctx.local_steps, p.batch_size or self.ctx.batch_size
+        layers, steps, batch = self.plan_shape()
         if p.rank_by == "random":
             new = [int(d) for d in selected if self.rank[d] == 0]
             self.rank[new] = self.ctx.rng.choice(np.array(sorted(p.ranks)), size=len(new))

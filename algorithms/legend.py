@@ -79,7 +79,7 @@ class Legend(Strategy):
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p = self.params
         L = self.ctx.num_layers
-        steps, batch = p.local_steps or self.ctx.local_steps, p.batch_size or self.ctx.batch_size
+        _, steps, batch = self.plan_shape()
         ranks = sorted(set(p.ranks))
         d0 = min(L, p.initial_depth or math.ceil(L / 2))
         known = np.isfinite(self.times.step_s) & (self.depth > 0)

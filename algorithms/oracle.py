@@ -26,7 +26,7 @@ from algorithms.base import FleetView, Strategy
 from algorithms.common import CommonParams, Rank, Ratio
 from algorithms.registry import register
 from algorithms.schedule import window
-from devices.plan import Plan, top_layers
+from devices.plan import Plan
 
 
 class OracleParams(CommonParams):
@@ -47,9 +47,8 @@ class Oracle(Strategy):
 
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p = self.params
-        oracle = self.ctx.profiles
-        layers = None if p.lora_depth is None else top_layers(p.lora_depth, self.ctx.num_layers)
-        steps, batch = p.local_steps or self.ctx.local_steps, p.batch_size or self.ctx.batch_size
+        oracle = self.ctx.oracle
+        layers, steps, batch = self.plan_shape()
         rounds = p.reach_target_by or self.ctx.rounds
         grid = np.linspace(0.0, p.prune_target, p.prune_grid)
         ranks = sorted(set(p.ranks), reverse=True)

@@ -18,7 +18,7 @@ import numpy as np
 from algorithms.base import FleetView, Strategy
 from algorithms.common import CommonParams, Rank, Ratio
 from algorithms.registry import register
-from devices.plan import Plan, top_layers
+from devices.plan import Plan
 
 
 class PruneThenFedLoRAParams(CommonParams):
@@ -34,6 +34,5 @@ class PruneThenFedLoRA(Strategy):
 
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p = self.params
-        layers = None if p.lora_depth is None else top_layers(p.lora_depth, self.ctx.num_layers)
-        steps, batch = p.local_steps or self.ctx.local_steps, p.batch_size or self.ctx.batch_size
+        layers, steps, batch = self.plan_shape()
         return [Plan(max(p.prune_target, float(view.prune_ratio[d])), p.rank, layers, steps, batch) for d in selected]

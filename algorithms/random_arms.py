@@ -11,24 +11,19 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from algorithms.base import Aggregator, FleetView, Strategy, Weighting
+from algorithms.base import FleetView, Strategy
+from algorithms.common import CommonParams
 from algorithms.registry import register
-from devices.plan import Plan, top_layers
+from devices.plan import Plan
 
 
-class RandomParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RandomParams(CommonParams):
     prune_ratios: list[Annotated[float, Field(ge=0, le=0.95, allow_inf_nan=False)]] = Field(
         default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5], min_length=1)
     ranks: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [4, 8, 16, 32], min_length=1)
     reach_target_by: Annotated[int, Field(ge=1)] | None = None
-    lora_depth: Annotated[int, Field(ge=1)] | None = None
-    local_steps: Annotated[int, Field(ge=1)] | None = None
-    batch_size: Annotated[int, Field(ge=1)] | None = None
-    aggregator: Aggregator = "svd"
-    weighting: Weighting = "data_size"
 
 
 @register
@@ -47,9 +42,7 @@ class RandomStrategy(Strategy):
         floor = 0.0
         if p.reach_target_by:
             floor = float(ratios.max()) * min(1.0, (round_index + 1) / p.reach_target_by)
-        layers = None if p.lora_depth is None else top_layers(p.lora_depth, self.ctx.num_layers)
-        steps = p.local_steps or self.ctx.local_steps
-        batch = p.batch_size or self.ctx.batch_size
+        layers, steps, batch = self.plan_shape()
         out = []
         for j, d in enumerate(selected):
             ratio = max(float(ratios[ri[j]]), float(view.prune_ratio[d]), floor)

@@ -167,26 +167,20 @@ def profile(scenario: Path, set_: SetOpt = None) -> None:
 
     from devices.cost import plan_cost  # noqa: PLC0415
     from devices.timing import transfer_time_s  # noqa: PLC0415
-    from sim.fleet import build_fleet, build_workload  # noqa: PLC0415
-
+    from sim.engine import Simulation  # noqa: PLC0415
     from sim.loader import ScenarioError  # noqa: PLC0415
 
     try:
-        w = build_workload(sc, base)
-        fleet = build_fleet(sc, base)
+        sim = Simulation(sc, base)  # fleet, workload and strategy exactly as a run builds them
     except ScenarioError as e:
         _fail(str(e))
     import numpy as np  # noqa: PLC0415
 
-    from algorithms.base import FleetView, StrategyContext  # noqa: PLC0415
-    from algorithms.registry import make_strategy  # noqa: PLC0415
-    from devices.rng import generator  # noqa: PLC0415
+    from algorithms.base import FleetView  # noqa: PLC0415
 
-    ctx = StrategyContext(n_devices=fleet.n, rounds=sc.training.rounds, local_steps=sc.training.local_steps,
-                          batch_size=sc.workload.batch_size, num_layers=w.arch.num_layers,
-                          rng=generator(sc.seed, f"strategy.{sc.algorithm.name}"), profiles=fleet.profiles)
-    strategy = make_strategy(sc.algorithm.name, sc.algorithm.params, ctx)
-    plan = strategy.plan(0, FleetView(0, fleet.ids, np.zeros(fleet.n)), np.array([0]))[0]
+    w, fleet = sim.workload, sim.fleet
+    fleet.begin_round(0)
+    plan = sim.strategy.plan(0, FleetView(0, fleet.ids, np.zeros(fleet.n)), np.array([0]))[0]
     table = Table(title=f"{sc.name}: {w.arch.name}, round-0 plan of device {fleet.ids[0]}: p={plan.prune_ratio:.2f}, "
                         f"r={plan.lora_rank}, b={plan.batch_size}, s={w.seq_len}, tau={plan.local_steps}; "
                         f"no background load")

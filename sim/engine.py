@@ -55,6 +55,10 @@ class FleetOracle:
         self.profiles = sim.fleet.profiles
         self.device_types = [sim.fleet.group_types[g] for g in sim.fleet.group]
 
+    def _known_transfer_s(self, size_bytes, rate_mbps):
+        """Latency + payload at a known rate (no contention, no trace): the fast path's transfer time."""
+        return self.latency_s + 8.0 * size_bytes / 1e6 / self.eta_net / rate_mbps
+
     def predict_round_s(self, devices: np.ndarray, plan: Plan) -> np.ndarray:
         return self._sim.predict_round_s(devices, plan)
 
@@ -89,7 +93,7 @@ class Simulation:
         )
         self.strategy = make_strategy(sc.algorithm.name, sc.algorithm.params, ctx)
         if not self.strategy.prior_free:
-            ctx.profiles = FleetOracle(self)
+            ctx.oracle = FleetOracle(self)
         if hasattr(self.learner, "use_resize"):
             self.learner.use_resize(self.strategy.resize)
         self.env = simpy.Environment()
@@ -230,8 +234,8 @@ class Simulation:
         down_rate = up_rate * bw.down_up_ratio[selected]
         size_dn = np.array([c.bytes_down for c in costs], dtype=float)
         size_up = np.array([c.bytes_up for c in costs], dtype=float)
-        t_dn = self.latency_s + 8.0 * size_dn / 1e6 / self.eta_net / down_rate
-        t_up = self.latency_s + 8.0 * size_up / 1e6 / self.eta_net / up_rate
+        t_dn = self._known_transfer_s(size_dn, down_rate)
+        t_up = self._known_transfer_s(size_up, up_rate)
         procs = []
         for j, d in enumerate(selected):
             if fast[j]:
@@ -292,6 +296,10 @@ class Simulation:
 
     _last_reports: RoundReports | None = None
 
+    def _known_transfer_s(self, size_bytes, rate_mbps):
+        """Latency + payload at a known rate (no contention, no trace): the fast path's transfer time."""
+        return self.latency_s + 8.0 * size_bytes / 1e6 / self.eta_net / rate_mbps
+
     def predict_round_s(self, devices: np.ndarray, plan: Plan) -> np.ndarray:
         """Expected round time of ``plan`` on ``devices`` from the fleet's *current* state (power mode,
         background load, bandwidth): download + tau x step time + upload, no outage or contention;
@@ -310,8 +318,8 @@ class Simulation:
                                                  fleet.load.factor[d])
             up = fleet.bandwidth.up_mbps[d]
             down = up * fleet.bandwidth.down_up_ratio[d]
-            t = (2 * self.latency_s + 8.0 * c.bytes_down / 1e6 / self.eta_net / down
-                 + plan.local_steps * step + 8.0 * c.bytes_up / 1e6 / self.eta_net / up)
+            t = (self._known_transfer_s(c.bytes_down, down) + plan.local_steps * step
+                 + self._known_transfer_s(c.bytes_up, up))
             fits = c.memory_model_bytes + fleet.reserve_bytes[g] <= fleet.capacity_bytes[g]
             out[sel] = t if fits else np.inf
         return out

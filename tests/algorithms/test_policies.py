@@ -90,7 +90,7 @@ def test_bandits_are_prior_free(name):
     """The strategy gets a view whose device ids and profiles raise on access, and synthetic reports."""
     n, rounds = 6, 6
     ctx = StrategyContext(n_devices=n, rounds=rounds, local_steps=10, batch_size=16, num_layers=12,
-                          rng=np.random.default_rng(0), profiles=Poison())
+                          rng=np.random.default_rng(0), oracle=Poison())
     params = {"prune_target": 0.3} if name in PRUNING else {}
     s = make_strategy(name, params, ctx)
     assert s.prior_free
@@ -217,3 +217,13 @@ def test_fedavg_with_unequal_ranks_is_refused(name, params):
     d = with_policy(hetero_fleet(), name, aggregator="fedavg", **params)
     with pytest.raises(ScenarioError, match=r"algorithm\.params\.aggregator: 'fedavg' needs"):
         validate(d)
+
+
+@pytest.mark.parametrize("name", ["oracle", "legend", "fedspine"])
+def test_profile_builds_the_strategy_as_a_run_does(name):
+    """``fedfleet profile`` plans round 0 with the run's own Simulation (the oracle needs its predictor)."""
+    from fleet_helpers import fedfleet
+
+    r = fedfleet("profile", "scenarios/quickstart.yaml", "--set", f"algorithm.name={name}", "--set", "algorithm.params={}")
+    assert r.returncode == 0, r.stderr
+    assert "round-0 plan" in r.stdout
