@@ -13,12 +13,42 @@ def load_scenario(path, overrides=None):
     return _load(path, overrides)
 
 
-def run(path, overrides=None, out=None):
-    """Run a scenario file and write its run directory; returns a ``RunResult``."""
+def run(scenario, overrides=None, out=None):
+    """Run a scenario (a file path, or a mapping like a scenario file's contents) and write its run
+    directory under ``out`` (default: the scenario's ``output.dir``); returns its ``RunData``
+    (``.scenario``, ``.summary``, ``.rounds``, ``.device_rounds``, ``.evals`` as pandas DataFrames)."""
+    from sim.results import load_run as _load_run  # noqa: PLC0415
     from sim.runner import run_scenario  # noqa: PLC0415
 
-    sc, base = load_scenario(path, overrides)
-    return run_scenario(sc, base, out, progress=False)
+    if isinstance(scenario, dict):
+        import copy  # noqa: PLC0415
+        from pathlib import Path  # noqa: PLC0415
+
+        from sim.loader import apply_override, validate  # noqa: PLC0415
+
+        data = copy.deepcopy(scenario)
+        for o in overrides or []:
+            apply_override(data, o)
+        sc, base = validate(data, "<dict>", Path.cwd()), Path.cwd()
+    else:
+        sc, base = load_scenario(scenario, overrides)
+    if sc.policies:
+        raise ValueError("sim.run runs one strategy; for policies: use fedfleet run or sim.compare.run_policies")
+    return _load_run(run_scenario(sc, base, out, progress=False).run_dir)
 
 
-__all__ = ["__version__", "load_scenario", "run"]
+def load_run(run_dir):
+    """A finished run directory as ``RunData`` (scenario dict, summary dict, DataFrames)."""
+    from sim.results import load_run as _load_run  # noqa: PLC0415
+
+    return _load_run(run_dir)
+
+
+def load_sweep(sweep_dir):
+    """A sweep directory as ``SweepData``: ``.index`` (one row per cell), ``.spec``, ``.runs()``."""
+    from sim.results import load_sweep as _load_sweep  # noqa: PLC0415
+
+    return _load_sweep(sweep_dir)
+
+
+__all__ = ["__version__", "load_run", "load_scenario", "load_sweep", "run"]

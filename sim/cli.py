@@ -117,6 +117,54 @@ def compare(
 
 
 @app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="sweep YAML: base, matrix, seeds (see scenarios/sweeps/)")],
+    backend: Annotated[str, typer.Option(help="local (process pool) or ray")] = "local",
+    workers: Annotated[Optional[int], typer.Option(help="parallel cells (default: CPU count; ray: CPUs of a local Ray)")] = None,
+    address: Annotated[Optional[str], typer.Option(help="address of an existing Ray cluster (--backend ray)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="results root (default: output.dir of the base scenario)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar, only the sweep directory")] = False,
+) -> None:
+    """Run every cell of a sweep (matrix x seeds); a rerun resumes, skipping finished cells.
+    Writes OUT/<sweep name>/sweep.parquet (one row per cell) and cells/<cell id>/ run directories."""
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from sim.executors import make_executor  # noqa: PLC0415
+    from sim.loader import ScenarioError  # noqa: PLC0415
+    from sim.sweep import load_sweep_file  # noqa: PLC0415
+    from sim.sweep_run import SweepInterrupted, run_sweep  # noqa: PLC0415
+
+    try:
+        spec, cells = load_sweep_file(sweep_file)
+    except ScenarioError as e:
+        _fail(str(e))
+    if workers is not None and workers < 1:
+        _fail(f"--workers {workers}: must be at least 1")
+    root = out if out is not None else Path(cells[0].scenario.output.dir)
+    try:
+        executor = make_executor(backend, workers, address)
+    except ValueError as e:
+        _fail(str(e))
+    from sim.progress import CellProgress  # noqa: PLC0415
+
+    try:
+        with CellProgress(len(cells), enabled=not quiet and sys.stderr.isatty()) as bar:
+            sweep_dir = run_sweep(spec, cells, root, executor, base_dir=sweep_file.resolve().parent,
+                                  on_cell=bar.update)
+    except SweepInterrupted as e:
+        _fail(str(e), 130)
+    import json  # noqa: PLC0415
+
+    st = json.loads((sweep_dir / "status.json").read_text())
+    typer.echo(str(sweep_dir))
+    if not quiet:
+        typer.echo(f"{st['cells']} cells: {st['finished']} finished ({st['skipped_already_finished']} from an "
+                   f"earlier run), {st['failed']} failed")
+    if st["failed"]:
+        _fail("cells failed: " + "; ".join(f"{k}: {v}" for k, v in list(st["failures"].items())[:5])
+              + f" (tracebacks in {sweep_dir}/cells/<cell id>/traceback.txt)", 1)
+
+
+@app.command()
 def devices(
     type_: Annotated[Optional[str], typer.Option("--type", help="only this device type")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or csv")] = "table",

@@ -9,10 +9,18 @@
     seeds: [1, 2, 3]
 
 The cells are the cartesian product of the matrix values (in the order the keys are written, the
-last key varying fastest) times the seeds. Every cell is a full scenario, validated like a file
-(an error names the cell's values), and identified by the sha256 of its resolved scenario
-(:func:`sim.loader.scenario_digest`), so a cell's directory name changes exactly when what it
-computes changes. This module only expands and validates; running cells is the executors' job.
+last key varying fastest) times the seeds, and, when the base scenario has ``policies:``, times its
+policy labels (each cell then runs one policy, exactly like a child run of a comparison). Every cell
+is a full scenario, validated like a file (an error names the cell's values), and identified by the
+sha256 of its resolved scenario (:func:`sim.loader.scenario_digest`), so a cell's directory name
+changes exactly when what it computes changes.
+
+Cells with real learning and no ``learning.torch_threads`` get ``torch_threads: 1``, written into
+their scenario: a cell's numbers then do not depend on how many cells share the machine (fp32
+reductions can differ in the last bits between thread counts), and ``fedfleet run`` on a cell's
+``scenario.yaml`` reproduces it exactly.
+
+This module expands and validates; :mod:`sim.sweep_run` runs the cells.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from sim.loader import (
     scenario_digest,
     validate,
 )
+from sim.compare import policy_scenarios
 from sim.scenario import Scenario
 
 MAX_CELLS = 100_000
@@ -56,13 +65,16 @@ class SweepCell:
     seed: int
     scenario: Scenario
     digest: str
+    policy: str  # the policy label (base with policies:) or the algorithm name
+    labelled: bool = False  # True when the label comes from the base scenario's policies
 
     @property
     def cell_id(self) -> str:
-        return f"seed{self.seed}-{self.digest[:12]}"
+        core = f"seed{self.seed}-{self.digest[:12]}"
+        return f"{self.policy}-{core}" if self.labelled else core
 
 
-def load_sweep(path: str | Path) -> tuple[SweepSpec, list[SweepCell]]:
+def load_sweep_file(path: str | Path) -> tuple[SweepSpec, list[SweepCell]]:
     """Read a sweep file safely, validate it, and expand every cell."""
     p = Path(path)
     data = read_yaml(p)
@@ -90,7 +102,7 @@ def expand(spec: SweepSpec, sweep_dir: Path) -> list[SweepCell]:
         n *= len(spec.matrix[k])
     if n > MAX_CELLS:
         raise ScenarioError(f"sweep {spec.name}: {n} cells exceed the limit of {MAX_CELLS}")
-    cells = []
+    cells: list[SweepCell] = []
     for i, (combo, seed) in enumerate(itertools.product(itertools.product(*(spec.matrix[k] for k in keys)),
                                                         spec.seeds)):
         data = copy.deepcopy(base_data)
@@ -103,8 +115,20 @@ def expand(spec: SweepSpec, sweep_dir: Path) -> list[SweepCell]:
         check_structure(data, str(base_path))
         where = ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items()) or "no matrix"
         sc = validate(data, f"{spec.name} cell {i} ({where}, seed {seed})", base_path.parent)
-        cells.append(SweepCell(i, values, seed, sc, scenario_digest(sc)))
+        children = policy_scenarios(sc) if sc.policies else {sc.algorithm.name: sc}
+        for label, child in children.items():
+            child = _pin_threads(child)
+            cells.append(SweepCell(len(cells), values, seed, child, scenario_digest(child), label,
+                                   labelled=bool(sc.policies)))
+    if len(cells) > MAX_CELLS:
+        raise ScenarioError(f"sweep {spec.name}: {len(cells)} cells exceed the limit of {MAX_CELLS}")
     return cells
+
+
+def _pin_threads(sc: Scenario) -> Scenario:
+    if sc.learning.kind == "real" and sc.learning.torch_threads is None:
+        return sc.model_copy(update={"learning": sc.learning.model_copy(update={"torch_threads": 1})})
+    return sc
 
 
 def _assign(data: dict, key: str, value: Any, section: str) -> None:

@@ -1,0 +1,167 @@
+"""Executors: run independent tasks (sweep cells) in a local process pool or on Ray, behind one interface.
+
+An :class:`Executor` maps a picklable function over picklable tasks and yields ``(task, result)``
+pairs as they complete, in completion order; a task whose execution itself breaks (a worker killed,
+a Ray node lost) yields the exception as its result, so the caller can record it and go on. Tasks
+never share state: every task is a whole run built from its own scenario and seed, so the results
+do not depend on the executor, the worker count or the completion order.
+
+* :class:`SerialExecutor`: in this process, one task after another (``--workers 1``).
+* :class:`LocalExecutor`: a ``concurrent.futures`` process pool (``spawn`` start method, so no torch
+  or thread state is inherited). Workers ignore SIGINT (the parent owns Ctrl-C) and, on Linux, are
+  killed by the kernel if the parent dies (``PR_SET_PDEATHSIG``), so a killed sweep leaves no
+  orphan writing into its directory.
+* :class:`RayExecutor`: each task is one Ray task (``num_cpus=1``, no retries). ``ray.init()``
+  starts a local Ray with ``workers`` CPUs, or connects to ``address`` (an existing cluster whose
+  nodes have fedfleet installed).
+
+``close(cancel=True)`` stops running tasks (kills pool workers, ``ray.cancel(force=True)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("local", "ray")
+
+
+class Executor(Protocol):
+    name: str
+    workers: int
+
+    def imap_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        """Yield ``(task, fn(task))`` as tasks finish; an exception is yielded as the result."""
+        ...
+
+    def close(self, cancel: bool = False) -> None:
+        """Release the workers; with ``cancel``, stop the tasks still running."""
+        ...
+
+
+class SerialExecutor:
+    name = "local"
+    workers = 1
+
+    def imap_unordered(self, fn, tasks):
+        for t in tasks:
+            try:
+                res = fn(t)
+            except Exception as e:  # noqa: BLE001 - handed to the caller like a lost worker
+                res = e
+            yield t, res
+
+    def close(self, cancel: bool = False) -> None:
+        pass
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes  # noqa: PLC0415
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        except OSError:  # pragma: no cover - exotic libc
+            pass
+
+
+class LocalExecutor:
+    """A process pool of ``workers`` processes (spawned, SIGINT ignored, die with the parent)."""
+
+    name = "local"
+
+    def __init__(self, workers: int) -> None:
+        import multiprocessing as mp  # noqa: PLC0415
+
+        self.workers = workers
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                         initializer=_worker_init)
+
+    def imap_unordered(self, fn, tasks):
+        pending: dict[Future, Any] = {self._pool.submit(fn, t): t for t in tasks}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                t = pending.pop(f)
+                try:
+                    res = f.result()
+                except Exception as e:  # noqa: BLE001 - e.g. BrokenProcessPool
+                    res = e
+                yield t, res
+
+    def close(self, cancel: bool = False) -> None:
+        if cancel:
+            for p in list((getattr(self._pool, "_processes", None) or {}).values()):
+                try:
+                    p.kill()
+                except (OSError, AttributeError):
+                    pass
+        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+class RayExecutor:
+    """Ray tasks (one CPU each). Starts a local Ray with ``workers`` CPUs unless ``address`` is given."""
+
+    name = "ray"
+
+    def __init__(self, workers: int, address: str | None = None) -> None:
+        try:
+            import ray  # noqa: PLC0415
+        except ImportError as e:  # pragma: no cover - ray is a base requirement
+            raise RuntimeError("--backend ray needs the ray package (pip install ray)") from e
+        self._ray = ray
+        self.workers = workers
+        self._owned = not ray.is_initialized()
+        if self._owned:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        self._refs: dict[Any, Any] = {}
+
+    def imap_unordered(self, fn, tasks):
+        ray = self._ray
+        remote = ray.remote(num_cpus=1, max_retries=0)(fn)
+        self._refs = {remote.remote(t): t for t in tasks}
+        while self._refs:
+            done, _ = ray.wait(list(self._refs), num_returns=1)
+            for ref in done:
+                t = self._refs.pop(ref)
+                try:
+                    res = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - a worker or node lost, or the task raised
+                    res = e
+                yield t, res
+
+    def close(self, cancel: bool = False) -> None:
+        if cancel:
+            for ref in list(self._refs):
+                try:
+                    self._ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - already finished
+                    pass
+        self._refs = {}
+        if self._owned:
+            self._ray.shutdown()
+
+
+def make_executor(backend: str = "local", workers: int | None = None, address: str | None = None) -> Executor:
+    """The executor for ``--backend``; ``workers`` defaults to the machine's CPU count."""
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    n = workers or os.cpu_count() or 1
+    if n < 1:
+        raise ValueError(f"--workers {workers}: must be at least 1")
+    if backend == "ray":
+        return RayExecutor(n, address)
+    if address:
+        raise ValueError("--address is only for --backend ray")
+    return SerialExecutor() if n == 1 else LocalExecutor(n)
