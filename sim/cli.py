@@ -96,21 +96,22 @@ def _run_policies(sc, base, out: Path | None, quiet: bool) -> None:
 
 @app.command()
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="run directories, or comparison directories (their child runs)")],
+    runs: Annotated[list[Path], typer.Argument(help="run directories, comparison directories (their child runs) "
+                                                   "or sweep directories (their finished cells)")],
     target_acc: Annotated[Optional[float], typer.Option("--target-acc", help="accuracy for the time-to-target column (0-1)")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="text, md or csv")] = "text",
+    fmt: Annotated[str, typer.Option("--format", help="text, md, csv or latex (booktabs)")] = "text",
 ) -> None:
     """One table over runs: final accuracy, simulated time to a target accuracy, mean idle fraction,
     bytes communicated, final sparsity."""
-    from sim.compare import compare_table, expand_runs, format_table  # noqa: PLC0415
+    from sim.compare import FORMATS, compare_table, format_table, labelled_runs  # noqa: PLC0415
 
-    if fmt not in ("text", "md", "csv"):
-        _fail(f"--format {fmt!r}; allowed: text, md, csv")
+    if fmt not in FORMATS:
+        _fail(f"--format {fmt!r}; allowed: {', '.join(FORMATS)}")
     if target_acc is not None and not 0.0 <= target_acc <= 1.0:
         _fail(f"--target-acc {target_acc}: must be a fraction in [0, 1]")
     try:
-        dirs = expand_runs(runs)
-        table = compare_table(dirs, target_acc)
+        pairs = labelled_runs(runs)
+        table = compare_table([d for d, _ in pairs], target_acc, labels=[lab for _, lab in pairs])
     except (FileNotFoundError, ValueError, KeyError, OSError) as e:
         _fail(str(e))
     typer.echo(format_table(table, fmt), nl=False)

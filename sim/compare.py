@@ -84,17 +84,34 @@ def run_policies(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
 
 
 def expand_runs(paths: list[Path]) -> list[Path]:
-    """Run directories among ``paths``: a run directory itself, or the child runs of a comparison."""
-    out = []
+    """Run directories among ``paths``: a run directory itself, the child runs of a comparison, or the
+    finished cells of a sweep (in cell order)."""
+    return [d for d, _ in labelled_runs(paths)]
+
+
+def labelled_runs(paths: list[Path]) -> list[tuple[Path, str]]:
+    """Like :func:`expand_runs`, with a label per run: the run directory's name, or for a sweep cell
+    ``policy key=value ... seed N`` (the matrix keys shortened to their last component)."""
+    out: list[tuple[Path, str]] = []
     for p in paths:
         p = Path(p)
+        if (p / "sweep.parquet").is_file():
+            from sim.results import load_sweep  # noqa: PLC0415
+
+            sw = load_sweep(p)
+            for rd in sw.runs():
+                vals = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in rd.values.items())
+                out.append((rd.run_dir, " ".join(x for x in (rd.policy, vals, f"seed {rd.seed}") if x)))
+            if not out:
+                raise FileNotFoundError(f"{p}: a sweep with no finished cell yet")
+            continue
         if (p / "summary.json").is_file():
-            out.append(p)
+            out.append((p, p.name))
             continue
         kids = sorted(c for c in p.iterdir() if (c / "summary.json").is_file()) if p.is_dir() else []
         if not kids:
-            raise FileNotFoundError(f"{p}: not a run directory (no summary.json) nor a comparison of runs")
-        out.extend(kids)
+            raise FileNotFoundError(f"{p}: not a run directory (no summary.json), a comparison of runs, nor a sweep")
+        out.extend((k, k.name) for k in kids)
     return out
 
 
@@ -145,8 +162,12 @@ def compare_table(run_dirs: list[Path], target_acc: float | None = None, labels:
     return df
 
 
+FORMATS = ("text", "md", "csv", "latex")
+
+
 def format_table(df: pd.DataFrame, fmt: str = "text") -> str:
-    """The table as aligned text, GitHub markdown or CSV (CSV keeps full precision)."""
+    """The table as aligned text, GitHub markdown, CSV (full precision) or LaTeX (a ``booktabs``
+    ``table`` with the target accuracy in the caption; text escaped for LaTeX)."""
     if fmt == "csv":
         return df.to_csv(index=False)
     shown = pd.DataFrame({
@@ -164,6 +185,8 @@ def format_table(df: pd.DataFrame, fmt: str = "text") -> str:
     t = df.attrs.get("target_accuracy")
     note = (f"target accuracy {100 * t:.1f}% ({df.attrs.get('target_source')})" if t is not None
             else f"target accuracy: {df.attrs.get('target_source', 'none')}")
+    if fmt == "latex":
+        return _latex(shown, note)
     if fmt == "md":
         head = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
         body = "".join("| " + " | ".join(map(str, r)) + " |\n" for r in shown.itertuples(index=False))
@@ -172,6 +195,25 @@ def format_table(df: pd.DataFrame, fmt: str = "text") -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(shown.columns, widths))]
     lines += ["  ".join(str(v).rjust(w) for v, w in zip(r, widths)) for r in shown.itertuples(index=False)]
     return "\n".join(lines) + f"\n{note}\n"
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def _latex(shown: pd.DataFrame, note: str) -> str:
+    """``\\usepackage{booktabs}``: text columns left, numbers right."""
+    align = "".join("l" if c in ("policy", "algorithm") else "r" for c in shown.columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{align}}}", r"\toprule",
+             " & ".join(latex_escape(c) for c in shown.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(v) for v in r) + r" \\" for r in shown.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{fedfleet comparison; {latex_escape(note)}.}}",
+              r"\end{table}"]
+    return "\n".join(lines) + "\n"
 
 
 def _f(v, nd: int) -> str:

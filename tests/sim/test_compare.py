@@ -99,3 +99,29 @@ def test_bad_policies_name_the_key(tmp_path):
     d["policies"] = {"../up": {"name": "fedlora"}}
     with pytest.raises(ScenarioError, match=r"policy label"):
         validate(d)
+
+
+def test_latex_format_escapes_and_keeps_the_numbers(tmp_path):
+    sc = validate(comparison(tmp_path))
+    parent, table, _ = run_policies(sc, progress=False)
+    r = fedfleet("compare", str(parent), "--format", "latex")
+    assert r.returncode == 0, r.stderr
+    tex = r.stdout
+    assert tex.startswith("\\begin{table}") and "\\toprule" in tex and tex.rstrip().endswith("\\end{table}")
+    assert "final acc \\%" in tex and "mean idle \\%" in tex and "_" not in tex.replace("\\_", "")
+    for row in table.itertuples(index=False):
+        s = json.loads((parent / row.policy / "summary.json").read_text())
+        line = next(x for x in tex.splitlines() if x.startswith(row.policy + " & "))
+        cells = [c.strip().removesuffix("\\\\").strip() for c in line.split("&")]
+        assert cells[4] == f"{100 * s['mean_idle_fraction']:.1f}"
+        assert cells[5] == f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f}"
+        assert cells[7] == str(s["rounds_completed"])
+    r = fedfleet("compare", str(parent), "--format", "html")
+    assert r.returncode == 2 and "allowed: text, md, csv, latex" in r.stderr
+
+
+def test_latex_escape():
+    from sim.compare import latex_escape
+
+    assert latex_escape("a_b & 50% {x} #1 $ ~^\\") == \
+        "a\\_b \\& 50\\% \\{x\\} \\#1 \\$ \\textasciitilde{}\\textasciicircum{}\\textbackslash{}"
