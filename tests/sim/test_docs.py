@@ -20,3 +20,17 @@ def test_readme_quickstart_has_the_two_commands():
     readme = (REPO / "README.md").read_text()
     quick = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
     assert "make demo" in quick and "make test" in quick
+
+
+def test_every_scenario_and_sweep_file_is_listed_and_valid():
+    from sim.loader import load_scenario
+    from sim.sweep import load_sweep_file
+
+    readme = (REPO / "README.md").read_text()
+    for p in sorted((REPO / "scenarios").glob("*.yaml")) + sorted((REPO / "scenarios" / "sweeps").glob("*.yaml")):
+        rel = p.relative_to(REPO).as_posix()
+        assert f"`{rel}`" in readme, f"{rel} is not in the README's scenarios table"
+        if p.parent.name == "sweeps":
+            assert load_sweep_file(p)[1]
+        else:
+            load_scenario(p)
