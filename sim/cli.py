@@ -165,6 +165,61 @@ def sweep(
               + f" (tracebacks in {sweep_dir}/cells/<cell id>/traceback.txt)", 1)
 
 
+TargetOpt = Annotated[Optional[float], typer.Option("--target-acc", help="accuracy for time-to-target (0-1)")]
+
+
+def _figures(path: Path, target_acc: float | None, rounds: list[int] | None, reference: str) -> list[Path]:
+    from sim.figures import plot_runs  # noqa: PLC0415
+    from sim.results import collect, kind_of, load_sweep  # noqa: PLC0415
+
+    if target_acc is not None and not 0.0 <= target_acc <= 1.0:
+        _fail(f"--target-acc {target_acc}: must be a fraction in [0, 1]")
+    try:
+        kind = kind_of(path)
+        runs = collect(path)
+    except (FileNotFoundError, NotADirectoryError) as e:
+        _fail(str(e))
+    if not runs:
+        _fail(f"{path}: no finished run to plot")
+    sweep = load_sweep(path) if kind == "sweep" else None
+    return plot_runs(runs, path / "figures", sweep=sweep, target_acc=target_acc, reference=reference,
+                     timeline_rounds=rounds or None)
+
+
+@app.command()
+def plot(
+    path: Annotated[Path, typer.Argument(help="a run, comparison or sweep directory")],
+    target_acc: TargetOpt = None,
+    round_: Annotated[Optional[list[int]], typer.Option("--round", help="round for the timelines (repeatable; "
+                                                                       "default first, middle, last)")] = None,
+    reference: Annotated[str, typer.Option(help="policy whose speed-up over the others is annotated")] = "fedspine",
+) -> None:
+    """Paper-style figures (PNG and PDF) into DIR/figures/: accuracy vs simulated time, time to target,
+    per-device-type times, pruning/rank heatmaps, timelines, bytes, memory, sweep sensitivity."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    written = _figures(path, target_acc, round_, reference)
+    typer.echo(str(path / "figures"))
+    typer.echo(f"{len(written)} files: " + ", ".join(sorted({p.stem for p in written})))
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="a run, comparison or sweep directory")],
+    target_acc: TargetOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="HTML file (default DIR/report.html)")] = None,
+    reference: Annotated[str, typer.Option(help="policy whose speed-up over the others is annotated")] = "fedspine",
+) -> None:
+    """One self-contained HTML page: the figures inline, the tables, the resolved scenarios."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    from sim.report import write_report  # noqa: PLC0415
+
+    written = _figures(path, target_acc, None, reference)
+    page = write_report(path, [p for p in written if p.suffix == ".png"], out, target_acc=target_acc)
+    typer.echo(str(page))
+
+
 @app.command()
 def devices(
     type_: Annotated[Optional[str], typer.Option("--type", help="only this device type")] = None,

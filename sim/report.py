@@ -214,7 +214,12 @@ def _agg_cell(values: pd.Series, fmt) -> str:
         return "-"
     if len(v) == 1:
         return fmt(float(v.iloc[0]))
-    return f"{fmt(float(v.mean()))} ±\u00a0{fmt(float(v.std(ddof=1)))}"  # may wrap before the ±, not after
+    m, sd = float(v.mean()), float(v.std(ddof=1))
+    if fmt is fmt_dur:  # mean and std in the same unit (the mean's)
+        if m >= 3600:
+            return f"{m / 3600:.2f} ±\u00a0{sd / 3600:.2f} h"
+        return f"{m:.0f} ±\u00a0{sd:.0f} s"
+    return f"{fmt(m)} ±\u00a0{fmt(sd)}"  # may wrap before the ±, not after
 
 
 SWEEP_FORMATS = {
