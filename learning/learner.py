@@ -69,6 +69,7 @@ from learning.importance import KINDS, ImportanceEMA, combine, group_sums, group
     prune
 from learning.lora import Attached, Key, attach, detach, lora_keys
 from learning.models import load_proxy
+from learning.packed import PackedBatch, pack, packed_logits, supports
 from learning.partition import label_histogram, partition
 from learning.structure import ArchAdapter, Masks, Slicer, group_index
 from sim.learner import Update
@@ -150,6 +151,12 @@ class RealLearner:
             raise ValueError(f"learning.importance.protected_layers: {bad} beyond the proxy's {a.num_layers} layers")
         self.protected = frozenset(spec.importance.protected_layers)
         self.slicer = Slicer(self.model, a, cache_size=spec.slice_cache)
+        self.packed = spec.forward == "packed" and supports(self.model)
+        if spec.forward == "packed" and not self.packed:
+            log.info("learning.forward packed: %s is not a supported BERT classifier; using the padded forward",
+                     spec.model)
+        self.tokens_real = 0  # tokens of the training batches (and rows a padded forward would process)
+        self.tokens_if_padded = 0
         self.targets = list(lora_targets)
         max_len = spec.max_len or DEFAULT_MAX_LEN[spec.dataset]
         used = np.concatenate([train_idx, test_idx])  # tokenised once per run, only what is used
@@ -209,7 +216,8 @@ class RealLearner:
                 "train_digest": split_digest(self.train_idx), "test_digest": split_digest(self.test_idx),
                 "label_names": list(ds.label_names), "majority_rate": float(np.bincount(
                     self.test_labels_all[self.eval_sel], minlength=ds.n_classes).max() / len(self.eval_sel)),
-                "importance_fallback_kinds": self.fallback, "resize": self.resize_method, "setup_s": self.setup_s}
+                "importance_fallback_kinds": self.fallback, "resize": self.resize_method, "setup_s": self.setup_s,
+                "forward": "packed" if self.packed else "padded"}
 
     def partition_table(self):
         import pandas as pd  # noqa: PLC0415
@@ -278,15 +286,26 @@ class RealLearner:
         flat = np.concatenate(perms)[:need]
         return [flat[i * batch:(i + 1) * batch] for i in range(steps)]
 
-    def _inputs(self, rows: np.ndarray) -> tuple[dict, torch.Tensor]:
-        ids, mask = collate([self.train_ids[i] for i in rows], self.pad_id)
-        y = torch.from_numpy(self.train_labels[rows]).long()
-        dev = self.torch_device
-        return {"input_ids": ids.to(dev), "attention_mask": mask.to(dev)}, y.to(dev)
+    def _inputs(self, rows: np.ndarray) -> tuple[dict | PackedBatch, torch.Tensor]:
+        seqs = [self.train_ids[i] for i in rows]
+        y = torch.from_numpy(self.train_labels[rows]).long().to(self.torch_device)
+        return self._encode(seqs), y
 
-    def _loss(self, batch: dict, y: torch.Tensor) -> torch.Tensor:
-        logits = self.model(**batch).logits
-        return nn.functional.cross_entropy(logits, y)
+    def _encode(self, seqs: list[np.ndarray]) -> dict | PackedBatch:
+        """A batch for :meth:`_logits`: packed (no padding) or padded ``input_ids``/``attention_mask``."""
+        dev = self.torch_device
+        if self.packed:
+            return pack(seqs).to(dev)
+        ids, mask = collate(seqs, self.pad_id)
+        return {"input_ids": ids.to(dev), "attention_mask": mask.to(dev)}
+
+    def _logits(self, batch: dict | PackedBatch) -> torch.Tensor:
+        if isinstance(batch, PackedBatch):
+            return packed_logits(self.model, batch)
+        return self.model(**batch).logits
+
+    def _loss(self, batch: dict | PackedBatch, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(self._logits(batch), y)
 
     # ------------------------------------------------------------------ local update
     def local_update(self, device: int, plan: Plan, round_index: int) -> Update:
@@ -410,6 +429,13 @@ class RealLearner:
               peak: list[int]) -> float:
         """One forward/backward (and optimiser step if ``opt``); folds LoRA-guided importance into ``ema``."""
         batch, y = data
+        if isinstance(batch, PackedBatch):
+            self.tokens_real += batch.tokens
+            self.tokens_if_padded += batch.batch * batch.max_len
+        else:
+            n_real = int(batch["attention_mask"].sum())
+            self.tokens_real += n_real
+            self.tokens_if_padded += int(batch["attention_mask"].numel())
         params = att.param_ptrs  # parameters are counted separately, not as saved activations
         seen: set[int] = set()
         saved = [0]
@@ -588,9 +614,8 @@ class RealLearner:
             labels = self.test_labels_all[self.eval_sel]
             correct, loss_sum = 0, 0.0
             for b in length_sorted_batches(np.array([len(x) for x in ids]), self.spec.eval.batch_size):
-                x, m = collate([ids[i] for i in b], self.pad_id)
                 y = torch.from_numpy(labels[b]).long().to(self.torch_device)
-                logits = self.model(input_ids=x.to(self.torch_device), attention_mask=m.to(self.torch_device)).logits
+                logits = self._logits(self._encode([ids[i] for i in b]))
                 loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
                 correct += int((logits.argmax(-1) == y).sum())
         finally:

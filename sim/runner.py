@@ -166,7 +166,8 @@ def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
             atomic_write_parquet(run_dir / "partition.parquet", parts)
             summary["learning_info"] = lr.info()
             summary["host"].update(learner_setup_s=lr.setup_s, train_s=lr.host_train_s, train_steps=lr.host_steps,
-                                   eval_s=lr.host_eval_s)
+                                   eval_s=lr.host_eval_s, train_tokens=lr.tokens_real,
+                                   train_tokens_if_padded=lr.tokens_if_padded)
         atomic_write_json(run_dir / "summary.json", summary)
         if sc.output.plots and len(out.rounds):
             from sim.plots import plot_run  # noqa: PLC0415

@@ -330,6 +330,9 @@ class LearningSpec(Strict):
     resize: Literal["auto", "svd", "truncate"] = Field("auto", description="global update -> device rank: truncated SVD of dW (FlexLoRA), factor truncation (HetLoRA), or auto = the strategy's choice (truncate for hetlora, svd otherwise)")
     importance: ImportanceSpec = Field(default_factory=ImportanceSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    forward: Literal["packed", "padded"] = Field(
+        "packed", description="packed: skip padding tokens (BERT proxies; same math, learning/packed.py); "
+                              "padded: the reference HF forward on padded batches (always used for other families)")
     compute_device: Literal["cpu", "cuda"] = Field("cpu", description="where the proxy runs")
     torch_threads: Annotated[int, Field(ge=1, le=1024)] | None = Field(None, description="torch intra-op threads (default: torch's)")
     slice_cache: Annotated[int, Field(ge=0, le=10000)] = Field(8, description="sliced-backbone copies kept in memory (by mask)")
