@@ -120,8 +120,3 @@ def packed_logits(model: nn.Module, pb: PackedBatch) -> torch.Tensor:
     pooled = bert.pooler.activation(bert.pooler.dense(h.index_select(0, pb.starts)))
     return model.classifier(model.dropout(pooled))
 
-
-def padding_stats(lengths: Sequence[int]) -> dict[str, int]:
-    """Token counts of one batch: real tokens, rows a padded linear layer processes (``B * L_max``)."""
-    n = len(lengths)
-    return {"real": int(sum(lengths)), "padded_rows": int(n * max(lengths)) if n else 0}

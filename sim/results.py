@@ -79,12 +79,11 @@ class SweepData:
     def runs(self) -> list[RunData]:
         """The finished cells as :class:`RunData` (failed or missing cells are left out)."""
         out = []
-        for r in self.index.itertuples(index=False):
-            if r.status != "finished":
+        for _, row in self.index.iterrows():
+            if row["status"] != "finished":
                 continue
-            row = self.index.loc[self.index["cell_id"] == r.cell_id].iloc[0]
             values = {k: _py(row[k]) for k in self.matrix_keys}
-            out.append(RunData(self.sweep_dir / "cells" / r.cell_id, str(r.policy), int(r.seed), values))
+            out.append(RunData(self.sweep_dir / "cells" / row["cell_id"], str(row["policy"]), int(row["seed"]), values))
         return out
 
 
