@@ -119,4 +119,3 @@ def packed_logits(model: nn.Module, pb: PackedBatch) -> torch.Tensor:
         h = out.LayerNorm(out.dropout(out.dense(inter)) + h)
     pooled = bert.pooler.activation(bert.pooler.dense(h.index_select(0, pb.starts)))
     return model.classifier(model.dropout(pooled))
-
