@@ -10,7 +10,8 @@ Round r (DESIGN.md, "data flow of one synchronous round"):
    training (the learner runs in host time; simulated time is tau x t_step from ``devices``) ->
    upload -> report. A dropout or the end of its availability window ends it at that moment.
 3. The server waits as the round policy says (``all``, ``deadline``, ``first_k``), cuts off the
-   devices still running, records every phase, lets the learner aggregate, and feeds the reports
+   devices still running, collects the updates a learner with ``submit`` computed elsewhere
+   (``sim.learner``), records every phase, lets the learner aggregate, and feeds the reports
    to the strategy.
 4. It stops at the round limit, the simulated-time budget, or the target accuracy.
 
@@ -263,6 +264,7 @@ class Simulation:
                     self._flows[j][0].cancel(self._flows[j][1])
                 p.interrupt("round over")
         yield env.timeout(0)  # let interrupted processes unwind at t_end
+        self._collect(buf)
 
         ok = buf.status == OK
         self._last_median = self._censored_median(buf, t_start, deadline)
@@ -411,14 +413,32 @@ class Simulation:
         return True
 
     def _local_update(self, buf: RoundBuffer, j: int, d: int, plan: Plan) -> None:
-        """Real training (host time) when a learner is attached; simulated time is unaffected."""
+        """Real training (host time) when a learner is attached; simulated time is unaffected. A learner
+        with ``submit`` computes the update elsewhere; :meth:`_collect` fetches it at the round's cut-off."""
         if getattr(self.learner, "trains", False):
-            upd = self.learner.local_update(d, plan, buf.round)
-            buf.loss_before[j], buf.loss_after[j], buf.lora_update_norm[j] = (
-                upd.loss_before, upd.loss_after, upd.lora_update_norm)
-            buf.updates[j] = upd
-            for k, v in upd.extra.items():
-                buf.extra_column(k)[j] = v
+            submit = getattr(self.learner, "submit", None)
+            if submit is not None:
+                buf.pending[j] = submit(d, plan, buf.round)
+            else:
+                self._record_update(buf, j, self.learner.local_update(d, plan, buf.round))
+
+    def _collect(self, buf: RoundBuffer) -> None:
+        """The round's submitted updates (every device whose download finished, also those cut off later)."""
+        if not buf.pending:
+            return
+        slots = sorted(buf.pending)
+        updates = self.learner.collect([buf.pending[j] for j in slots])
+        for j, upd in zip(slots, updates, strict=True):
+            self._record_update(buf, j, upd)
+        buf.pending.clear()
+
+    @staticmethod
+    def _record_update(buf: RoundBuffer, j: int, upd) -> None:
+        buf.loss_before[j], buf.loss_after[j], buf.lora_update_norm[j] = (
+            upd.loss_before, upd.loss_after, upd.lora_update_norm)
+        buf.updates[j] = upd
+        for k, v in upd.extra.items():
+            buf.extra_column(k)[j] = v
 
     def _device_fast(self, buf: RoundBuffer, j: int, d: int, plan: Plan, cost, step_s: float, fits: bool,
                      t_down: float, t_up: float):

@@ -46,6 +46,7 @@ class RoundBuffer:
         self.lora_update_norm = np.full(n, NAN)
         self.done = np.zeros(n, dtype=bool)
         self.updates: dict[int, object] = {}  # learner updates by slot j (real learning)
+        self.pending: dict[int, object] = {}  # learner handles by slot j (submitted, collected at the cut-off)
         self.extra: dict[str, np.ndarray] = {}  # learner columns (proxy memory, sparsity, host time, ...)
 
     def extra_column(self, name: str) -> np.ndarray:

@@ -112,23 +112,33 @@ def learning_tables(sim: Simulation) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def make_learner(sc: Scenario, base_dir: Path | None = None):
-    """The scenario's learner: None (timing only) or the real PyTorch learner (imports torch)."""
+    """The scenario's learner: None (timing only) or the real PyTorch learner (imports torch); with
+    ``learning.workers`` > 1 the one that trains on Ray actors (call its ``close()`` when done)."""
     if sc.learning.kind != "real":
         return None
     from devices.workload import load_arch  # noqa: PLC0415
-    from learning.learner import RealLearner  # noqa: PLC0415
 
+    if sc.learning.workers > 1:
+        from learning.parallel import ParallelLearner as cls  # noqa: PLC0415
+    else:
+        from learning.learner import RealLearner as cls  # noqa: PLC0415
     arch = load_arch(sc.workload.model, base_dir)
-    return RealLearner(sc.learning, seed=sc.seed, n_devices=sc.n_devices, lora_targets=list(sc.workload.lora_targets),
-                       target_layers=arch.num_layers)
+    return cls(sc.learning, seed=sc.seed, n_devices=sc.n_devices, lora_targets=list(sc.workload.lora_targets),
+               target_layers=arch.num_layers)
 
 
 def simulate(sc: Scenario, base_dir: Path | None = None, learner=None, on_round=None) -> tuple[Simulation, RunOutput]:
-    """Run the simulation in memory and verify it; no files. Builds the scenario's learner unless given."""
-    if learner is None:
+    """Run the simulation in memory and verify it; no files. Builds the scenario's learner unless given
+    (and then closes it when the run ends, also on error; its results stay readable)."""
+    owned = learner is None
+    if owned:
         learner = make_learner(sc, base_dir)
-    sim = Simulation(sc, base_dir, learner=learner, on_round=on_round)
-    out = sim.run()
+    try:
+        sim = Simulation(sc, base_dir, learner=learner, on_round=on_round)
+        out = sim.run()
+    finally:
+        if owned and hasattr(learner, "close"):
+            learner.close()
     verify(out.rounds, out.device_rounds, sc.round.policy, expected_bytes(sim, out.device_rounds))
     return sim, out
 
@@ -167,7 +177,7 @@ def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
             summary["learning_info"] = lr.info()
             summary["host"].update(learner_setup_s=lr.setup_s, train_s=lr.host_train_s, train_steps=lr.host_steps,
                                    eval_s=lr.host_eval_s, train_tokens=lr.tokens_real,
-                                   train_tokens_if_padded=lr.tokens_if_padded)
+                                   train_tokens_if_padded=lr.tokens_if_padded, workers=sc.learning.workers)
         atomic_write_json(run_dir / "summary.json", summary)
         if sc.output.plots and len(out.rounds):
             from sim.plots import plot_run  # noqa: PLC0415

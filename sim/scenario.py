@@ -336,6 +336,17 @@ class LearningSpec(Strict):
     compute_device: Literal["cpu", "cuda"] = Field("cpu", description="where the proxy runs")
     torch_threads: Annotated[int, Field(ge=1, le=1024)] | None = Field(None, description="torch intra-op threads (default: torch's)")
     slice_cache: Annotated[int, Field(ge=0, le=10000)] = Field(8, description="sliced-backbone copies kept in memory (by mask)")
+    workers: Annotated[int, Field(ge=1, le=256)] = Field(
+        1, description="parallel local updates: Ray actors, each with its own proxy replica and 1 torch thread unless "
+                       "torch_threads is set (the server side then uses as many); results identical to workers: 1 "
+                       "at the same torch_threads")
+
+    @model_validator(mode="after")
+    def _workers_on_cpu(self) -> "LearningSpec":
+        if self.workers > 1 and self.compute_device != "cpu":
+            raise ValueError(f"workers: {self.workers} parallel workers need compute_device: cpu "
+                             f"(got {self.compute_device}); use workers: 1")
+        return self
 
 
 class OutputSpec(Strict):
