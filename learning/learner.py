@@ -69,7 +69,7 @@ from learning.importance import KINDS, ImportanceEMA, combine, group_sums, group
     prune
 from learning.lora import Attached, Key, attach, detach, lora_keys
 from learning.models import load_proxy
-from learning.packed import PackedBatch, pack, packed_logits, supports
+from learning.packed import DropoutMasks, PackedBatch, pack, packed_logits, supports
 from learning.partition import label_histogram, partition
 from learning.structure import ArchAdapter, Masks, Slicer, group_index
 from sim.learner import Update
@@ -155,6 +155,7 @@ class RealLearner:
         if spec.forward == "packed" and not self.packed:
             log.info("learning.forward packed: %s is not a supported BERT classifier; using the padded forward",
                      spec.model)
+        self._dropout_masks: DropoutMasks | None = None  # the packed path's dropout during a local update
         self.tokens_real = 0  # tokens of the training batches (and rows a padded forward would process)
         self.tokens_if_padded = 0
         self.targets = list(lora_targets)
@@ -301,7 +302,7 @@ class RealLearner:
 
     def _logits(self, batch: dict | PackedBatch) -> torch.Tensor:
         if isinstance(batch, PackedBatch):
-            return packed_logits(self.model, batch)
+            return packed_logits(self.model, batch, self._dropout_masks)
         return self.model(**batch).logits
 
     def _loss(self, batch: dict | PackedBatch, y: torch.Tensor) -> torch.Tensor:
@@ -327,6 +328,7 @@ class RealLearner:
         probe = self._inputs(batches[0])
         peak = [0]
         head = getattr(self.model, self.adapter.head_module)
+        self._dropout_masks = DropoutMasks(generator(self.seed, "learn.dropout_masks", device, round_index))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(self.seed, "learn.dropout", device, round_index))
             self._load_head(head)
@@ -353,6 +355,7 @@ class RealLearner:
             params_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
             train_bytes = sum(p.numel() * p.element_size() for p in self._trainables(att, head))
             detach(self.model, self.slicer)
+        self._dropout_masks = None
         self.host_train_s += time.perf_counter() - t0
         self.host_steps += tau + n_cal
         norm2 = 0.0

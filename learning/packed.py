@@ -16,8 +16,21 @@ only:
 * the pooler reads each sequence's first token (``[CLS]``), then the classifier's dropout and dense.
 
 Same math as the reference forward: per token, every operation is the one HF's ``BertLayer`` applies
-(tested: logits and LoRA gradients within fp32 rounding of the padded forward). Only dropout masks
-differ in layout, so with dropout on the two paths draw different (equally distributed) masks.
+(tested: logits and LoRA gradients within fp32 rounding of the padded forward). Only dropout differs:
+
+* **Dropout masks** come from a :class:`DropoutMasks` source when one is given (the learner passes one
+  per device and round, seeded from the run seed): uniform 16-bit integers from a numpy generator,
+  an element kept when ``u >= k`` with ``k = round(p * 65536)``, kept values scaled by
+  ``1 / (1 - k / 65536)``. So the drop probability is ``p`` rounded to a multiple of 1/65536
+  (0.1 -> 0.100006) and the expectation of every activation is unchanged, as with ``nn.Dropout``.
+  Measured on this machine, torch's CPU ``bernoulli_`` costs about as much per element as a
+  384-wide matmul row; with dropout on, it was 32% of a local step of the packaged MiniLM
+  (``benchmarks/bench.py`` reports the step time of both). Without a source, ``F.dropout`` is used.
+* **Attention** with dropout is computed explicitly (``softmax(q kᵀ / sqrt(d) + mask) v`` with the
+  dropout mask on the probabilities, as ``BertSelfAttention`` does); without dropout it goes to
+  ``scaled_dot_product_attention`` with the key-padding mask.
+
+So with dropout on, the packed and padded paths draw different (equally distributed) masks.
 
 Supported: ``model_type == "bert"`` with absolute position embeddings and no decoder or cross
 attention (the packaged MiniLM and ``tiny-bert``); :func:`supports` says so, and the learner falls
@@ -86,7 +99,32 @@ def supports(model: nn.Module) -> bool:
             and hasattr(model, "bert") and hasattr(model, "classifier") and model.bert.pooler is not None)
 
 
-def _attention(block: nn.Module, h: torch.Tensor, pb: PackedBatch, head_dim: int) -> torch.Tensor:
+class DropoutMasks:
+    """Dropout from a numpy generator (module docstring): ``x * m`` with ``m`` in {0, 1/(1 - k/65536)}."""
+
+    def __init__(self, gen: np.random.Generator):
+        self.gen = gen
+
+    def __call__(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        k = round(p * 65536)
+        if k <= 0:
+            return x
+        if k >= 65536:
+            return x * 0.0
+        u = self.gen.integers(-32768, 32768, tuple(x.shape), dtype=np.int16)
+        keep = np.float32(1.0 / (1.0 - k / 65536))
+        m = torch.from_numpy(np.where(u >= k - 32768, keep, np.float32(0.0))).to(x.device, x.dtype)
+        return x * m
+
+
+def _drop(x: torch.Tensor, p: float, training: bool, masks: DropoutMasks | None) -> torch.Tensor:
+    if not training or p <= 0.0:
+        return x
+    return masks(x, p) if masks is not None else F.dropout(x, p, True)
+
+
+def _attention(block: nn.Module, h: torch.Tensor, pb: PackedBatch, head_dim: int,
+               masks: DropoutMasks | None) -> torch.Tensor:
     sa = block.attention.self
     q, k, v = sa.query(h), sa.key(h), sa.value(h)  # [T, heads * d] (sliced widths, LoRA included)
     width = q.shape[-1]
@@ -97,25 +135,31 @@ def _attention(block: nn.Module, h: torch.Tensor, pb: PackedBatch, head_dim: int
         return out.view(pb.batch, pb.max_len, heads, head_dim).transpose(1, 2)  # [B, heads, L, d]
 
     p = sa.dropout.p if sa.training else 0.0
-    ctx = F.scaled_dot_product_attention(to_padded(q), to_padded(k), to_padded(v), attn_mask=pb.key_mask,
-                                         dropout_p=p)
+    if p > 0.0:
+        scores = to_padded(q) @ to_padded(k).transpose(-1, -2) * (head_dim ** -0.5)
+        probs = scores.masked_fill(~pb.key_mask, float("-inf")).softmax(-1)
+        ctx = _drop(probs, p, True, masks) @ to_padded(v)
+    else:
+        ctx = F.scaled_dot_product_attention(to_padded(q), to_padded(k), to_padded(v), attn_mask=pb.key_mask)
     ctx = ctx.transpose(1, 2).reshape(pb.batch * pb.max_len, width)
     return ctx.index_select(0, pb.slots)  # [T, heads * d]
 
 
-def packed_logits(model: nn.Module, pb: PackedBatch) -> torch.Tensor:
-    """Classifier logits ``[B, num_labels]`` of a packed batch (see the module docstring)."""
+def packed_logits(model: nn.Module, pb: PackedBatch, masks: DropoutMasks | None = None) -> torch.Tensor:
+    """Classifier logits ``[B, num_labels]`` of a packed batch (see the module docstring); dropout
+    (in training mode) from ``masks`` when given."""
     bert = model.bert
     cfg = model.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
-    h = bert.embeddings(input_ids=pb.ids[None], token_type_ids=torch.zeros_like(pb.ids)[None],
-                        position_ids=pb.pos[None])[0]  # [T, hidden]
+    emb = bert.embeddings
+    h = emb.word_embeddings(pb.ids) + emb.token_type_embeddings.weight[0] + emb.position_embeddings(pb.pos)
+    h = _drop(emb.LayerNorm(h), emb.dropout.p, emb.training, masks)  # [T, hidden]
     for block in bert.encoder.layer:
-        ctx = _attention(block, h, pb, head_dim)
+        ctx = _attention(block, h, pb, head_dim, masks)
         ao = block.attention.output
-        h = ao.LayerNorm(ao.dropout(ao.dense(ctx)) + h)
+        h = ao.LayerNorm(_drop(ao.dense(ctx), ao.dropout.p, ao.training, masks) + h)
         inter = block.intermediate.intermediate_act_fn(block.intermediate.dense(h))
         out = block.output
-        h = out.LayerNorm(out.dropout(out.dense(inter)) + h)
+        h = out.LayerNorm(_drop(out.dense(inter), out.dropout.p, out.training, masks) + h)
     pooled = bert.pooler.activation(bert.pooler.dense(h.index_select(0, pb.starts)))
-    return model.classifier(model.dropout(pooled))
+    return model.classifier(_drop(pooled, model.dropout.p, model.training, masks))
