@@ -77,3 +77,19 @@ def test_pack_layout():
 
 def test_llama_is_not_supported():
     assert not supports(load_proxy("tiny-llama", 2, seed=0).model)
+
+
+def test_dropout_masks_keep_the_expectation_and_are_seeded():
+    import numpy as np
+    import torch
+
+    from learning.packed import DropoutMasks
+
+    x = torch.ones(400, 500)
+    a = DropoutMasks(np.random.default_rng(7))(x, 0.1)
+    b = DropoutMasks(np.random.default_rng(7))(x, 0.1)
+    assert torch.equal(a, b)
+    kept = float((a > 0).float().mean())
+    assert abs(kept - (1 - 6554 / 65536)) < 0.005  # p rounded to a multiple of 1/65536
+    assert abs(float(a.mean()) - 1.0) < 0.01  # kept values scaled by 1/(1 - p)
+    assert torch.equal(DropoutMasks(np.random.default_rng(7))(x, 0.0), x)
