@@ -38,8 +38,9 @@ demo: setup
 test: setup chromium
 	$(BIN)/python -m pytest -q
 
+# Speed figures (issue 6): prints a table, writes results/bench/bench.json (~20 min; creates .venv-flower once).
 bench: setup
-	$(BIN)/python benchmarks/bench_timing_only.py
+	$(BIN)/python benchmarks/bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

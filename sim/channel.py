@@ -38,6 +38,13 @@ class SharedChannel:
         self._seq = 0
         self._gen = 0
 
+    def __getstate__(self) -> dict:
+        """For round-boundary checkpoints (``sim.checkpoint``): only an idle channel is saved; its
+        finished or cancelled flows (whose events belong to dead processes) are dropped."""
+        if self._n_active:
+            raise RuntimeError(f"cannot checkpoint a channel with {self._n_active} active flows")
+        return {**self.__dict__, "_heap": []}
+
     @property
     def active_flows(self) -> int:
         return self._n_active

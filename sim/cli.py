@@ -46,24 +46,37 @@ def validate(scenario: Path, set_: SetOpt = None) -> None:
 
 @app.command()
 def run(
-    scenario: Path,
+    scenario: Annotated[Optional[Path], typer.Argument(help="scenario YAML (omit with --resume)")] = None,
     set_: SetOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="results root (default: output.dir of the scenario)")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="continue the run in this run directory from its last "
+                                                        "checkpoint (results as if never interrupted)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar, only the run directory")] = False,
     debug: Annotated[bool, typer.Option(help="show tracebacks of failed runs")] = False,
 ) -> None:
     """Run a scenario; writes results/<scenario>/<run id>/ and prints its path and headline figures."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    sc, base = _load(scenario, set_)
+    from sim.checkpoint import CheckpointError  # noqa: PLC0415
     from sim.loader import ScenarioError  # noqa: PLC0415
-    from sim.runner import run_scenario  # noqa: PLC0415
+    from sim.runner import load_run, run_scenario  # noqa: PLC0415
 
+    if resume is not None:
+        if scenario is not None or set_ or out is not None:
+            _fail("--resume RUN_DIR takes no scenario, --set or --out: the run continues with its own scenario.yaml")
+        sc, base = _resume_target(resume, load_run)
+    elif scenario is None:
+        _fail("missing the scenario file (or --resume RUN_DIR)")
+    else:
+        sc, base = _load(scenario, set_)
     if sc.policies:
+        if resume is not None:
+            _fail("--resume continues single runs; rerun a policies comparison (or use a sweep, which resumes by cell)")
         return _run_policies(sc, base, out, quiet)
     try:
-        res = run_scenario(sc, base, out, progress=not quiet and sc.output.progress)
-    except ScenarioError as e:
+        res = run_scenario(sc, base, out, progress=not quiet and sc.output.progress,
+                           run_dir=resume, resume=resume is not None)
+    except (ScenarioError, CheckpointError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
@@ -79,6 +92,29 @@ def run(
                    f"mean round {s['mean_round_s']:.1f} s, mean idle {100 * idle:.1f}%, "
                    f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f} MB moved, "
                    f"host {s['host']['host_time_s']:.2f} s" if idle is not None else f"{s['rounds_completed']} rounds")
+
+
+def _resume_target(run_dir: Path, load_run):
+    """The scenario of ``run_dir`` if it can be resumed: it exists, did not finish, and has a checkpoint."""
+    import json  # noqa: PLC0415
+
+    from sim.checkpoint import FILENAME, CheckpointError, read_header  # noqa: PLC0415
+    from sim.loader import ScenarioError  # noqa: PLC0415
+
+    if not run_dir.is_dir():
+        _fail(f"--resume {run_dir}: no such run directory")
+    try:
+        status = json.loads((run_dir / "status.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status == "finished":
+        _fail(f"--resume {run_dir}: this run already finished; nothing to resume")
+    try:
+        sc, base = load_run(run_dir)
+        read_header(run_dir / FILENAME)
+    except (ScenarioError, CheckpointError) as e:
+        _fail(f"--resume {run_dir}: {e}")
+    return sc, base
 
 
 def _run_policies(sc, base, out: Path | None, quiet: bool) -> None:

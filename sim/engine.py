@@ -81,8 +81,13 @@ class Simulation:
     """One run of one scenario. ``run()`` returns the records; it never touches the disk."""
 
     def __init__(self, sc: Scenario, base_dir: Path | None = None, learner: Learner | None = None,
-                 on_round: Callable[[dict], None] | None = None):
+                 on_round: Callable[[dict], None] | None = None,
+                 checkpoint: Callable[["Simulation", int], None] | None = None):
+        """``checkpoint(sim, next_round)``, when given, is called at every round boundary (after round
+        ``next_round - 1``, unless it was the last or the run stops); see ``sim.checkpoint``."""
         self.sc = sc
+        self.checkpoint = checkpoint
+        self.start_round = 0  # > 0 after sim.checkpoint.restore
         self.workload = build_workload(sc, base_dir)
         self.fleet: FleetModel = build_fleet(sc, base_dir)
         self.learner: Learner = learner or NullLearner()
@@ -118,14 +123,15 @@ class Simulation:
     # ------------------------------------------------------------------ server
     def run(self) -> RunOutput:
         t0 = time.perf_counter()
-        self.env.process(self._server())
+        server = self.env.process(self._server())
         # The event loop allocates millions of short-lived events; the cyclic GC's default gen-0
         # threshold (700) makes it rescan the fleet's long-lived state thousands of times (~25% of
         # host time at 10,000 devices). Raise it for the loop, restore after. Results are unaffected.
         old = gc.get_threshold()
         gc.set_threshold(200_000, old[1], old[2])
         try:
-            self.env.run()
+            # until the server ends: superseded channel timers left in the queue are not simulated time
+            self.env.run(until=server)
         finally:
             gc.set_threshold(*old)
         return RunOutput(self.recorder.rounds_frame(), self.recorder.device_rounds_frame(), self.stop_reason,
@@ -133,7 +139,7 @@ class Simulation:
 
     def _server(self):
         sc, fleet, env = self.sc, self.fleet, self.env
-        for r in range(sc.training.rounds):
+        for r in range(self.start_round, sc.training.rounds):
             if sc.training.time_budget_s is not None and env.now >= sc.training.time_budget_s:
                 self.stop_reason = "time_budget"
                 return
@@ -151,6 +157,8 @@ class Simulation:
             if sc.training.target_accuracy is not None and self.last_eval.get("accuracy", -1.0) >= sc.training.target_accuracy:
                 self.stop_reason = "target_accuracy"
                 return
+            if self.checkpoint is not None and r + 1 < sc.training.rounds:
+                self.checkpoint(self, r + 1)
 
     def _next_availability(self, t: float) -> float:
         av = self.fleet.availability

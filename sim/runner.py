@@ -127,14 +127,22 @@ def make_learner(sc: Scenario, base_dir: Path | None = None):
                target_layers=arch.num_layers)
 
 
-def simulate(sc: Scenario, base_dir: Path | None = None, learner=None, on_round=None) -> tuple[Simulation, RunOutput]:
-    """Run the simulation in memory and verify it; no files. Builds the scenario's learner unless given
-    (and then closes it when the run ends, also on error; its results stay readable)."""
+def simulate(sc: Scenario, base_dir: Path | None = None, learner=None, on_round=None, checkpoint=None,
+             resume_from: Path | None = None) -> tuple[Simulation, RunOutput]:
+    """Run the simulation in memory and verify it. Builds the scenario's learner unless given (and then
+    closes it when the run ends, also on error; its results stay readable). ``checkpoint(sim,
+    next_round)`` is called at round boundaries; ``resume_from`` (a checkpoint file of the same
+    scenario) continues a run from its last saved round boundary (``sim.checkpoint``)."""
     owned = learner is None
     if owned:
         learner = make_learner(sc, base_dir)
     try:
-        sim = Simulation(sc, base_dir, learner=learner, on_round=on_round)
+        sim = Simulation(sc, base_dir, learner=learner, on_round=on_round, checkpoint=checkpoint)
+        if resume_from is not None:
+            from sim import checkpoint as ckpt  # noqa: PLC0415
+
+            sim.start_round = ckpt.restore(sim, ckpt.load(resume_from, sim, scenario_digest(sc)))
+            log.info("resuming %s at round %d of %d", sc.name, sim.start_round, sc.training.rounds)
         out = sim.run()
     finally:
         if owned and hasattr(learner, "close"):
@@ -147,24 +155,53 @@ def run_id_of(sc: Scenario) -> str:
     return sc.output.run_name or f"seed{sc.seed}-{scenario_digest(sc)[:8]}"
 
 
+def checkpoint_every(sc: Scenario) -> int:
+    """Rounds between checkpoints: ``output.checkpoint_every``, or by default 1 for real learning (a
+    round costs minutes of host time) and 0 (off) for timing-only runs (a round costs milliseconds)."""
+    every = sc.output.checkpoint_every
+    if every is None:
+        return 1 if sc.learning.kind == "real" else 0
+    return every
+
+
 def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | None = None,
-                 progress: bool | None = None, run_dir: Path | None = None) -> RunResult:
+                 progress: bool | None = None, run_dir: Path | None = None, resume: bool = False) -> RunResult:
     """Simulate ``sc`` and write its run directory under ``out_root`` (default ``sc.output.dir``),
-    or into ``run_dir`` (an existing, empty directory) when given."""
+    or into ``run_dir`` (an existing, empty directory) when given. With ``resume``, ``run_dir`` is a
+    run directory of this scenario with a checkpoint, and the run continues from it (the results are
+    those of an uninterrupted run). A finished run removes its checkpoint."""
+    from sim import checkpoint as ckpt  # noqa: PLC0415
+
     digest = scenario_digest(sc)
     if run_dir is None:
         root = Path(out_root if out_root is not None else sc.output.dir)
         run_dir = new_run_dir(root, sc.name or "scenario", run_id_of(sc))
-    resolved = resolved_dict(sc)
-    atomic_write_yaml(run_dir / "scenario.yaml", {**resolved, "_meta": {"digest": digest, "versions": versions()}})
+    ckpt_path = run_dir / ckpt.FILENAME
+    resume_from = None
+    if resume:
+        resume_from = ckpt_path
+        ckpt.read_header(ckpt_path)  # refuse a missing or corrupt checkpoint before touching the run's files
+    else:
+        resolved = resolved_dict(sc)
+        meta = {"digest": digest, "versions": versions(), "base_dir": str(base_dir) if base_dir is not None else None}
+        atomic_write_yaml(run_dir / "scenario.yaml", {**resolved, "_meta": meta})
     started = time.time()
-    atomic_write_json(run_dir / "status.json", {"status": "running", "started_unix": started})
+    atomic_write_json(run_dir / "status.json", {"status": "running", "started_unix": started, "resumed": resume})
     show = sc.output.progress if progress is None else progress
+    every = checkpoint_every(sc)
+
+    def save_checkpoint(sim: Simulation, next_round: int) -> None:
+        if every and next_round % every == 0:
+            ckpt.save(ckpt_path, sim, next_round, digest)
+            atomic_write_json(run_dir / "status.json", {"status": "running", "started_unix": started, "resumed": resume,
+                                                        "checkpoint_round": next_round})
+
     try:
         from sim.progress import RoundProgress  # noqa: PLC0415
 
         with RoundProgress(sc.training.rounds, enabled=show and sys.stderr.isatty()) as bar:
-            sim, out = simulate(sc, base_dir, on_round=bar.update)
+            sim, out = simulate(sc, base_dir, on_round=bar.update, checkpoint=save_checkpoint if every else None,
+                                resume_from=resume_from)
         summary = summarize(sc, out, run_dir.name)
         summary["host"] = {"host_time_s": out.host_time_s, "versions": versions(), "started_unix": started}
         atomic_write_parquet(run_dir / "rounds.parquet", out.rounds)
@@ -184,10 +221,36 @@ def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
 
             plot_run(run_dir)
         atomic_write_json(run_dir / "status.json", {"status": "finished", "started_unix": started,
-                                                    "finished_unix": time.time()})
+                                                    "finished_unix": time.time(), "resumed": resume})
+        ckpt_path.unlink(missing_ok=True)
     except BaseException as e:
-        atomic_write_json(run_dir / "status.json", {
-            "status": "failed", "started_unix": started, "error": f"{type(e).__name__}: {e}",
-            "traceback": traceback.format_exc()})
+        status = {"status": "failed", "started_unix": started, "error": f"{type(e).__name__}: {e}",
+                  "traceback": traceback.format_exc(), "resumed": resume,
+                  "checkpoint": ckpt.FILENAME if ckpt_path.exists() else None}
+        try:
+            atomic_write_json(run_dir / "status.json", status)
+        except OSError:  # e.g. the disk is full: the error itself must still reach the user
+            log.error("could not record the failure in %s", run_dir / "status.json")
         raise
     return RunResult(run_dir, summary, out.rounds, out.device_rounds)
+
+
+def load_run(run_dir: Path) -> tuple[Scenario, Path | None]:
+    """The resolved scenario of a run directory (for ``--resume``), checked against its recorded digest."""
+    from sim.loader import ScenarioError, check_structure, read_yaml, validate  # noqa: PLC0415
+
+    path = Path(run_dir) / "scenario.yaml"
+    if not path.is_file():
+        raise ScenarioError(f"{run_dir}: not a run directory (no scenario.yaml)")
+    data = read_yaml(path)
+    meta = data.pop("_meta", None)
+    if not isinstance(meta, dict) or not isinstance(meta.get("digest"), str):
+        raise ScenarioError(f"{path}: no _meta.digest; not written by fedfleet run")
+    check_structure(data, str(path))
+    base = meta.get("base_dir")
+    base_dir = Path(base) if isinstance(base, str) and base else None
+    sc = validate(data, str(path), base_dir)
+    if scenario_digest(sc) != meta["digest"]:
+        raise ScenarioError(f"{path}: the scenario was edited after the run started (digest differs); "
+                            "a run can only resume with the scenario it started with")
+    return sc, base_dir

@@ -354,6 +354,9 @@ class OutputSpec(Strict):
     run_name: str | None = Field(None, description="run id (default: seed<seed>-<hash of the resolved scenario>)")
     plots: bool = Field(True, description="write PNG plots into the run directory")
     progress: bool = Field(True, description="progress bar on an interactive terminal")
+    checkpoint_every: Annotated[int, Field(ge=0, le=1_000_000)] | None = Field(
+        None, description="rounds between checkpoints (RUN_DIR/checkpoint.bin; `fedfleet run --resume RUN_DIR` "
+                          "continues from the last); 0 = off; default 1 for real learning, 0 for timing-only")
 
     @field_validator("run_name")
     @classmethod
