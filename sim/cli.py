@@ -83,7 +83,9 @@ def run(
     except Exception as e:  # noqa: BLE001 - report, don't dump, unless asked
         if debug:
             raise
-        _fail(f"run failed: {type(e).__name__}: {e} (see status.json in the run directory; --debug for a traceback)", 1)
+        notes = "".join(f"\n{n}" for n in getattr(e, "__notes__", ()))
+        _fail(f"run failed: {type(e).__name__}: {e} (see status.json in the run directory; --debug for a traceback)"
+              f"{notes}", 1)
     s = res.summary
     typer.echo(str(res.run_dir))
     if not quiet:

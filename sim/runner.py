@@ -227,6 +227,8 @@ def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
         status = {"status": "failed", "started_unix": started, "error": f"{type(e).__name__}: {e}",
                   "traceback": traceback.format_exc(), "resumed": resume,
                   "checkpoint": ckpt.FILENAME if ckpt_path.exists() else None}
+        if ckpt_path.exists() and isinstance(e, Exception):
+            e.add_note(f"the last checkpoint is in {run_dir}; after fixing the cause: fedfleet run --resume {run_dir}")
         try:
             atomic_write_json(run_dir / "status.json", status)
         except OSError:  # e.g. the disk is full: the error itself must still reach the user
