@@ -28,10 +28,12 @@ Weighting = Literal["data_size", "samples", "uniform"]
 REWARD_COLUMNS = ("reward", "reward_loss", "reward_progress", "reward_importance", "reward_time")
 """Per device-round columns a bandit strategy fills from :meth:`Strategy.observe` (NaN otherwise)."""
 
-STATUSES = ("ok", "oom", "dropped", "late", "cancelled")
+STATUSES = ("ok", "oom", "dropped", "late", "cancelled", "crashed", "lost", "partitioned", "left")
 """ok: reported in time; oom: plan did not fit memory (reported the failure); dropped: device
 failed mid-round (nothing sent); late: still running at the deadline; cancelled: not needed once
-the first k reports arrived."""
+the first k reports arrived. Injected faults (scenario key ``faults``, devices/faults.py): crashed:
+crashed mid-round; lost: uploaded, but the report never arrived; partitioned: its placement class
+could not reach the server; left: left the fleet for good during the round."""
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ from sim.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
-OK, OOM, DROPPED, LATE, CANCELLED = (STATUS_CODE[s] for s in ("ok", "oom", "dropped", "late", "cancelled"))
+OK, OOM, DROPPED, LATE, CANCELLED, CRASHED, LOST, PARTITIONED, LEFT = (STATUS_CODE[s] for s in (
+    "ok", "oom", "dropped", "late", "cancelled", "crashed", "lost", "partitioned", "left"))
 
 
 class FleetOracle:
@@ -144,14 +145,18 @@ class Simulation:
                 self.stop_reason = "time_budget"
                 return
             fleet.begin_round(r)
-            avail = fleet.availability.available_mask(env.now)
+            alive = fleet.faults.alive() if fleet.faults is not None else np.ones(fleet.n, dtype=bool)
+            if not alive.any():
+                self.stop_reason = "fleet_empty"  # every device left (faults.leave_prob)
+                return
+            avail = fleet.availability.available_mask(env.now) & alive
             if not avail.any():
-                t_next = self._next_availability(env.now)
+                t_next = self._next_availability(env.now, alive)
                 if not math.isfinite(t_next):
                     self.stop_reason = "no_device_available"
                     return
                 yield env.timeout(t_next - env.now)
-                avail = fleet.availability.available_mask(env.now)
+                avail = fleet.availability.available_mask(env.now) & alive
             selected = self._select(np.flatnonzero(avail))
             yield from self._round(r, selected)
             if sc.training.target_accuracy is not None and self.last_eval.get("accuracy", -1.0) >= sc.training.target_accuracy:
@@ -160,13 +165,14 @@ class Simulation:
             if self.checkpoint is not None and r + 1 < sc.training.rounds:
                 self.checkpoint(self, r + 1)
 
-    def _next_availability(self, t: float) -> float:
+    def _next_availability(self, t: float, alive: np.ndarray) -> float:
+        """The next moment a device that has not left the fleet comes on."""
         av = self.fleet.availability
         if av.kind == "periodic":
-            k = np.ceil((t - av.phase) / av.period)
-            return float(np.min(k * av.period + av.phase))
+            k = np.ceil((t - av.phase[alive]) / av.period)
+            return float(np.min(k * av.period + av.phase[alive]))
         if av.kind == "trace":
-            starts = [iv[iv[:, 0] > t, 0] for iv in av.intervals]
+            starts = [iv[iv[:, 0] > t, 0] for iv, a in zip(av.intervals, alive) if a]
             cand = [s.min() for s in starts if len(s)]
             return float(min(cand)) if cand else math.inf
         return t
@@ -211,11 +217,16 @@ class Simulation:
         memory += fleet.reserve_bytes[groups]
         capacity = fleet.capacity_bytes[groups]
         step_s = fleet.mode_table.step_times_s(slots, flops, moved, kernels, load)
+        faults = fleet.faults
+        if faults is not None:  # straggler spikes: speed divided by the spike's factor
+            buf.straggler_factor[:] = faults.step_factor[selected]
+            step_s = step_s * buf.straggler_factor
         buf.step_time_s[:] = step_s
 
         # dropout / availability: the moment each device fails, if it does
         outage = np.where(fleet.modes.switched[selected], sc.dynamics.power_mode.switch_outage_s, 0.0)
         fail_at = np.full(n, math.inf)
+        fail_status = np.full(n, DROPPED, dtype=np.int8)  # the status a device gets when it fails at fail_at
         drops = fleet.dropout.drops[selected]
         frac = fleet.dropout.fraction[selected]
         av = fleet.availability
@@ -226,6 +237,26 @@ class Simulation:
                 fail_at[j] = t_start + frac[j] * est
             if av.kind != "always":
                 fail_at[j] = min(fail_at[j], av.window_end(int(d), t_start))
+        lost = np.zeros(n, dtype=bool)
+        risky = np.zeros(n, dtype=bool)  # a partition of its placement class may cut its transfers
+        if faults is not None:
+            lost = faults.lost[selected]
+            risky = np.array([faults.has_partitions(int(p)) for p in fleet.placement[selected]], dtype=bool)
+            for j in np.flatnonzero(faults.crashes[selected] | faults.leaving[selected]):
+                d = int(selected[j])
+                phases = (self._est_transfer(d, costs[j].bytes_down, "down"), plans[j].local_steps * step_s[j],
+                          self._est_transfer(d, costs[j].bytes_up, "up"))
+                t0 = t_start + outage[j]
+                if faults.crashes[d]:  # at a fraction of a random phase's planned duration
+                    k = int(faults.crash_phase[d])
+                    t_c = t0 + sum(phases[:k]) + faults.crash_fraction[d] * phases[k]
+                    if t_c < fail_at[j]:
+                        fail_at[j], fail_status[j] = t_c, CRASHED
+                if faults.leaving[d]:  # at a uniform fraction of the planned round
+                    t_l = t0 + faults.leave_fraction[d] * sum(phases)
+                    if t_l < fail_at[j]:
+                        fail_at[j], fail_status[j] = t_l, LEFT
+        self._fail_status = fail_status
 
         # policy bookkeeping
         rs = sc.round
@@ -238,7 +269,7 @@ class Simulation:
         # Fast path (same arithmetic as the general one): without contention, traces, outages or a
         # failure, every phase's duration is known at the start, so it is computed for all devices at once.
         bw = fleet.bandwidth
-        fast = ~bw.traced[selected] & ~np.isfinite(fail_at) & (outage == 0) & (self.channels is None)
+        fast = ~bw.traced[selected] & ~np.isfinite(fail_at) & (outage == 0) & (self.channels is None) & ~risky
         up_rate = bw.up_mbps[selected]
         down_rate = up_rate * bw.down_up_ratio[selected]
         size_dn = np.array([c.bytes_down for c in costs], dtype=float)
@@ -249,9 +280,11 @@ class Simulation:
         for j, d in enumerate(selected):
             if fast[j]:
                 buf.bw_down_mbps[j], buf.bw_up_mbps[j] = down_rate[j], up_rate[j]
-                gen = self._device_fast(buf, j, int(d), plans[j], costs[j], step_s[j], fits[j], t_dn[j], t_up[j])
+                gen = self._device_fast(buf, j, int(d), plans[j], costs[j], step_s[j], fits[j], t_dn[j], t_up[j],
+                                        bool(lost[j]))
             else:
-                gen = self._device(buf, j, int(d), plans[j], costs[j], step_s[j], fits[j], outage[j], fail_at[j])
+                gen = self._device(buf, j, int(d), plans[j], costs[j], step_s[j], fits[j], outage[j], fail_at[j],
+                                   bool(lost[j]))
             procs.append(env.process(gen))
         deadline = math.nan
         if rs.policy == "deadline":
@@ -384,28 +417,36 @@ class Simulation:
         return True
 
     def _transfer(self, buf: RoundBuffer, j: int, d: int, size: int, direction: str, fail_at: float):
-        """Latency + payload; with contention the payload shares the device's channel."""
+        """Latency + payload; with contention the payload shares the device's channel. Returns None when
+        the transfer completes, else the status of the failure that cut it (the device's own failure at
+        ``fail_at``, or a partition of its placement class, whichever comes first)."""
         env, bw = self.env, self.fleet.bandwidth
+        cut, why = fail_at, int(self._fail_status[j])
+        faults = self.fleet.faults
+        if faults is not None:
+            p = faults.partition_start(int(self.fleet.placement[d]), env.now)
+            if p < cut:
+                cut, why = p, PARTITIONED
         rate = bw.rate_mbps(d, env.now + self.latency_s, direction)
         (buf.bw_up_mbps if direction == "up" else buf.bw_down_mbps)[j] = rate
         if self.channels is None:
             dur = self.latency_s + bw.data_time_s(d, size, env.now + self.latency_s, direction, self.eta_net)
-            return (yield from self._sleep(dur, fail_at))
-        if not (yield from self._sleep(self.latency_s, fail_at)):
-            return False
+            return None if (yield from self._sleep(dur, cut)) else why
+        if not (yield from self._sleep(self.latency_s, cut)):
+            return why
         ch = self.channels[self.fleet.placement[d]]
         flow = ch.start(8.0 * size / self.eta_net, rate * 1e6)
         self._flows[j] = (ch, flow)
-        if math.isfinite(fail_at):
-            yield flow.event | env.timeout(max(0.0, fail_at - env.now))
+        if math.isfinite(cut):
+            yield flow.event | env.timeout(max(0.0, cut - env.now))
             if not flow.event.triggered:
                 ch.cancel(flow)
                 self._flows[j] = None
-                return False
+                return why
         else:
             yield flow.event
         self._flows[j] = None
-        return True
+        return None
 
     def _downloaded(self, buf: RoundBuffer, j: int, d: int, plan: Plan, cost, fits: bool) -> bool:
         """Record the finished download; then either an OOM report (False) or the start of local
@@ -449,8 +490,8 @@ class Simulation:
             buf.extra_column(k)[j] = v
 
     def _device_fast(self, buf: RoundBuffer, j: int, d: int, plan: Plan, cost, step_s: float, fits: bool,
-                     t_down: float, t_up: float):
-        """:meth:`_device` for a device with known phase durations (no failure, no contention)."""
+                     t_down: float, t_up: float, lost: bool):
+        """:meth:`_device` for a device with known phase durations (no failure, no contention, no partition)."""
         env = self.env
         try:
             buf.t_available_s[j] = buf.t_download_start_s[j] = env.now
@@ -462,35 +503,43 @@ class Simulation:
             buf.compute_s[j] = compute
             buf.t_compute_end_s[j] = buf.t_upload_start_s[j] = env.now
             yield env.timeout(t_up)
-            buf.t_upload_end_s[j] = buf.t_report_s[j] = env.now
             buf.bytes_up[j] = cost.bytes_up
+            buf.t_upload_end_s[j] = env.now
+            if lost:  # sent, never received (faults.lost_upload_prob)
+                return self._finish(buf, j, LOST)
+            buf.t_report_s[j] = env.now
             return self._finish(buf, j, OK)
         except simpy.Interrupt:
             return None
 
     def _device(self, buf: RoundBuffer, j: int, d: int, plan: Plan, cost, step_s: float, fits: bool,
-                outage_s: float, fail_at: float):
+                outage_s: float, fail_at: float, lost: bool):
         env = self.env
+        fail = int(self._fail_status[j])  # dropped (dynamics), crashed or left (faults) at fail_at
         try:
             if outage_s > 0 and not (yield from self._sleep(outage_s, fail_at)):
-                return self._finish(buf, j, DROPPED)
+                return self._finish(buf, j, fail)
             buf.t_available_s[j] = env.now
             buf.t_download_start_s[j] = env.now
-            if not (yield from self._transfer(buf, j, d, cost.bytes_down, "down", fail_at)):
-                return self._finish(buf, j, DROPPED)
+            err = yield from self._transfer(buf, j, d, cost.bytes_down, "down", fail_at)
+            if err is not None:
+                return self._finish(buf, j, err)
             if not self._downloaded(buf, j, d, plan, cost, fits):
                 return self._finish(buf, j, OOM)
             compute = plan.local_steps * step_s
             if not (yield from self._sleep(compute, fail_at)):
                 buf.compute_s[j] = env.now - buf.t_compute_start_s[j]
-                return self._finish(buf, j, DROPPED)
+                return self._finish(buf, j, fail)
             buf.compute_s[j] = compute
             buf.t_compute_end_s[j] = env.now
             buf.t_upload_start_s[j] = env.now
-            if not (yield from self._transfer(buf, j, d, cost.bytes_up, "up", fail_at)):
-                return self._finish(buf, j, DROPPED)
+            err = yield from self._transfer(buf, j, d, cost.bytes_up, "up", fail_at)
+            if err is not None:
+                return self._finish(buf, j, err)
             buf.t_upload_end_s[j] = env.now
             buf.bytes_up[j] = cost.bytes_up
+            if lost:  # sent, never received (faults.lost_upload_prob)
+                return self._finish(buf, j, LOST)
             buf.t_report_s[j] = env.now
             return self._finish(buf, j, OK)
         except simpy.Interrupt:

@@ -18,6 +18,7 @@ import numpy as np
 from devices.catalog import GIB, PowerMode, load_catalog
 from devices.cost import total_params
 from devices.dynamics import Availability, BackgroundLoad, Dropout, PowerModeProcess
+from devices.faults import Faults
 from devices.network import BandwidthModel, Trace, load_trace
 from devices.rng import PerDeviceStream, generator
 from devices.timing import DeviceProfile, ModeTable
@@ -75,6 +76,7 @@ class FleetModel:
     dropout: Dropout
     availability: Availability
     prune_ratio: np.ndarray = field(default=None)  # committed sparsity per device
+    faults: Faults | None = None  # scenario key faults (devices/faults.py)
 
     @property
     def n(self) -> int:
@@ -86,6 +88,8 @@ class FleetModel:
         self.load.begin_round(r)
         self.bandwidth.begin_round(r)
         self.dropout.begin_round(r)
+        if self.faults is not None:
+            self.faults.begin_round(r)
 
     def slots(self, devices: np.ndarray) -> np.ndarray:
         return self.slot_offset[self.group[devices]] + self.modes.current[devices]
@@ -221,6 +225,7 @@ def build_fleet(sc: Scenario, base_dir: Path | None) -> FleetModel:
         mode_table=table, capacity_bytes=np.array([p.capacity_bytes for p in profiles]),
         reserve_bytes=np.array([p.runtime_reserve_bytes for p in profiles]), bandwidth=bw, modes=modes_proc,
         load=load, dropout=dropout, availability=availability, prune_ratio=np.zeros(n),
+        faults=Faults(sc.faults, seed, n, placement, class_names) if sc.faults is not None else None,
     )
 
 

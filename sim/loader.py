@@ -6,9 +6,11 @@ what is allowed; the CLI prints it and exits with status 2. Nothing here writes 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +20,64 @@ from pydantic import BaseModel, ValidationError
 from sim.scenario import Scenario
 
 MAX_SCENARIO_BYTES = 1_000_000
+MAX_MODEL_CONFIG_BYTES = 1_000_000
+"""A target model's ``config.json`` (workload.model given as a path) is read whole: bound it."""
 MAX_DEPTH = 50
 MAX_NODES = 200_000
 """Values after expanding YAML aliases; a few hundred bytes of nested aliases can otherwise expand
 to billions of nodes ("billion laughs")."""
+MAX_YAML_NESTING = 4 * MAX_DEPTH
+"""Nesting the YAML scanner accepts (flow brackets plus block indentation levels), checked token by token:
+PyYAML's pure-Python scanner is quadratic in flow depth (40 KB of ``[`` took 2 s before failing), so a
+deep document is refused at its first too-deep bracket. Shallower but still too deep documents get the
+exact check (MAX_DEPTH) after parsing."""
+
+
+_CONSTRUCT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+"""What PyYAML's safe constructors raise on a malformed tagged or implicit scalar (``!!int 0x``,
+``!!float ''``, ``!!bool maybe``, ``2001-02-30``, ``!!timestamp xyz``) instead of a ``YAMLError``."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` (no Python tags) that refuses duplicate keys instead of keeping the last."""
+    """``yaml.SafeLoader`` (no Python tags) that refuses duplicate keys instead of keeping the last, and
+    turns the constructors' stray Python exceptions into ``ConstructorError`` with the line and column."""
+
+    def _check_nesting(self) -> None:
+        if self.flow_level + len(self.indents) > MAX_YAML_NESTING:
+            raise yaml.scanner.ScannerError(None, None, f"nested too deeply (more than {MAX_YAML_NESTING} levels)",
+                                            self.get_mark())
+
+    def compose_node(self, parent, index):
+        # count while composing: a 1 MB file of small items is refused after MAX_NODES, not after all of them
+        self._composed = getattr(self, "_composed", 0) + 1
+        if self._composed > MAX_NODES:
+            raise yaml.composer.ComposerError(None, None, f"more than {MAX_NODES} values",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+    def fetch_flow_collection_start(self, TokenClass):
+        super().fetch_flow_collection_start(TokenClass)
+        self._check_nesting()
+
+    def add_indent(self, column):
+        added = super().add_indent(column)
+        if added:
+            self._check_nesting()
+        return added
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep=deep)
+        except _CONSTRUCT_ERRORS as e:
+            tag = str(node.tag).rsplit(":", 1)[-1]
+            value = _short(node.value) if isinstance(node, yaml.ScalarNode) else f"a {node.id}"
+            detail = f" ({e})" if isinstance(e, (ValueError, OverflowError)) else ""  # not "'NoneType' object..."
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {value} as {tag}{detail}", node.start_mark) from None
 
     def construct_mapping(self, node, deep=False):
+        if not isinstance(node, yaml.MappingNode):  # e.g. ``!!set [1]``: the base class says what it found
+            return super().construct_mapping(node, deep=deep)
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
@@ -53,25 +103,35 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with ``yaml.safe_load`` (no Python tags), at most 1 MB."""
     p = Path(path)
     try:
-        size = p.stat().st_size
+        st = p.stat()
     except FileNotFoundError:
         raise ScenarioError(f"{p}: no such file") from None
     except OSError as e:
         raise ScenarioError(f"{p}: cannot read ({e.strerror})") from None
-    if not p.is_file():
+    except ValueError:  # a NUL byte in the path
+        shown = str(p).replace("\x00", "\\x00")
+        raise ScenarioError(f"{shown}: not a valid file name (NUL byte)") from None
+    if not stat.S_ISREG(st.st_mode):
         raise ScenarioError(f"{p}: not a regular file")
-    if size > MAX_SCENARIO_BYTES:
-        raise ScenarioError(f"{p}: {size} bytes exceeds the {MAX_SCENARIO_BYTES}-byte limit for scenario files")
+    if st.st_size > MAX_SCENARIO_BYTES:
+        raise ScenarioError(f"{p}: {st.st_size} bytes exceeds the {MAX_SCENARIO_BYTES}-byte limit for scenario files")
     try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ScenarioError(f"{p}: not UTF-8 text") from None
+        with p.open("rb") as f:
+            raw = f.read(MAX_SCENARIO_BYTES + 1)  # bounded: the file may have grown since stat()
     except OSError as e:
         raise ScenarioError(f"{p}: cannot read ({e.strerror})") from None
+    if len(raw) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(f"{p}: more than {MAX_SCENARIO_BYTES} bytes, the limit for scenario files")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{p}: not UTF-8 text") from None
     return parse_yaml(text, str(p))
 
 
 def parse_yaml(text: str, origin: str = "<string>") -> dict[str, Any]:
+    """Parse scenario text: one YAML mapping with string keys, no Python tags, no duplicate keys,
+    bounded depth and size; every problem is a :class:`ScenarioError` naming ``origin``."""
     if not text.strip():
         raise ScenarioError(f"{origin}: empty scenario file")
     try:
@@ -82,6 +142,8 @@ def parse_yaml(text: str, origin: str = "<string>") -> dict[str, Any]:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         if "python/" in str(e):
             problem = f"{problem}; Python object tags are not allowed in scenarios"
+        elif "tag:yaml.org,2002:merge" in str(e):
+            problem = f"{problem}; YAML merge keys (<<) are not supported in scenarios"
         raise ScenarioError(f"{origin}: invalid YAML{where}: {problem}") from None
     except RecursionError:
         raise ScenarioError(f"{origin}: YAML nested too deeply") from None
@@ -159,7 +221,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 
 
 def _index(part: str, node: list, where: str) -> int:
-    if not part.isdigit() or int(part) >= len(node):
+    if not (part.isascii() and part.isdigit()) or int(part) >= len(node):  # "²".isdigit() but int("²") fails
         raise ScenarioError(f"--set {where}: index {part!r} not in 0..{len(node) - 1}")
     return int(part)
 
@@ -167,6 +229,8 @@ def _index(part: str, node: list, where: str) -> int:
 def _loc(loc: tuple) -> str:
     out = ""
     for p in loc:
+        if isinstance(p, str) and not p.isprintable():  # no raw control characters (terminal escapes) in messages
+            p = _short(p)
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out or "(top level)"
 
@@ -265,22 +329,23 @@ def validate(data: dict[str, Any], origin: str = "<scenario>", base_dir: Path | 
         except ValidationError as e:
             raise ScenarioError(f"{origin}: invalid scenario\n"
                                 + format_validation_error(e, params_model, (*where.split("."), "params"))) from None
-    try:
-        arch = load_arch(sc.workload.model, base_dir)
-    except ValueError as e:
-        raise ScenarioError(f"{origin}: invalid scenario\nworkload.model: {e}") from None
+    arch = _load_arch(sc.workload.model, base_dir, origin)
     if sc.workload.seq_len > arch.usable_positions:
         raise ScenarioError(
             f"{origin}: invalid scenario\nworkload.seq_len: {sc.workload.seq_len} exceeds the model's {arch.usable_positions} positions")
     for where, spec in specs:
         cls = get_strategy_class(spec.name)
-        for key, msg in cls.check_params(cls.Params.model_validate(spec.params), arch.num_layers,
-                                         sc.learning.kind == "real"):
+        try:
+            problems = cls.check_params(cls.Params.model_validate(spec.params), arch.num_layers,
+                                        sc.learning.kind == "real")
+        except (ArithmeticError, TypeError, ValueError) as e:  # e.g. a 400-digit bandit parameter
+            raise ScenarioError(f"{origin}: invalid scenario\n{where}.params: invalid value ({e})") from None
+        for key, msg in problems:
             raise ScenarioError(f"{origin}: invalid scenario\n{where}.params.{key}: {msg}")
     for key, path in _file_refs(sc):
         p = Path(path) if Path(path).is_absolute() or base_dir is None else base_dir / path
-        if not p.is_file():
-            raise ScenarioError(f"{origin}: invalid scenario\n{key}: file {path!r} not found")
+        if not _is_file(p):
+            raise ScenarioError(f"{origin}: invalid scenario\n{key}: file {_short(path)} not found")
     _check_trace_files(sc, base_dir, origin)
     if sc.learning.kind == "real":
         _check_learning(sc, origin)
@@ -292,6 +357,7 @@ def _check_learning(sc: Scenario, origin: str) -> None:
     from learning.data import load_dataset  # noqa: PLC0415 (numpy only)
 
     ln = sc.learning
+    _check_proxy_model(ln.model, origin)
     try:
         n = len(load_dataset(ln.dataset).labels)
     except (FileNotFoundError, RuntimeError) as e:
@@ -321,14 +387,89 @@ def _check_trace_files(sc: Scenario, base_dir: Path | None, origin: str) -> None
         if c.trace:
             try:
                 load_trace(resolve(c.trace))
-            except ValueError as e:
+            except (ValueError, OSError, csv.Error) as e:  # csv.Error: e.g. a field over the csv module's limit
                 raise ScenarioError(f"{origin}: invalid scenario\nnetwork.classes.{name}.trace: {e}") from None
     if sc.dynamics.availability.kind == "trace":
         ids, labels = device_ids(sc)
+        path = resolve(sc.dynamics.availability.trace)
         try:
-            read_availability(resolve(sc.dynamics.availability.trace), ids, labels)
+            read_availability(path, ids, labels)
         except ScenarioError as e:
             raise ScenarioError(f"{origin}: invalid scenario\n{e}") from None
+        except (ValueError, OSError, csv.Error) as e:  # not UTF-8, an oversized CSV field
+            raise ScenarioError(f"{origin}: invalid scenario\ndynamics.availability.trace: cannot read {path}: {e}") from None
+
+
+def _is_file(p: Path) -> bool:
+    """``p.is_file()``, False (not an exception) for names the OS refuses (too long, NUL byte)."""
+    try:
+        return p.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+_ARCH_SIZES = {"num_layers": "num_hidden_layers", "hidden": "hidden_size", "num_heads": "num_attention_heads",
+               "num_kv_heads": "num_key_value_heads", "head_dim": "head_dim", "intermediate": "intermediate_size",
+               "vocab": "vocab_size", "max_positions": "max_position_embeddings"}
+"""ModelArch field -> config.json key, for the sizes the cost model divides and multiplies by."""
+
+
+def _load_arch(model: str, base_dir: Path | None, origin: str) -> Any:
+    """``devices.workload.load_arch`` with every failure as a ScenarioError naming workload.model: names the OS
+    refuses, config files over MAX_MODEL_CONFIG_BYTES, and a config.json whose sizes are not positive integers."""
+    from devices.workload import load_arch, preset_names  # noqa: PLC0415
+
+    bad = f"{origin}: invalid scenario\nworkload.model: "
+    if model not in preset_names():
+        p = Path(model) if Path(model).is_absolute() or base_dir is None else base_dir / model
+        try:
+            cfg = p / "config.json" if p.is_dir() else p
+            size = cfg.stat().st_size if cfg.is_file() else None
+        except OSError as e:  # e.g. a name longer than the file system allows
+            raise ScenarioError(f"{bad}{_short(model)}: cannot read ({e.strerror or e})") from None
+        if size is not None and size > MAX_MODEL_CONFIG_BYTES:
+            raise ScenarioError(f"{bad}{cfg}: {size} bytes exceeds the {MAX_MODEL_CONFIG_BYTES}-byte limit "
+                                "for a config.json")
+    try:
+        arch = load_arch(model, base_dir)
+    except (ValueError, TypeError, KeyError, ArithmeticError, OSError) as e:
+        raise ScenarioError(f"{bad}{e}") from None
+    wrong = [key for field, key in _ARCH_SIZES.items()
+             if type(getattr(arch, field)) is not int or getattr(arch, field) <= 0]  # bool is not a size
+    if type(arch.type_vocab) is not int or arch.type_vocab < 0:
+        wrong.append("type_vocab_size")
+    if wrong:
+        raise ScenarioError(f"{bad}{_short(model)}: config.json values must be positive integers: {', '.join(wrong)}")
+    return arch
+
+
+_PROXY_NAMES = ("minilm", "tiny-bert", "tiny-llama")
+"""learning.models.MODEL_NAMES (not imported here: that module imports torch)."""
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
+
+
+def _check_proxy_model(name: str, origin: str) -> None:
+    """learning.model must be a packaged name, an existing local folder with a config.json, or a Hugging Face
+    name (``org/model``): no URLs, no control characters, no paths that do not exist (which transformers would
+    take for a Hub name). Local paths resolve as learning.models.load_proxy resolves them (working directory);
+    whatever the name, the model is loaded with ``trust_remote_code=False``."""
+    if name in _PROXY_NAMES:
+        return
+    bad = f"{origin}: invalid scenario\nlearning.model: "
+    allowed = (f"allowed: {', '.join(_PROXY_NAMES)}, a Hugging Face name (org/model) "
+               "or a local folder with a config.json")
+    try:
+        local = Path(name).expanduser()
+        exists = local.exists()
+    except (OSError, ValueError, RuntimeError):  # too long, NUL byte, ~unknown_user
+        exists = False
+    if exists:
+        if not _is_file(local / "config.json"):
+            raise ScenarioError(f"{bad}local path {_short(name)} is not a folder with a config.json; {allowed}")
+        return
+    if not _HUB_NAME.fullmatch(name) or ".." in name or "--" in name:
+        raise ScenarioError(f"{bad}{_short(name)} is not a packaged model, an existing local folder or a "
+                            f"Hugging Face name; {allowed}")
 
 
 def _file_refs(sc: Scenario) -> list[tuple[str, str]]:
@@ -345,9 +486,9 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple
     for a in overrides or []:
         apply_override(data, a)
     check_structure(data, str(p))
-    if data.get("name") is None:
-        stem = p.stem if p.stem and p.stem[0].isalnum() else "scenario"
-        data["name"] = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem)[:100]
+    if data.get("name") is None:  # the file stem, reduced to what sim.scenario.NAME_RE allows (ASCII)
+        name = "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in p.stem)[:100]
+        data["name"] = name if name and name[0].isascii() and name[0].isalnum() else "scenario"
     base = p.resolve().parent
     return validate(data, str(p), base), base
 
@@ -355,8 +496,9 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple
 def resolved_dict(sc: Scenario) -> dict[str, Any]:
     """The fully resolved scenario (every default filled in), JSON-compatible."""
     d = sc.model_dump(mode="json")
-    if d.get("policies") is None:  # a single-strategy scenario: same digest as before the key existed
-        d.pop("policies", None)
+    for key in ("policies", "faults"):  # absent keys: same digest as before they existed
+        if d.get(key) is None:
+            d.pop(key, None)
     return d
 
 

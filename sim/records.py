@@ -36,6 +36,7 @@ class RoundBuffer:
         for c in TIME_COLUMNS:
             setattr(self, c, np.full(n, NAN))
         self.step_time_s = np.full(n, NAN)
+        self.straggler_factor = np.ones(n)  # step-time multiplier of a straggler spike (faults)
         self.compute_s = np.full(n, NAN)
         self.bw_down_mbps = np.full(n, NAN)
         self.bw_up_mbps = np.full(n, NAN)
@@ -105,6 +106,7 @@ class Recorder:
             "idle_s": idle,
             "idle_fraction": idle / duration if duration > 0 else np.where(reported, 0.0, NAN),
             "step_time_s": buf.step_time_s.copy(),
+            "straggler_factor": buf.straggler_factor.copy(),
             "compute_s": buf.compute_s.copy(),
             "flops_per_step": flops.astype(float),
             "background_load": load.astype(float),
@@ -137,6 +139,10 @@ class Recorder:
             "n_dropped": int((st == STATUS_CODE["dropped"]).sum()),
             "n_late": int((st == STATUS_CODE["late"]).sum()),
             "n_cancelled": int((st == STATUS_CODE["cancelled"]).sum()),
+            "n_crashed": int((st == STATUS_CODE["crashed"]).sum()),
+            "n_lost": int((st == STATUS_CODE["lost"]).sum()),
+            "n_partitioned": int((st == STATUS_CODE["partitioned"]).sum()),
+            "n_left": int((st == STATUS_CODE["left"]).sum()),
             "deadline_s": deadline_s,
             "median_device_time_s": float(np.median(dev_time)) if len(dev_time) else NAN,
             "max_device_time_s": float(dev_time.max()) if len(dev_time) else NAN,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from algorithms.base import STATUSES
 from devices.cost import plan_cost
 from devices.plan import Plan, top_layers
 from sim import __version__
@@ -72,7 +73,7 @@ def summarize(sc: Scenario, out: RunOutput, run_id: str) -> dict:
         if len(hit):
             t_target = float(rounds["t_end_s"].iloc[hit[0]])
     finite_acc = acc[~np.isnan(acc)] if len(acc) else acc
-    status_counts = dev["status"].value_counts().reindex(["ok", "oom", "dropped", "late", "cancelled"], fill_value=0) \
+    status_counts = dev["status"].value_counts().reindex(list(STATUSES), fill_value=0) \
         if len(dev) else pd.Series(dtype=int)
     return {
         "scenario": sc.name,

@@ -47,9 +47,25 @@ def _numeric(ann: Any) -> bool:
     return any(_numeric(a) for a in getattr(ann, "__args__", ()) or () if not isinstance(a, (str, int, float)))
 
 
+def _short(v: Any) -> str:
+    """``repr(v)``, cut to 80 characters (a hostile 1 MB value should not become a 1 MB message)."""
+    s = repr(v)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+def _finite_share(x: Any) -> bool:
+    """A placement share: a real number (not bool), finite as a float (a 400-digit int is not), >= 0."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(x)) and x >= 0
+    except OverflowError:
+        return False
+
+
 def _check_name(v: str | None, what: str) -> str | None:
     if v is not None and not NAME_RE.fullmatch(v):
-        raise ValueError(f"{what} {v!r} must match {NAME_RE.pattern} (letters, digits, '.', '_', '-'; no path separators)")
+        raise ValueError(f"{what} {_short(v)} must match {NAME_RE.pattern} (letters, digits, '.', '_', '-'; no path separators)")
     return v
 
 
@@ -97,17 +113,17 @@ class FleetGroup(Strict):
             return v
         if isinstance(v, dict) and all(isinstance(k, str) for k in v):
             for k, x in v.items():
-                if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
-                    raise ValueError(f"{k}: share must be a finite number >= 0, got {x!r}")
+                if not _finite_share(x):
+                    raise ValueError(f"{k}: share must be a finite number >= 0, got {_short(x)}")
             return v
-        raise ValueError(f"must be a class name or a mapping {{class: share}}, got {v!r}")
+        raise ValueError(f"must be a class name or a mapping {{class: share}}, got {_short(v)}")
 
     @field_validator("type")
     @classmethod
     def _known_type(cls, v: str) -> str:
         cat = load_catalog()
         if v not in cat:
-            raise ValueError(f"unknown device type {v!r}; allowed: {', '.join(cat)}")
+            raise ValueError(f"unknown device type {_short(v)}; allowed: {', '.join(cat)}")
         return v
 
     @field_validator("name")
@@ -120,12 +136,12 @@ class FleetGroup(Strict):
         allowed = list(load_catalog()[self.type].mode_names) + [m.name for m in self.calibration.custom_modes]
         for i, m in enumerate(self.power_modes or []):
             if m not in allowed:
-                raise ValueError(f"power_modes[{i}]: unknown power mode {m!r} for {self.type}; allowed: {', '.join(allowed)}")
+                raise ValueError(f"power_modes[{i}]: unknown power mode {_short(m)} for {self.type}; allowed: {', '.join(allowed)}")
         if self.power_modes is not None and not self.power_modes:
             raise ValueError("power_modes: must not be empty (omit it for all modes)")
         modes = self.power_modes or allowed
         if self.initial_mode is not None and self.initial_mode not in modes:
-            raise ValueError(f"initial_mode: {self.initial_mode!r} is not among this group's modes: {', '.join(modes)}")
+            raise ValueError(f"initial_mode: {_short(self.initial_mode)} is not among this group's modes: {', '.join(modes)}")
         return self
 
     @property
@@ -371,6 +387,43 @@ class OutputSpec(Strict):
         return v
 
 
+Probability = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+
+
+class StragglerSpec(Strict):
+    prob: Probability = Field(0.0, description="per device per round: a straggler spike starts (if none is running)")
+    factor: Annotated[float, Field(ge=1, le=1e6, allow_inf_nan=False)] = Field(
+        4.0, description="step time multiplier during a spike (the device's speed divided by it)")
+    rounds: Annotated[int, Field(ge=1, le=1_000_000)] = Field(3, description="rounds a spike lasts")
+
+
+class PartitionSpec(Strict):
+    placement: str = Field(description="placement class that cannot reach the server")
+    start_s: NonNegFloat = Field(description="simulated time the partition begins, s")
+    end_s: PosFloat = Field(description="simulated time it ends, s (exclusive)")
+
+    @model_validator(mode="after")
+    def _order(self) -> "PartitionSpec":
+        if not self.end_s > self.start_s:
+            raise ValueError(f"end_s: {self.end_s} must exceed start_s {self.start_s}")
+        return self
+
+
+class FaultsSpec(Strict):
+    """Faults injected into the fleet (devices/faults.py): crashes, lost uploads, partitions, stragglers, leaving."""
+
+    crash_prob: Probability = Field(0.0, description="per selected device per round: crashes at a random phase "
+                                                     "(download, training or upload); back next round")
+    lost_upload_prob: Probability = Field(0.0, description="per device per round: the upload is sent but never "
+                                                           "reaches the server")
+    leave_prob: Probability = Field(0.0, description="per device per round: leaves the fleet for good (mid-round "
+                                                     "if selected)")
+    straggler: StragglerSpec = Field(default_factory=StragglerSpec)
+    partitions: list[PartitionSpec] = Field(default_factory=list, max_length=100_000,
+                                            description="[{placement, start_s, end_s}]: a class unreachable in "
+                                                        "[start_s, end_s) of simulated time")
+
+
 class Scenario(Strict):
     name: str | None = Field(None, description="scenario name (default: the file name)")
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = Field(0, description="the one seed of the run")
@@ -385,6 +438,8 @@ class Scenario(Strict):
         None, description="compare several strategies on the same fleet, seed and data: {label: {name, params}}; "
                           "fedfleet run then runs one child run per label (algorithm is ignored)")
     learning: LearningSpec = Field(default_factory=LearningSpec)
+    faults: FaultsSpec | None = Field(None, description="fault injection (crashes, lost uploads, partitions, "
+                                                        "straggler spikes, devices leaving); none by default")
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @field_validator("name")
@@ -409,12 +464,16 @@ class Scenario(Strict):
             for c in names:
                 if c not in self.network.classes:
                     raise ValueError(
-                        f"fleet.groups[{i}].placement: unknown class {c!r}; allowed: {', '.join(self.network.classes)}")
+                        f"fleet.groups[{i}].placement: unknown class {_short(c)}; allowed: {', '.join(self.network.classes)}")
             if isinstance(g.placement, dict) and not sum(g.placement.values()) > 0:
                 raise ValueError(f"fleet.groups[{i}].placement: shares must sum to more than 0")
         labels = [g.label for g in self.fleet.groups]
         if len(set(labels)) != len(labels):
             raise ValueError("fleet.groups: group labels must be unique (set name: on groups of the same type)")
+        for i, p in enumerate(self.faults.partitions if self.faults is not None else []):
+            if p.placement not in self.network.classes:
+                raise ValueError(f"faults.partitions[{i}].placement: unknown class {p.placement!r}; "
+                                 f"allowed: {', '.join(self.network.classes)}")
         if self.round.policy == "first_k" and self.round.k > self.n_devices:
             raise ValueError(f"round.k: {self.round.k} exceeds the fleet size {self.n_devices}")
         return self

@@ -11,11 +11,16 @@
 6. Sizes match the plan: bytes up/down of completed transfers equal the cost model's message sizes
    and compute_s = local_steps x step_time_s for completed training.
 7. Per-round counters equal the per-device statuses.
+8. Injected faults (``faults``): a lost upload completed its upload and has no report; a crashed,
+   partitioned or departed device has no report and sent no complete upload; a device that left
+   the fleet never appears in a later round.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from algorithms.base import STATUSES
 import pandas as pd
 
 REL = 1e-9
@@ -74,6 +79,15 @@ def verify(rounds: pd.DataFrame, dev: pd.DataFrame, policy: str = "all",
             dl_done = ~np.isnan(t["t_download_end_s"])
             check(dl_done & (dev["bytes_down"].to_numpy() != expected_bytes[0]), "bytes_down differs from the plan's size")
             check(ok & (dev["bytes_up"].to_numpy() != expected_bytes[1]), "bytes_up differs from the plan's size")
+        lost = status == "lost"
+        check(lost & np.isnan(t["t_upload_end_s"]), "lost upload without a completed upload")
+        failed = np.isin(status, ("crashed", "partitioned", "left", "dropped"))
+        check(failed & ~np.isnan(t["t_upload_end_s"]), "failed device with a completed upload")
+        check(lost & ~np.isnan(t["t_report_s"]), "lost upload with a report")
+        left = dev.loc[status == "left"].groupby("device_index", observed=True)["round"].min()
+        if len(left):
+            later = dev["round"].to_numpy() > dev["device_index"].map(left).fillna(np.inf).to_numpy()
+            check(later, "device selected after it left the fleet")
         # sparsity never decreases over a device's credited rounds
         cr = dev.loc[dev["credited"], ["device_index", "round", "prune_ratio"]].sort_values(["device_index", "round"])
         dp = cr.groupby("device_index")["prune_ratio"].diff()
@@ -93,8 +107,8 @@ def verify(rounds: pd.DataFrame, dev: pd.DataFrame, policy: str = "all",
                 check(~np.isnan(dl) & (re_ - rs > dl * (1 + REL) + 1e-9), "round ran past its deadline")
             counts = dev.groupby(["round", "status"], observed=False).size().unstack(fill_value=0)
             counts = counts.reindex(rounds["round"]).fillna(0)
-            for s in ("ok", "oom", "dropped", "late", "cancelled"):
-                if s in counts:
+            for s in STATUSES:
+                if s in counts and f"n_{s}" in rounds:
                     check(counts[s].to_numpy() != rounds[f"n_{s}"].to_numpy(), f"rounds.n_{s} differs from device statuses")
             check(g.size().reindex(rounds["round"]).to_numpy() != rounds["n_selected"].to_numpy(), "n_selected differs")
     if errs:

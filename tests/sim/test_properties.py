@@ -1,5 +1,6 @@
-"""Property-based: random small fleets, dynamics, network and round policies always give runs that
-pass verify(), credit only reported work, and are reproducible."""
+"""Property-based: random small fleets, dynamics, network, round policies and injected faults
+(crashes, lost uploads, partitions, straggler spikes, devices leaving) always give runs that pass
+verify(), credit only reported work, and are reproducible."""
 
 from __future__ import annotations
 
@@ -44,11 +45,19 @@ def scenarios(draw):
     d["algorithm"] = draw(st.sampled_from([
         {"name": "fixed", "params": {"prune_target": 0.5, "rank": 8}},
         {"name": "random", "params": {"reach_target_by": 4}},
+        {"name": "fedspine", "params": {"prune_target": 0.4}},
     ]))
+    if draw(st.booleans()):
+        prob = st.sampled_from([0.0, 0.1, 0.3, 0.7])
+        parts = [{"placement": draw(st.sampled_from(["a", "b"])), "start_s": s, "end_s": s + draw(st.floats(1, 500))}
+                 for s in draw(st.lists(st.floats(0, 1000), max_size=3))]
+        d["faults"] = {"crash_prob": draw(prob), "lost_upload_prob": draw(prob), "leave_prob": draw(prob),
+                       "straggler": {"prob": draw(prob), "factor": draw(st.floats(1, 20)), "rounds": draw(st.integers(1, 4))},
+                       "partitions": parts}
     return d
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(scenarios())
 def test_random_fleets_pass_verify_and_reproduce(d):
     _, out = run_dict(d)  # simulate() runs verify() and raises on any broken invariant
@@ -60,7 +69,12 @@ def test_random_fleets_pass_verify_and_reproduce(d):
     assert credited[["t_download_end_s", "t_compute_end_s", "t_upload_end_s", "t_report_s"]].notna().all().all()
     assert (credited["bytes_up"] > 0).all()
     not_ok = dev[dev["status"] != "ok"]
-    assert (not_ok["bytes_up"] == 0).all()
+    assert (not_ok.loc[not_ok["status"] != "lost", "bytes_up"] == 0).all()  # a lost upload was sent, not received
+    assert not_ok["t_report_s"].isna().all() or (not_ok["status"] == "oom").any()
+    # a device that left the fleet is never selected again
+    left = dev[dev["status"] == "left"].groupby("device_id", observed=True)["round"].min()
+    for device, r in left.items():
+        assert not ((dev["device_id"] == device) & (dev["round"] > r)).any()
     # every round's selected devices are distinct, and time only moves forward
     assert not dev.duplicated(["round", "device_id"]).any()
     assert np.all(np.diff(rounds["t_end_s"].to_numpy()) >= 0)
