@@ -59,7 +59,7 @@ run_scenario(sc, base, out, progress=False)
 
 
 def timing_scenario(tmp_path: Path, rounds: int = 12, every: int = 1) -> Path:
-    """Dynamics of every kind, a bandit, dropouts, a deadline and a shared channel: state everywhere."""
+    """Dynamics of every kind, a bandit, dropouts, faults, a deadline and a shared channel: state everywhere."""
     d = base_scenario(name="ck")
     d["fleet"]["groups"] = [{"type": "tx2", "count": 6, "placement": "slow"},
                             {"type": "xavier_nx", "count": 6, "placement": "lan"},
@@ -73,6 +73,9 @@ def timing_scenario(tmp_path: Path, rounds: int = 12, every: int = 1) -> Path:
     d["algorithm"] = {"name": "fedspine", "params": {"prune_target": 0.4}}
     d["training"] = {"rounds": rounds, "local_steps": 10}
     d["round"] = {"policy": "deadline", "deadline_factor": 1.3}
+    d["faults"] = {"crash_prob": 0.1, "lost_upload_prob": 0.05, "leave_prob": 0.01,
+                   "straggler": {"prob": 0.1, "factor": 3.0, "rounds": 2},
+                   "partitions": [{"placement": "slow", "start_s": 200, "end_s": 400}]}
     d["output"] = {"plots": False, "progress": False, "checkpoint_every": every}
     p = tmp_path / "ck.yaml"
     p.write_text(yaml.safe_dump(d))
