@@ -376,6 +376,8 @@ def factor_svd(
     m, n = d.shape
     A = lora_a_init(r, n, gen)
     B = torch.zeros((m, r), dtype=_DTYPE)
+    if not bool(d.any()):  # no data components (e.g. no global update yet): the SVD would keep none
+        return B, A
     U, S, Vh, numerical_rank = _svd_parts(d)
     g = min(r, numerical_rank)
     if g > 0:
