@@ -321,8 +321,8 @@ def validate(data: dict[str, Any], origin: str = "<scenario>", base_dir: Path | 
     specs = [("algorithm", sc.algorithm)] + [(f"policies.{k}", v) for k, v in (sc.policies or {}).items()]
     for where, spec in specs:
         if spec.name not in strategy_names():
-            raise ScenarioError(
-                f"{origin}: invalid scenario\n{where}.name: unknown strategy {spec.name!r}; allowed: {', '.join(strategy_names())}")
+            raise ScenarioError(f"{origin}: invalid scenario\n{where}.name: unknown strategy {_short(spec.name)}; "
+                                f"allowed: {', '.join(strategy_names())}")
         params_model = get_strategy_class(spec.name).Params
         try:
             params_model.model_validate(spec.params)
@@ -397,7 +397,8 @@ def _check_trace_files(sc: Scenario, base_dir: Path | None, origin: str) -> None
         except ScenarioError as e:
             raise ScenarioError(f"{origin}: invalid scenario\n{e}") from None
         except (ValueError, OSError, csv.Error) as e:  # not UTF-8, an oversized CSV field
-            raise ScenarioError(f"{origin}: invalid scenario\ndynamics.availability.trace: cannot read {path}: {e}") from None
+            raise ScenarioError(f"{origin}: invalid scenario\n"
+                                f"dynamics.availability.trace: cannot read {path}: {e}") from None
 
 
 def _is_file(p: Path) -> bool:

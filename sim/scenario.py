@@ -65,7 +65,8 @@ def _finite_share(x: Any) -> bool:
 
 def _check_name(v: str | None, what: str) -> str | None:
     if v is not None and not NAME_RE.fullmatch(v):
-        raise ValueError(f"{what} {_short(v)} must match {NAME_RE.pattern} (letters, digits, '.', '_', '-'; no path separators)")
+        raise ValueError(f"{what} {_short(v)} must match {NAME_RE.pattern} "
+                         "(letters, digits, '.', '_', '-'; no path separators)")
     return v
 
 
@@ -136,12 +137,14 @@ class FleetGroup(Strict):
         allowed = list(load_catalog()[self.type].mode_names) + [m.name for m in self.calibration.custom_modes]
         for i, m in enumerate(self.power_modes or []):
             if m not in allowed:
-                raise ValueError(f"power_modes[{i}]: unknown power mode {_short(m)} for {self.type}; allowed: {', '.join(allowed)}")
+                raise ValueError(f"power_modes[{i}]: unknown power mode {_short(m)} for {self.type}; "
+                                 f"allowed: {', '.join(allowed)}")
         if self.power_modes is not None and not self.power_modes:
             raise ValueError("power_modes: must not be empty (omit it for all modes)")
         modes = self.power_modes or allowed
         if self.initial_mode is not None and self.initial_mode not in modes:
-            raise ValueError(f"initial_mode: {_short(self.initial_mode)} is not among this group's modes: {', '.join(modes)}")
+            raise ValueError(f"initial_mode: {_short(self.initial_mode)} is not among this group's modes: "
+                             f"{', '.join(modes)}")
         return self
 
     @property
@@ -463,8 +466,8 @@ class Scenario(Strict):
             names = [g.placement] if isinstance(g.placement, str) else list(g.placement)
             for c in names:
                 if c not in self.network.classes:
-                    raise ValueError(
-                        f"fleet.groups[{i}].placement: unknown class {_short(c)}; allowed: {', '.join(self.network.classes)}")
+                    raise ValueError(f"fleet.groups[{i}].placement: unknown class {_short(c)}; "
+                                     f"allowed: {', '.join(self.network.classes)}")
             if isinstance(g.placement, dict) and not sum(g.placement.values()) > 0:
                 raise ValueError(f"fleet.groups[{i}].placement: shares must sum to more than 0")
         labels = [g.label for g in self.fleet.groups]
