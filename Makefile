@@ -38,7 +38,7 @@ demo: setup
 test: setup chromium
 	$(BIN)/python -m pytest -q
 
-# Speed figures (issue 6): prints a table, writes results/bench/bench.json (~20 min; creates .venv-flower once).
+# Speed figures (issue 6): prints a table, writes results/bench/bench.json (~45 min on 2 cores; creates .venv-flower once).
 bench: setup
 	$(BIN)/python benchmarks/bench.py
 
