@@ -400,13 +400,13 @@ class StragglerSpec(Strict):
     rounds: Annotated[int, Field(ge=1, le=1_000_000)] = Field(3, description="rounds a spike lasts")
 
 
-class PartitionSpec(Strict):
+class NetworkPartitionSpec(Strict):
     placement: str = Field(description="placement class that cannot reach the server")
     start_s: NonNegFloat = Field(description="simulated time the partition begins, s")
     end_s: PosFloat = Field(description="simulated time it ends, s (exclusive)")
 
     @model_validator(mode="after")
-    def _order(self) -> "PartitionSpec":
+    def _order(self) -> "NetworkPartitionSpec":
         if not self.end_s > self.start_s:
             raise ValueError(f"end_s: {self.end_s} must exceed start_s {self.start_s}")
         return self
@@ -422,7 +422,7 @@ class FaultsSpec(Strict):
     leave_prob: Probability = Field(0.0, description="per device per round: leaves the fleet for good (mid-round "
                                                      "if selected)")
     straggler: StragglerSpec = Field(default_factory=StragglerSpec)
-    partitions: list[PartitionSpec] = Field(default_factory=list, max_length=100_000,
+    partitions: list[NetworkPartitionSpec] = Field(default_factory=list, max_length=100_000,
                                             description="[{placement, start_s, end_s}]: a class unreachable in "
                                                         "[start_s, end_s) of simulated time")
 

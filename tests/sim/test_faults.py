@@ -165,3 +165,20 @@ def test_real_learning_run_with_crashes_and_partitions_aggregates_only_reports()
         ok = sorted(dev.loc[(dev["round"] == r) & (status == "ok"), "device_index"].tolist())
         assert sorted(devices) == ok
     assert out.rounds["accuracy"].notna().sum() == 2
+
+
+def test_scenario_model_classes_have_unique_names():
+    """Scenarios are pickled to sweep workers by class name: two models with one name break that."""
+    import inspect
+    import pickle
+
+    from pydantic import BaseModel
+
+    import sim.scenario as S
+
+    for _, obj in inspect.getmembers(S, inspect.isclass):
+        if issubclass(obj, BaseModel) and obj.__module__ == S.__name__:
+            assert getattr(S, obj.__name__) is obj
+    sc = validate({**base_scenario(), "faults": {"partitions": [{"placement": "lan", "start_s": 0, "end_s": 5}]}},
+                  "<t>", REPO)
+    assert pickle.loads(pickle.dumps(sc)) == sc
