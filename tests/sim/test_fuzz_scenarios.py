@@ -331,22 +331,19 @@ def shipped() -> dict[str, dict]:
     return out
 
 
-def _paths(obj: Any, prefix: tuple = ()) -> list[tuple]:
-    out = [prefix] if prefix else []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out += _paths(v, prefix + (k,))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            out += _paths(v, prefix + (i,))
-    return out
+def _bench_fuzz():
+    """benchmarks/bench_fuzz.py as a module (its document walkers are shared with these tests)."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("bench_fuzz", Path(__file__).resolve().parents[2] / "benchmarks"
+                                                  / "bench_fuzz.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def _parent(doc: Any, path: tuple) -> Any:
-    node = doc
-    for p in path[:-1]:
-        node = node[p]
-    return node
+_BENCH = _bench_fuzz()
+_paths, _parent = _BENCH._paths, _BENCH._parent
 
 
 @st.composite
