@@ -61,6 +61,7 @@ class Faults:
         for p in spec.partitions:
             per[index[p.placement]].append((p.start_s, p.end_s))
         self._parts = [np.array(sorted(iv), dtype=float).reshape(-1, 2) for iv in per]
+        self.class_partitioned = np.array([len(iv) > 0 for iv in self._parts], dtype=bool)  # per placement class
         self.crashes = np.zeros(n, dtype=bool)
         self.crash_phase = np.zeros(n, dtype=np.int64)
         self.crash_fraction = np.zeros(n)
@@ -94,9 +95,6 @@ class Faults:
     def alive(self) -> np.ndarray:
         """Devices that have not left the fleet (a device leaving this round is still alive until it leaves)."""
         return ~self.gone
-
-    def has_partitions(self, placement: int) -> bool:
-        return len(self._parts[placement]) > 0
 
     def partition_start(self, placement: int, t: float) -> float:
         """The first moment at or after ``t`` at which ``placement`` is partitioned (``t`` itself if it

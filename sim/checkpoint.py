@@ -165,10 +165,14 @@ def save(path: Path, sim, next_round: int, digest: str) -> int:
     return len(data)
 
 
-def read_header(path: Path) -> tuple[dict, bytes]:
-    """(header, payload) of a checkpoint file, checked for magic, format, length and SHA-256."""
+def read_header(path: Path, payload: bool = True) -> tuple[dict, bytes | None]:
+    """(header, payload) of a checkpoint file, checked for magic, format, length and SHA-256. With
+    ``payload=False`` only the header is read and the length checked from the file size (a cheap
+    check before a resume; :func:`load` reads and hashes the payload once)."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            data = f.read() if payload else f.read(len(MAGIC) + MAX_HEADER_BYTES)
+            size = f.seek(0, 2)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no checkpoint (was the run started with output.checkpoint_every > 0, "
                               "and did it finish a round?)") from None
@@ -186,12 +190,15 @@ def read_header(path: Path) -> tuple[dict, bytes]:
         raise CheckpointError(f"{path}: corrupt checkpoint (unreadable header)") from None
     if fmt != FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {fmt!r}; this fedfleet reads format {FORMAT}")
-    payload = data[end + 1:]
-    if len(payload) != n:
-        raise CheckpointError(f"{path}: truncated checkpoint ({len(payload)} of {n} payload bytes)")
-    if hashlib.sha256(payload).hexdigest() != sha:
+    got = size - (end + 1)
+    if got != n:
+        raise CheckpointError(f"{path}: truncated checkpoint ({got} of {n} payload bytes)")
+    if not payload:
+        return header, None
+    body = data[end + 1:]
+    if hashlib.sha256(body).hexdigest() != sha:
         raise CheckpointError(f"{path}: corrupt checkpoint (SHA-256 of the payload does not match its header)")
-    return header, payload
+    return header, body
 
 
 def load(path: Path, sim, digest: str) -> dict[str, Any]:

@@ -59,12 +59,12 @@ def run(
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     from sim.checkpoint import CheckpointError  # noqa: PLC0415
     from sim.loader import ScenarioError  # noqa: PLC0415
-    from sim.runner import load_run, run_scenario  # noqa: PLC0415
+    from sim.runner import run_scenario, scenario_of_run  # noqa: PLC0415
 
     if resume is not None:
         if scenario is not None or set_ or out is not None:
             _fail("--resume RUN_DIR takes no scenario, --set or --out: the run continues with its own scenario.yaml")
-        sc, base = _resume_target(resume, load_run)
+        sc, base = _resume_target(resume, scenario_of_run)
     elif scenario is None:
         _fail("missing the scenario file (or --resume RUN_DIR)")
     else:
@@ -96,7 +96,7 @@ def run(
                    f"host {s['host']['host_time_s']:.2f} s" if idle is not None else f"{s['rounds_completed']} rounds")
 
 
-def _resume_target(run_dir: Path, load_run):
+def _resume_target(run_dir: Path, scenario_of_run):
     """The scenario of ``run_dir`` if it can be resumed: it exists, did not finish, and has a checkpoint."""
     import json  # noqa: PLC0415
 
@@ -112,8 +112,8 @@ def _resume_target(run_dir: Path, load_run):
     if status == "finished":
         _fail(f"--resume {run_dir}: this run already finished; nothing to resume")
     try:
-        sc, base = load_run(run_dir)
-        read_header(run_dir / FILENAME)
+        sc, base = scenario_of_run(run_dir)
+        read_header(run_dir / FILENAME, payload=False)  # the payload is read and hashed once, by the resume
     except (ScenarioError, CheckpointError) as e:
         _fail(f"--resume {run_dir}: {e}")
     return sc, base

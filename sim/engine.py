@@ -241,7 +241,7 @@ class Simulation:
         risky = np.zeros(n, dtype=bool)  # a partition of its placement class may cut its transfers
         if faults is not None:
             lost = faults.lost[selected]
-            risky = np.array([faults.has_partitions(int(p)) for p in fleet.placement[selected]], dtype=bool)
+            risky = faults.class_partitioned[fleet.placement[selected]]
             for j in np.flatnonzero(faults.crashes[selected] | faults.leaving[selected]):
                 d = int(selected[j])
                 phases = (self._est_transfer(d, costs[j].bytes_down, "down"), plans[j].local_steps * step_s[j],

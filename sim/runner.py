@@ -181,7 +181,7 @@ def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
     resume_from = None
     if resume:
         resume_from = ckpt_path
-        ckpt.read_header(ckpt_path)  # refuse a missing or corrupt checkpoint before touching the run's files
+        ckpt.read_header(ckpt_path, payload=False)  # refuse a missing or foreign one before touching the run's files
     else:
         resolved = resolved_dict(sc)
         meta = {"digest": digest, "versions": versions(), "base_dir": str(base_dir) if base_dir is not None else None}
@@ -228,7 +228,7 @@ def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
         status = {"status": "failed", "started_unix": started, "error": f"{type(e).__name__}: {e}",
                   "traceback": traceback.format_exc(), "resumed": resume,
                   "checkpoint": ckpt.FILENAME if ckpt_path.exists() else None}
-        if ckpt_path.exists() and isinstance(e, Exception):
+        if ckpt_path.exists() and isinstance(e, Exception) and not isinstance(e, ckpt.CheckpointError):
             e.add_note(f"the last checkpoint is in {run_dir}; after fixing the cause: fedfleet run --resume {run_dir}")
         try:
             atomic_write_json(run_dir / "status.json", status)
@@ -238,7 +238,7 @@ def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
     return RunResult(run_dir, summary, out.rounds, out.device_rounds)
 
 
-def load_run(run_dir: Path) -> tuple[Scenario, Path | None]:
+def scenario_of_run(run_dir: Path) -> tuple[Scenario, Path | None]:
     """The resolved scenario of a run directory (for ``--resume``), checked against its recorded digest."""
     from sim.loader import ScenarioError, check_structure, read_yaml, validate  # noqa: PLC0415
 
