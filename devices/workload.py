@@ -116,13 +116,32 @@ def load_arch(model: str, base_dir: Path | None = None) -> ModelArch:
         p = p / "config.json"
     if not p.is_file():
         raise ValueError(f"{model!r} is neither a preset ({', '.join(preset_names())}) nor a config.json file")
+    size = p.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{p}: {size} bytes exceeds the {MAX_CONFIG_BYTES}-byte limit for a config.json")
     try:
         cfg = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"cannot read {p}: {e}") from None
     if not isinstance(cfg, dict):
         raise ValueError(f"{p} is not a JSON object")
-    return ModelArch.from_hf_config(cfg, p.parent.name or str(p))
+    arch = ModelArch.from_hf_config(cfg, p.parent.name or str(p))
+    wrong = [key for field, key in _ARCH_SIZES.items()
+             if type(getattr(arch, field)) is not int or getattr(arch, field) <= 0]  # bool is not a size
+    if type(arch.type_vocab) is not int or arch.type_vocab < 0:
+        wrong.append("type_vocab_size")
+    if wrong:
+        raise ValueError(f"{p}: config.json values must be positive integers: {', '.join(wrong)}")
+    return arch
+
+
+MAX_CONFIG_BYTES = 1_000_000
+"""A target model's ``config.json`` is read whole: bound it."""
+
+_ARCH_SIZES = {"num_layers": "num_hidden_layers", "hidden": "hidden_size", "num_heads": "num_attention_heads",
+               "num_kv_heads": "num_key_value_heads", "head_dim": "head_dim", "intermediate": "intermediate_size",
+               "vocab": "vocab_size", "max_positions": "max_position_embeddings"}
+"""ModelArch field -> config.json key, for the sizes the cost model divides and multiplies by."""
 
 
 @dataclass(frozen=True)
