@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedfleet-setup-$(shell cat requirements/base.txt requirements/data.txt requirements/dev.txt setup.cfg | sha256sum | cut -c1-12)
 
-.PHONY: setup chromium demo test bench clean
+.PHONY: setup chromium demo test bench paper clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,12 @@ test: setup chromium
 # Speed figures (issue 6): prints a table, writes results/bench/bench.json (~45 min on 2 cores; creates .venv-flower once).
 bench: setup
 	$(BIN)/python benchmarks/bench.py
+
+# The FedSpine paper reproduction (issue 8): every sweep of scenarios/paper/ (resumes: finished cells are
+# skipped), then docs/paper-reproduction.md and docs/figures/ regenerated from the results
+# (about 75 min on 2 cores from scratch; `benchmarks/paper.py --skip-runs` only rebuilds the page).
+paper: setup
+	$(BIN)/python benchmarks/paper.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -69,7 +69,7 @@ from learning.importance import KINDS, ImportanceEMA, combine, group_sums, group
     prune
 from learning.lora import Attached, Key, attach, detach, lora_keys
 from learning.models import load_proxy
-from learning.packed import DropoutMasks, PackedBatch, pack, packed_logits, supports
+from learning.packed import DropoutMasks, PackedBatch, masked_mean, pack, packed_logits, supports
 from learning.partition import label_histogram, partition
 from learning.structure import ArchAdapter, Masks, Slicer, group_index
 from sim.learner import Update
@@ -141,7 +141,8 @@ class RealLearner:
             sub = generator(seed, "learn.train_subset").choice(len(train_idx), spec.train_examples, replace=False)
             train_idx = np.sort(train_idx[sub])
         self.train_idx, self.test_idx = train_idx, test_idx
-        pm = load_proxy(spec.model, ds.n_classes, stream_seed(seed, "learn.init"), dropout=spec.model_dropout)
+        pm = load_proxy(spec.model, ds.n_classes, stream_seed(seed, "learn.init"), dropout=spec.model_dropout,
+                        layers=spec.proxy_layers)
         self.model, self.tok = pm.model.to(self.torch_device), pm.tokenizer
         self.model_source = pm.source
         self.adapter = ArchAdapter.for_model(self.model)
@@ -155,6 +156,9 @@ class RealLearner:
         if spec.forward == "packed" and not self.packed:
             log.info("learning.forward packed: %s is not a supported BERT classifier; using the padded forward",
                      spec.model)
+        self.pooling = spec.pooling
+        if self.pooling == "mean" and not (hasattr(self.model, "bert") and hasattr(self.model, "classifier")):
+            raise ValueError(f"learning.pooling mean: {spec.model} is not a BERT classifier (allowed there: cls)")
         self._dropout_masks: DropoutMasks | None = None  # the packed path's dropout during a local update
         self.tokens_real = 0  # tokens of the training batches (and rows a padded forward would process)
         self.tokens_if_padded = 0
@@ -302,7 +306,10 @@ class RealLearner:
 
     def _logits(self, batch: dict | PackedBatch) -> torch.Tensor:
         if isinstance(batch, PackedBatch):
-            return packed_logits(self.model, batch, self._dropout_masks)
+            return packed_logits(self.model, batch, self._dropout_masks, self.pooling)
+        if self.pooling == "mean":  # BERT family only (checked in __init__)
+            h = self.model.bert(**batch).last_hidden_state
+            return self.model.classifier(self.model.dropout(masked_mean(h, batch["attention_mask"])))
         return self.model(**batch).logits
 
     def _loss(self, batch: dict | PackedBatch, y: torch.Tensor) -> torch.Tensor:

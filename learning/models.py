@@ -72,8 +72,13 @@ def tiny_config(name: str, num_labels: int, vocab_size: int, pad_token_id: int):
                        num_labels=num_labels, pad_token_id=pad_token_id, tie_word_embeddings=False)
 
 
-def load_proxy(name: str, num_labels: int, seed: int, dropout: bool = True) -> ProxyModel:
-    """Load model + tokenizer; freeze everything (LoRA and the head are trained by the learner)."""
+def load_proxy(name: str, num_labels: int, seed: int, dropout: bool = True, layers: int | None = None) -> ProxyModel:
+    """Load model + tokenizer; freeze everything (LoRA and the head are trained by the learner).
+
+    ``layers``: keep only the first N transformer layers (embeddings, the kept layers' pretrained weights
+    and the head are unchanged; ``config.num_hidden_layers`` is set to N). A shallower proxy trades
+    fidelity for host time; it must not exceed the model's depth.
+    """
     _offline()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
@@ -103,6 +108,8 @@ def load_proxy(name: str, num_labels: int, seed: int, dropout: bool = True) -> P
                 raise RuntimeError(f"cannot load model {name!r} (not a packaged name {MODEL_NAMES}, a local folder "
                                    f"or a cached Hugging Face model): {e}") from e
             source = ref
+    if layers is not None:
+        truncate_layers(model, layers)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     if getattr(model.config, "pad_token_id", None) is None:
@@ -117,3 +124,16 @@ def load_proxy(name: str, num_labels: int, seed: int, dropout: bool = True) -> P
     log.info("proxy model %s from %s: %.1f M parameters", name, source,
              sum(p.numel() for p in model.parameters()) / 1e6)
     return ProxyModel(model, tok, source, name)
+
+
+def truncate_layers(model: nn.Module, n: int) -> None:
+    """Keep the first ``n`` transformer layers of a BERT-family or Llama-family classifier, in place."""
+    holder, attr = ((model.base_model.encoder, "layer") if hasattr(model.base_model, "encoder")
+                    else (model.base_model, "layers"))
+    blocks = getattr(holder, attr)
+    if not 1 <= n <= len(blocks):
+        raise ValueError(f"learning.proxy_layers {n}: the proxy has {len(blocks)} layers (allowed 1-{len(blocks)})")
+    setattr(holder, attr, nn.ModuleList(list(blocks)[:n]))
+    model.config.num_hidden_layers = n
+    if getattr(model.config, "layer_types", None) is not None:
+        model.config.layer_types = list(model.config.layer_types)[:n]

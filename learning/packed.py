@@ -145,9 +145,12 @@ def _attention(block: nn.Module, h: torch.Tensor, pb: PackedBatch, head_dim: int
     return ctx.index_select(0, pb.slots)  # [T, heads * d]
 
 
-def packed_logits(model: nn.Module, pb: PackedBatch, masks: DropoutMasks | None = None) -> torch.Tensor:
+def packed_logits(model: nn.Module, pb: PackedBatch, masks: DropoutMasks | None = None,
+                  pooling: str = "cls") -> torch.Tensor:
     """Classifier logits ``[B, num_labels]`` of a packed batch (see the module docstring); dropout
-    (in training mode) from ``masks`` when given."""
+    (in training mode) from ``masks`` when given. ``pooling``: ``cls`` = the BERT pooler over each
+    sequence's first token (the HF head); ``mean`` = the mean of each sequence's final hidden states
+    (sentence-transformers pooling), fed to the classifier without the pooler."""
     bert = model.bert
     cfg = model.config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
@@ -161,5 +164,23 @@ def packed_logits(model: nn.Module, pb: PackedBatch, masks: DropoutMasks | None 
         inter = block.intermediate.intermediate_act_fn(block.intermediate.dense(h))
         out = block.output
         h = out.LayerNorm(_drop(out.dense(inter), out.dropout.p, out.training, masks) + h)
-    pooled = bert.pooler.activation(bert.pooler.dense(h.index_select(0, pb.starts)))
+    if pooling == "mean":
+        pooled = segment_mean(h, pb.starts)
+    else:
+        pooled = bert.pooler.activation(bert.pooler.dense(h.index_select(0, pb.starts)))
     return model.classifier(_drop(pooled, model.dropout.p, model.training, masks))
+
+
+def segment_mean(h: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    """Mean of the rows of ``h`` ``[T, d]`` over each sequence: rows ``starts[b]`` up to ``starts[b+1]``."""
+    ends = torch.cat([starts[1:], starts.new_tensor([h.shape[0]])])
+    lengths = ends - starts
+    seg = torch.repeat_interleave(torch.arange(len(starts), device=h.device), lengths)
+    sums = h.new_zeros(len(starts), h.shape[1]).index_add_(0, seg, h)
+    return sums / lengths.unsqueeze(1).to(h.dtype)
+
+
+def masked_mean(h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``h`` ``[B, L, d]`` over the positions where ``attention_mask`` ``[B, L]`` is 1."""
+    m = attention_mask.unsqueeze(-1).to(h.dtype)
+    return (h * m).sum(1) / m.sum(1)

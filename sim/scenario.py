@@ -346,6 +346,10 @@ class LearningSpec(Strict):
     lora_alpha: PosFloat = Field(16.0, description="LoRA alpha; scaling s = alpha / rank")
     lora_dropout: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(0.0, description="dropout on the LoRA input")
     model_dropout: bool = Field(True, description="keep the proxy's own dropout while training")
+    pooling: Literal["cls", "mean"] = Field(
+        "cls", description="classifier input: cls = the BERT pooler over [CLS] (HF head); mean = mean of the last hidden states (sentence-transformers pooling; BERT proxies)")
+    proxy_layers: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None, description="keep only the proxy's first N transformer layers (a shallower, faster proxy; default: all)")
     resize: Literal["auto", "svd", "truncate"] = Field("auto", description="global update -> device rank: truncated SVD of dW (FlexLoRA), factor truncation (HetLoRA), or auto = the strategy's choice (truncate for hetlora, svd otherwise)")
     importance: ImportanceSpec = Field(default_factory=ImportanceSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)

@@ -172,3 +172,13 @@ def test_packaged_minilm_end_to_end(tmp_path):
     dev = out.device_rounds
     assert np.allclose(dev.query("round == 1")["proxy_attn_sparsity"], 3 / 12)
     assert out.rounds["accuracy"].between(0, 1).all()
+
+
+def test_proxy_layers_truncates_and_rejects_too_many():
+    from learning.models import load_proxy
+    from learning.structure import ArchAdapter
+
+    pm = load_proxy("minilm", 2, seed=0, layers=2)
+    assert ArchAdapter.for_model(pm.model).num_layers == 2 and pm.model.config.num_hidden_layers == 2
+    with pytest.raises(ValueError, match="allowed 1-6"):
+        load_proxy("minilm", 2, seed=0, layers=7)

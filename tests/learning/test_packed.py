@@ -11,7 +11,7 @@ from learning.aggregate import factor_svd
 from learning.data import collate, tokenize
 from learning.lora import attach, detach, lora_keys
 from learning.models import load_proxy
-from learning.packed import pack, packed_logits, supports
+from learning.packed import masked_mean, pack, packed_logits, segment_mean, supports
 from learning.structure import ArchAdapter, Slicer
 
 TEXTS = ["a fine, moving film", "terrible. just terrible, and far too long for what it is", "ok",
@@ -93,3 +93,26 @@ def test_dropout_masks_keep_the_expectation_and_are_seeded():
     assert abs(kept - (1 - 6554 / 65536)) < 0.005  # p rounded to a multiple of 1/65536
     assert abs(float(a.mean()) - 1.0) < 0.01  # kept values scaled by 1/(1 - p)
     assert torch.equal(DropoutMasks(np.random.default_rng(7))(x, 0.0), x)
+
+
+@pytest.mark.parametrize("name,p", [("tiny-bert", 0.5), ("minilm", 0.3)])
+def test_mean_pooling_packed_equals_padded(name, p):
+    """learning.pooling mean: the packed segment mean equals the masked mean of the padded forward."""
+    pm, ad, sl, att = setup(name, p)
+    ids = tokenize(TEXTS, pm.tokenizer, 64)
+    x, m = collate(ids, pm.tokenizer.pad_token_id)
+    pm.model.eval()
+    with torch.no_grad():
+        h = pm.model.bert(input_ids=x, attention_mask=m).last_hidden_state
+        ref = pm.model.classifier(masked_mean(h, m))
+        fast = packed_logits(pm.model, pack(ids), pooling="mean")
+        cls = packed_logits(pm.model, pack(ids), pooling="cls")
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=2e-5)
+    assert not torch.allclose(fast, cls)  # a different head input
+    detach(pm.model, sl)
+
+
+def test_segment_mean_by_hand():
+    h = torch.arange(10.0).reshape(5, 2)
+    out = segment_mean(h, torch.tensor([0, 2]))
+    torch.testing.assert_close(out, torch.tensor([[1.0, 2.0], [6.0, 7.0]]))
