@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-runs", action="store_true", help="only rebuild the page from existing results")
     ap.add_argument("--out", type=Path, default=REPO / "results", help="results root (sweeps under OUT/paper/)")
+    ap.add_argument("--no-figures", action="store_true", help="keep docs/figures/ as it is (page only)")
     ap.add_argument("--workers", type=int, default=None, help="parallel cells per sweep (default: CPU count)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         run_sweeps(args.out, args.workers)
     from paper_report import write_page  # noqa: PLC0415 - benchmarks/ is on sys.path when run as a script
 
-    page = write_page(args.out / "paper", REPO / "docs")
+    page = write_page(args.out / "paper", REPO / "docs", figures=not args.no_figures)
     print(page)
     return 0
 

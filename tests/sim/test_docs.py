@@ -27,10 +27,14 @@ def test_every_scenario_and_sweep_file_is_listed_and_valid():
     from sim.sweep import load_sweep_file
 
     readme = (REPO / "README.md").read_text()
-    for p in sorted((REPO / "scenarios").glob("*.yaml")) + sorted((REPO / "scenarios" / "sweeps").glob("*.yaml")):
+    import yaml
+
+    files = (sorted((REPO / "scenarios").glob("*.yaml")) + sorted((REPO / "scenarios" / "sweeps").glob("*.yaml"))
+             + sorted((REPO / "scenarios" / "paper").glob("*.yaml")))
+    for p in files:
         rel = p.relative_to(REPO).as_posix()
         assert f"`{rel}`" in readme, f"{rel} is not in the README's scenarios table"
-        if p.parent.name == "sweeps":
+        if "base" in yaml.safe_load(p.read_text()):  # a sweep file
             assert load_sweep_file(p)[1]
         else:
             load_scenario(p)
