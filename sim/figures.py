@@ -196,13 +196,18 @@ class Group:
         return str(self.first.scenario.get("algorithm", {}).get("name", ""))
 
 
+# A swept algorithm name is the policy itself: not a second axis of groups, labels or sweep panels.
+POLICY_KEYS = frozenset({"algorithm.name"})
+
+
 def group_runs(runs: Sequence[RunData], max_groups: int = MAX_GROUPS) -> list[Group]:
     """Runs grouped by policy label (and swept values where a policy has several), in run order,
     styled, capped at ``max_groups`` (a warning names those left out)."""
     by_key: dict[tuple[str, str], Group] = {}
     for r in runs:
-        key = (r.policy, json.dumps(r.values, sort_keys=True, default=str))
-        by_key.setdefault(key, Group(r.policy, r.policy, dict(r.values))).runs.append(r)
+        values = {k: v for k, v in r.values.items() if k not in POLICY_KEYS}
+        key = (r.policy, json.dumps(values, sort_keys=True, default=str))
+        by_key.setdefault(key, Group(r.policy, r.policy, values)).runs.append(r)
     groups = list(by_key.values())
     configs: dict[str, int] = {}
     for g in groups:
@@ -783,7 +788,7 @@ def _is_numeric(series: pd.Series) -> bool:
 def _sweep_figures(plt: Any, save: Callable, sweep: SweepData) -> None:
     idx = sweep.index
     idx = idx[idx["status"].astype(str) == "finished"] if "status" in idx else idx
-    keys = [k for k in sweep.matrix_keys if k in idx.columns]
+    keys = [k for k in sweep.matrix_keys if k in idx.columns and k not in POLICY_KEYS]
     if not len(idx) or not keys:
         log.warning("sweep %s: no finished cells with matrix columns: no sweep figures", sweep.sweep_dir)
         return

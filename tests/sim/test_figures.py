@@ -112,7 +112,7 @@ def make_sweep(root, matrix: dict[str, list], seeds: list[int]):
             (root / "cells" / cell_id).mkdir(parents=True)
             res = run_scenario(validate(d), run_dir=root / "cells" / cell_id, progress=False)
             s = res.summary
-            rows.append({"cell_index": len(rows), "policy": "fedspine", **values, "seed": seed, "cell_id": cell_id,
+            rows.append({"cell_index": len(rows), "policy": values.get("algorithm.name", "fedspine"), **values, "seed": seed, "cell_id": cell_id,
                          "status": "finished", "error": None, "final_accuracy": s["final_accuracy"],
                          "time_to_target_s": s["time_to_target_s"], "sim_time_s": s["sim_time_s"],
                          "mean_idle_fraction": s["mean_idle_fraction"], "mean_round_s": s["mean_round_s"],
@@ -249,6 +249,23 @@ def test_sweep_two_keys_heatmaps(tmp_path, monkeypatch, caplog):
         assert plot_runs([], tmp_path / "broken", sweep=sweep) == []  # logged, not raised
     assert "figure sweep_figures failed" in caplog.text and "bad data" in caplog.text
     assert not list((tmp_path / "broken").iterdir())
+
+
+def test_swept_algorithm_name_is_the_policy_not_an_axis(tmp_path, monkeypatch):
+    """matrix: {algorithm.name: [...], prune_target: [...]}: groups are labelled by the other keys and
+    the sweep figures are lines over prune_target, one per policy (not a two-key heatmap)."""
+    sweep = make_sweep(tmp_path / "sw3", {"algorithm.name": ["fedspine", "fedapt"],
+                                          "algorithm.params.prune_target": [0.2, 0.4]}, [0])
+    labels = [g.label for g in group_runs(sweep.runs())]
+    assert labels == ["fedspine (prune_target=0.2)", "fedspine (prune_target=0.4)",
+                      "fedapt (prune_target=0.2)", "fedapt (prune_target=0.4)"]
+
+    def no_heatmaps(*_a, **_k):
+        raise AssertionError("heatmaps drawn for a swept algorithm name")
+
+    monkeypatch.setattr(sim.figures, "_sweep_heatmaps", no_heatmaps)
+    written = plot_runs([], tmp_path / "figs", sweep=sweep)
+    check_written(tmp_path / "figs", written, ["sweep_sim_time_s", "sweep_mean_idle_fraction"])
 
 
 def test_importing_the_module_does_not_import_matplotlib():
