@@ -47,7 +47,9 @@ TAUS = (10, 20, 30, 40)
 # (sweep, figure stem written by `fedfleet plot`) -> name under docs/figures/
 FIGURES = {
     ("sparsity", "accuracy_vs_time"): "paper-sparsity-accuracy-vs-time.png",
+    ("sparsity", "sweep_final_accuracy"): "paper-sparsity-final-accuracy.png",
     ("sparsity-calibrated", "accuracy_vs_time"): "paper-sparsity-calibrated-accuracy-vs-time.png",
+    ("sparsity-calibrated", "sweep_final_accuracy"): "paper-sparsity-calibrated-final-accuracy.png",
     ("sequential", "accuracy_vs_time"): "paper-sequential-accuracy-vs-time.png",
     ("tau", "accuracy_vs_time"): "paper-tau-accuracy-vs-time.png",
     ("tau-calibrated", "accuracy_vs_time"): "paper-tau-calibrated-accuracy-vs-time.png",
@@ -477,6 +479,22 @@ def prune_paths(res: Results, p: float = 0.3) -> str:
     return ", ".join(parts)
 
 
+def last_round_step(res: Results) -> str:
+    """How FedSpine and FedAPT arrive at the target (datasheet learning runs, all sparsities and seeds):
+    the mean pruning ratio before the last round, as a fraction of the target, and the mean accuracy
+    change over the last round."""
+    parts = []
+    for pol in ("fedspine", "fedapt"):
+        cs = [c for c in res.cells["sparsity"] if c.policy == pol and len(c.rounds) >= 2]
+        if not cs:
+            continue
+        frac = np.mean([c.rounds["mean_prune_ratio"].iloc[-2] / c.p for c in cs])
+        d_acc = np.mean([c.rounds["accuracy"].iloc[-1] - c.rounds["accuracy"].iloc[-2] for c in cs])
+        parts.append(f"{LABEL[pol]} is at {frac * 100:.0f}% of the target before the last round, whose accuracy "
+                     f"change is {d_acc * 100:+.1f} pp")
+    return "; ".join(parts) if parts else "n/a"
+
+
 def explain(rows: list[Row], res: Results, se: tuple[float, int], spread_uniform: dict[str, float],
             spread_fedspine: dict[str, float]) -> None:
     """The "why" of each summary row, from the runs (replaces the row's detail notes)."""
@@ -487,7 +505,7 @@ def explain(rows: list[Row], res: Results, se: tuple[float, int], spread_uniform
     for r in rows:
         head = r.claim.split(".")[0]
         if head == "1a":
-            r.why = f"{r.why}. Noise: {noise}; {pulls}"
+            r.why = f"{r.why}. {last_round_step(res)}. Noise: {noise}; {pulls}"
         elif head in ("2", "4"):
             r.why = f"{r.why}. Noise: {noise}"
         elif head == "1b":
@@ -515,6 +533,21 @@ def eval_se_pp(res: Results) -> tuple[float, int]:
     n = int(cs[0].run.scenario["learning"]["eval"]["examples"])
     p = float(np.nanmean([c.final_accuracy for c in cs]))
     return 100 * math.sqrt(p * (1 - p) / n), n
+
+
+def bandit_plans_same(res: Results) -> tuple[int, int]:
+    """FedSpine learning runs whose per-board plans (pruning ratio, rank) are identical under both
+    calibrations: (identical, compared)."""
+    cal = {_key(c): c for c in res.cells["sparsity-calibrated"]}
+    same = n = 0
+    for c in res.cells["sparsity"]:
+        k = _key(c)
+        if c.policy == "fedspine" and k in cal:
+            cols = ["prune_ratio", "lora_rank"]
+            a, b = c.run.device_rounds[cols].to_numpy(), cal[k].run.device_rounds[cols].to_numpy()
+            n += 1
+            same += int(a.shape == b.shape and np.array_equal(a, b))
+    return same, n
 
 
 def tau_digest_check(res: Results) -> dict:
@@ -573,7 +606,8 @@ def write_page(paper_dir: Path, docs: Path, figures: bool = True) -> Path:
     explain(rows, res, se, spread_uniform, spread)
     text = render(res=res, summary=summary_table(rows), acc=det_acc, speed=det_speed, idle=det_idle,
                   tau=det_tau, figures=figures, hosts=host_times(paper_dir), rows=rows,
-                  steps=steps, tau_check=tau_digest_check(res), se_pp=se, plans=plans)
+                  steps=steps, tau_check=tau_digest_check(res), se_pp=se, plans=plans,
+                  bandit_same=bandit_plans_same(res))
     page = docs / "paper-reproduction.md"
     atomic_write_text(page, text)
     return page
