@@ -44,7 +44,8 @@ bench: setup
 
 # The FedSpine paper reproduction (issue 8): every sweep of scenarios/paper/ (resumes: finished cells are
 # skipped), then docs/paper-reproduction.md and docs/figures/ regenerated from the results
-# (about 75 min on 2 cores from scratch; `benchmarks/paper.py --skip-runs` only rebuilds the page).
+# (measured: 85 min on 2 cores from scratch, 4 min when every cell is done; `benchmarks/paper.py --skip-runs`
+# only rebuilds the page).
 paper: setup
 	$(BIN)/python benchmarks/paper.py
 
