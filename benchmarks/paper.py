@@ -16,12 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+from paper_report import SWEEPS, write_page  # benchmarks/ is on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "scenarios" / "paper"
-# Fast timing-only sweeps first, then real learning (longest last, so a partial run still has claim 1).
-SWEEPS = ["system", "system-calibrated", "retime", "retime-calibrated",
-          "sparsity", "sequential", "sparsity-calibrated", "tau", "tau-calibrated"]
-
 log = logging.getLogger("paper")
 
 
@@ -51,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not args.skip_runs:
         run_sweeps(args.out, args.workers)
-    from paper_report import write_page  # noqa: PLC0415 - benchmarks/ is on sys.path when run as a script
-
     page = write_page(args.out / "paper", REPO / "docs", figures=not args.no_figures)
     print(page)
     return 0
