@@ -49,7 +49,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from devices.plan import Plan
+from devices.plan import Plan, groups_to_remove
 from devices.workload import DTYPE_BYTES, ModelArch, Workload
 
 TRAINABLE_BYTES_PER_PARAM = 16
@@ -70,8 +70,9 @@ class Shape:
 
 
 def kept_shape(arch: ModelArch, prune_ratio: float) -> Shape:
-    g = arch.head_groups - math.floor(prune_ratio * arch.head_groups)
-    f = arch.intermediate - math.floor(prune_ratio * arch.intermediate)
+    """Widths one layer keeps at ``prune_ratio`` (removed groups counted by ``devices.plan.groups_to_remove``)."""
+    g = arch.head_groups - groups_to_remove(prune_ratio, arch.head_groups)
+    f = arch.intermediate - groups_to_remove(prune_ratio, arch.intermediate)
     heads = g * arch.q_heads_per_group
     return Shape(groups=g, q=heads * arch.head_dim, kv=g * arch.head_dim, heads=heads, ffn=f)
 

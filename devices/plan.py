@@ -6,7 +6,17 @@ Kept in ``devices`` because the cost model prices a plan; ``algorithms`` produce
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+RATIO_TOLERANCE = 1e-9
+"""Slack added to p·n before flooring, so that a float rendering of k/n removes k groups.
+
+A ratio written as a decimal (0.29) is stored as the nearest binary double, and p·n can land a few
+ulps below the integer k the ratio names (0.29 * 100 = 28.999999999999996). For layer widths below
+10^6 that error is under 1e-9, so flooring p·n + 1e-9 recovers k; a ratio meant to lie within 1e-9 / n
+below k / n is treated as k / n.
+"""
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,19 @@ class Plan:
         if self.layer_ranks is None:
             return self.lora_rank
         return self.layer_ranks[self.lora_layers.index(layer)]
+
+
+def groups_to_remove(prune_ratio: float, n_groups: int) -> int:
+    """Groups of one kind (attention groups or FFN channels) a layer of ``n_groups`` loses at ``prune_ratio``.
+
+    k = min(floor(p·n + 1e-9), n − 1): whole groups only, the float rendering of k/n removes k (see
+    :data:`RATIO_TOLERANCE`), and every layer keeps at least one group of each kind. The cost model
+    (``devices.cost.kept_shape``) and the real pruning step (``learning.importance.prune``) both
+    count removed groups with this function, so the two clocks agree on what a plan removes.
+    """
+    if not 0.0 <= prune_ratio <= 1.0 or n_groups < 1:
+        raise ValueError(f"need prune_ratio in [0, 1] and n_groups >= 1, got {prune_ratio}, {n_groups}")
+    return min(math.floor(prune_ratio * n_groups + RATIO_TOLERANCE), n_groups - 1)
 
 
 def top_layers(depth: int, num_layers: int) -> tuple[int, ...]:

@@ -18,18 +18,17 @@ Ablation criteria: ``magnitude`` (Î = |W + s·B·A| with the device's current L
 layer outside the plan's LoRA layers) have no gradient estimate; their groups are scored by magnitude.
 
 **Pruning** is monotone: only kept groups are ranked and removed, never restored. ``layer`` scope
-removes floor(p·n) groups of each kind in every unprotected layer (the cost model's rule,
-devices/cost.py); ``global`` scope removes the same total per kind, lowest normalised scores first
+removes k = min(floor(p·n + 1e-9), n − 1) groups of each kind in every unprotected layer
+(``devices.plan.groups_to_remove``, the rule the cost model prices); ``global`` scope removes the same total per kind, lowest normalised scores first
 across unprotected layers. Every layer keeps at least one group of each kind.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
+from devices.plan import groups_to_remove
 from learning.structure import ArchAdapter, Masks, MatrixSpec
 
 EPS = 1e-8
@@ -85,11 +84,6 @@ def combine(vectors: list[np.ndarray], keep: np.ndarray) -> np.ndarray:
         out += np.where(keep, v, 0.0) / (np.linalg.norm(v[keep]) + EPS)
     out[~keep] = np.inf
     return out
-
-
-def groups_to_remove(ratio: float, n: int) -> int:
-    """Groups of one kind a layer loses at sparsity ``ratio``: floor(p·n), keeping at least one."""
-    return min(math.floor(ratio * n + 1e-9), n - 1)
 
 
 def prune(masks: Masks, scores: dict[tuple[int, str], np.ndarray], ratio: float, adapter: ArchAdapter,
