@@ -16,8 +16,13 @@ for every device, so one device's trajectory never depends on other devices or o
 
 from __future__ import annotations
 
+import csv
+import math
+from pathlib import Path
+
 import numpy as np
 
+from devices.errors import DeviceInputError
 from devices.rng import PerDeviceStream
 
 
@@ -144,3 +149,60 @@ class Availability:
     def window_end(self, d: int, t: float) -> float:
         w = self.window_at(d, t)
         return w[1] if w is not None else t
+
+
+def read_availability(path: Path, ids: list[str], labels: list[str]) -> list[np.ndarray]:
+    """On-intervals per device from a CSV ``device,start_s,end_s`` (an ``Availability("trace")`` input).
+
+    ``device`` is a device id, a group label (every device of the group) or ``*`` (all devices); each
+    device's intervals come back sorted with overlapping ones merged, as an (k, 2) array of
+    [start_s, end_s). Raises :class:`DeviceInputError` naming the line at fault.
+    """
+    per: list[list[tuple[float, float]]] = [[] for _ in ids]
+    index = {d: i for i, d in enumerate(ids)}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not {"device", "start_s", "end_s"} <= set(reader.fieldnames):
+                raise DeviceInputError(f"{path} needs header device,start_s,end_s")
+            for n, row in enumerate(reader, start=2):
+                s, e = _interval(row, f"{path}:{n}")
+                for i in _targets(row["device"], index, labels, f"{path}:{n}"):
+                    per[i].append((s, e))
+    except OSError as e:
+        raise DeviceInputError(f"cannot read {path}: {e}") from None
+    return [_merged(iv) for iv in per]
+
+
+def _interval(row: dict, where: str) -> tuple[float, float]:
+    """``(start_s, end_s)`` of one availability row: finite numbers with start_s < end_s."""
+    try:
+        s, e = float(row["start_s"]), float(row["end_s"])
+    except (TypeError, ValueError):
+        raise DeviceInputError(f"{where}: start_s/end_s must be numbers") from None
+    if not (math.isfinite(s) and math.isfinite(e)) or e <= s:
+        raise DeviceInputError(f"{where}: need finite start_s < end_s")
+    return s, e
+
+
+def _targets(key: str, index: dict[str, int], labels: list[str], where: str) -> list[int]:
+    """Device indices one availability row names: ``*``, a device id (``index``: id -> position), or a group label."""
+    if key == "*":
+        return list(range(len(labels)))
+    if key in index:
+        return [index[key]]
+    targets = [i for i, lab in enumerate(labels) if lab == key]
+    if not targets:
+        raise DeviceInputError(f"{where}: unknown device or group {key!r}")
+    return targets
+
+
+def _merged(intervals: list[tuple[float, float]]) -> np.ndarray:
+    """Sorted intervals with overlapping or touching ones joined, as a (k, 2) array."""
+    merged: list[list[float]] = []
+    for s, e in sorted(intervals):
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    return np.array(merged, dtype=float).reshape(-1, 2)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from devices.errors import DeviceInputError
+
 MAX_TRACE_ROWS = 1_000_000
 
 
@@ -79,30 +81,30 @@ class Trace:
 
 
 def load_trace(path: Path) -> Trace:
-    """Read a ``time_s,mbps`` CSV; raises ValueError with the line at fault."""
+    """Read a ``time_s,mbps`` CSV; raises :class:`devices.errors.DeviceInputError` with the line at fault."""
     times, rates = [], []
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or not {"time_s", "mbps"} <= set(reader.fieldnames):
-                raise ValueError(f"{path}: header must contain time_s,mbps (got {reader.fieldnames})")
+                raise DeviceInputError(f"{path}: header must contain time_s,mbps (got {reader.fieldnames})")
             for n, row in enumerate(reader, start=2):
                 if n > MAX_TRACE_ROWS:
-                    raise ValueError(f"{path}: more than {MAX_TRACE_ROWS} rows")
+                    raise DeviceInputError(f"{path}: more than {MAX_TRACE_ROWS} rows")
                 try:
                     t, r = float(row["time_s"]), float(row["mbps"])
                 except (TypeError, ValueError):
-                    raise ValueError(f"{path}:{n}: time_s and mbps must be numbers") from None
+                    raise DeviceInputError(f"{path}:{n}: time_s and mbps must be numbers") from None
                 if not (math.isfinite(t) and math.isfinite(r)) or r <= 0:
-                    raise ValueError(f"{path}:{n}: mbps must be finite and > 0, time_s finite")
+                    raise DeviceInputError(f"{path}:{n}: mbps must be finite and > 0, time_s finite")
                 if times and t <= times[-1]:
-                    raise ValueError(f"{path}:{n}: time_s must increase strictly")
+                    raise DeviceInputError(f"{path}:{n}: time_s must increase strictly")
                 times.append(t)
                 rates.append(r)
     except OSError as e:
-        raise ValueError(f"cannot read trace {path}: {e}") from None
+        raise DeviceInputError(f"cannot read trace {path}: {e}") from None
     if len(times) < 2 or times[0] != 0.0:
-        raise ValueError(f"{path}: a trace needs at least 2 rows and must start at time_s 0")
+        raise DeviceInputError(f"{path}: a trace needs at least 2 rows and must start at time_s 0")
     return Trace(np.array(times), np.array(rates))
 
 

@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from devices.errors import DeviceInputError
+
 MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
 ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
 DECODER_TYPES = ("llama", "mistral", "qwen2")
@@ -72,20 +74,20 @@ class ModelArch:
 
     @classmethod
     def from_hf_config(cls, cfg: dict, name: str) -> "ModelArch":
-        """Build from a Hugging Face ``config.json`` dict; raises ValueError naming missing keys."""
+        """Build from a Hugging Face ``config.json`` dict; raises ``DeviceInputError`` naming missing keys."""
         mtype = cfg.get("model_type")
         if mtype not in ENCODER_TYPES + DECODER_TYPES:
-            raise ValueError(
+            raise DeviceInputError(
                 f"model_type {mtype!r} is not supported; allowed: {', '.join(ENCODER_TYPES + DECODER_TYPES)}"
             )
         need = ["num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"]
         missing = [k for k in need if type(cfg.get(k)) is not int or cfg.get(k) <= 0]  # bool is not a size
         if missing:
-            raise ValueError(f"config.json lacks positive integer keys: {', '.join(missing)}")
+            raise DeviceInputError(f"config.json lacks positive integer keys: {', '.join(missing)}")
         heads = cfg["num_attention_heads"]
         kv = cfg.get("num_key_value_heads") or heads
         if heads % kv:
-            raise ValueError(f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}")
+            raise DeviceInputError(f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}")
         decoder = mtype in DECODER_TYPES
         return cls(
             name=name,
@@ -115,23 +117,23 @@ def load_arch(model: str, base_dir: Path | None = None) -> ModelArch:
     if p.is_dir():
         p = p / "config.json"
     if not p.is_file():
-        raise ValueError(f"{model!r} is neither a preset ({', '.join(preset_names())}) nor a config.json file")
+        raise DeviceInputError(f"{model!r} is neither a preset ({', '.join(preset_names())}) nor a config.json file")
     size = p.stat().st_size
     if size > MAX_CONFIG_BYTES:
-        raise ValueError(f"{p}: {size} bytes exceeds the {MAX_CONFIG_BYTES}-byte limit for a config.json")
+        raise DeviceInputError(f"{p}: {size} bytes exceeds the {MAX_CONFIG_BYTES}-byte limit for a config.json")
     try:
         cfg = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read {p}: {e}") from None
+        raise DeviceInputError(f"cannot read {p}: {e}") from None
     if not isinstance(cfg, dict):
-        raise ValueError(f"{p} is not a JSON object")
+        raise DeviceInputError(f"{p} is not a JSON object")
     arch = ModelArch.from_hf_config(cfg, p.parent.name or str(p))
     wrong = [key for field, key in _ARCH_SIZES.items()
              if type(getattr(arch, field)) is not int or getattr(arch, field) <= 0]  # bool is not a size
     if type(arch.type_vocab) is not int or arch.type_vocab < 0:
         wrong.append("type_vocab_size")
     if wrong:
-        raise ValueError(f"{p}: config.json values must be positive integers: {', '.join(wrong)}")
+        raise DeviceInputError(f"{p}: config.json values must be positive integers: {', '.join(wrong)}")
     return arch
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from sim.scenario import Scenario
+from sim.scenario import Scenario, ScenarioError
 
 MAX_SCENARIO_BYTES = 1_000_000
 MAX_DEPTH = 50
@@ -91,10 +91,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             except TypeError:
                 pass
         return super().construct_mapping(node, deep=deep)
-
-
-class ScenarioError(ValueError):
-    """Bad scenario input (file, YAML, schema or override). ``str(e)`` is the user message."""
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -375,8 +371,9 @@ def _check_learning(sc: Scenario, origin: str) -> None:
 
 def _check_trace_files(sc: Scenario, base_dir: Path | None, origin: str) -> None:
     """Parse every referenced CSV now, so a bad file is bad input (exit 2) before anything is written."""
+    from devices.dynamics import read_availability  # noqa: PLC0415 (numpy: keeps `import sim.loader` light)
+    from devices.errors import DeviceInputError  # noqa: PLC0415
     from devices.network import load_trace  # noqa: PLC0415
-    from sim.fleet import device_ids, read_availability  # noqa: PLC0415
 
     def resolve(p: str) -> Path:
         return Path(p) if Path(p).is_absolute() or base_dir is None else base_dir / p
@@ -388,12 +385,12 @@ def _check_trace_files(sc: Scenario, base_dir: Path | None, origin: str) -> None
             except (ValueError, OSError, csv.Error) as e:  # csv.Error: e.g. a field over the csv module's limit
                 raise ScenarioError(f"{origin}: invalid scenario\nnetwork.classes.{name}.trace: {e}") from None
     if sc.dynamics.availability.kind == "trace":
-        ids, labels = device_ids(sc)
+        ids, labels = sc.device_ids()
         path = resolve(sc.dynamics.availability.trace)
         try:
             read_availability(path, ids, labels)
-        except ScenarioError as e:
-            raise ScenarioError(f"{origin}: invalid scenario\n{e}") from None
+        except DeviceInputError as e:
+            raise ScenarioError(f"{origin}: invalid scenario\ndynamics.availability.trace: {e}") from None
         except (ValueError, OSError, csv.Error) as e:  # not UTF-8, an oversized CSV field
             raise ScenarioError(f"{origin}: invalid scenario\n"
                                 f"dynamics.availability.trace: cannot read {path}: {e}") from None

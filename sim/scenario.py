@@ -17,6 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from devices.catalog import DEFAULT_EFFICIENCY_MEM, DEFAULT_RUNTIME_RESERVE_GB, load_catalog
 from devices.workload import LORA_TARGETS
 
+
+
+class ScenarioError(ValueError):
+    """Bad scenario input (file, YAML, schema or override). ``str(e)`` is the user message."""
+
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -487,7 +493,18 @@ class Scenario(Strict):
 
     @property
     def n_devices(self) -> int:
+        """Devices in the fleet, all groups together."""
         return sum(g.count for g in self.fleet.groups)
+
+    def device_ids(self) -> tuple[list[str], list[str]]:
+        """Device ids (``<group label>-<index>``, zero-padded) and each device's group label, in fleet order."""
+        ids: list[str] = []
+        labels: list[str] = []
+        for g in self.fleet.groups:
+            width = max(3, len(str(g.count - 1)))
+            ids.extend(f"{g.label}-{k:0{width}d}" for k in range(g.count))
+            labels.extend([g.label] * g.count)
+        return ids, labels
 
 
 def schema_rows(model: type[BaseModel] = Scenario, prefix: str = "") -> list[tuple[str, str, str]]:
