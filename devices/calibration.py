@@ -159,8 +159,9 @@ def fit_speed_factor(terms: list[StepTerms], measured_s: list[float]) -> float:
     grid = np.linspace(-LOG_FACTOR_RANGE, LOG_FACTOR_RANGE, GRID_POINTS)
     k = int(np.argmin(_objective(grid, *pts)[0]))
     if k in (0, GRID_POINTS - 1):
-        raise CalibrationError(f"no speed factor in [e^-{LOG_FACTOR_RANGE:g}, e^{LOG_FACTOR_RANGE:g}] fits: the measured "
-                               "times lie below the kernel-overhead floor of the model or are absurdly slow")
+        bounds = f"[e^-{LOG_FACTOR_RANGE:g}, e^{LOG_FACTOR_RANGE:g}]"
+        raise CalibrationError(f"no speed factor in {bounds} fits: the measured times lie below the "
+                               "kernel-overhead floor of the model or are absurdly slow")
     fine = np.linspace(grid[k - 1], grid[k + 1], 2001)
     j, slope = _objective(fine, *pts)
     i = int(np.clip(np.argmin(j), 1, len(fine) - 2))

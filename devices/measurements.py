@@ -292,7 +292,7 @@ def read_measurements(path: Path | str = SHIPPED_CSV) -> list[Measurement]:
         size = p.stat().st_size
         if size > MAX_FILE_BYTES:
             raise MeasurementError(f"{p}: {size} bytes exceeds the {MAX_FILE_BYTES}-byte limit")
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a spreadsheet may prepend a byte-order mark
     except (OSError, UnicodeDecodeError) as e:
         raise MeasurementError(f"{p}: cannot read: {e}") from None
     reader = csv.DictReader(io.StringIO(text, newline=""), restkey="\x00extra", restval=None)

@@ -273,9 +273,16 @@ def test_user_calibration_text_holds_the_fitted_blocks(tmp_path):
     p = write(tmp_path, [GOOD, {**GOOD, "id": "p2", "trainable": "top:6", "value": "0.79"}])
     data = yaml.safe_load(user_calibration_text(read_measurements(p), str(p)))
     s = fit(read_measurements(p))[("tx2", "fp32")]
-    assert data == {"source": str(p), "boards": {"tx2": {"fp32": {"speed_factor": float(f"{s:.6g}"), "precision": "fp32"}}}}
+    block = {"speed_factor": float(f"{s:.6g}"), "precision": "fp32"}
+    assert data == {"source": str(p), "boards": {"tx2": {"fp32": block}}}
 
 
 def test_int8_is_refused_for_training(tmp_path):
     with pytest.raises(MeasurementError, match="'int8' is an inference precision"):
         read_measurements(write(tmp_path, [{**GOOD, "precision": "int8"}]))
+
+
+def test_reader_accepts_a_byte_order_mark_and_crlf(tmp_path):
+    p = write(tmp_path, [GOOD])
+    p.write_bytes(b"\xef\xbb\xbf" + p.read_bytes().replace(b"\n", b"\r\n"))
+    assert [m.id for m in read_measurements(p)] == ["p1"]
