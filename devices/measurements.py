@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devices.catalog import PRECISIONS, DeviceType, PowerMode, load_catalog
+from devices.errors import DeviceInputError
 from devices.workload import DTYPE_BYTES, ModelArch, load_arch, preset_names
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -57,7 +58,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,59}$")
 _TEXT_LIMIT = 2000
 
 
-class MeasurementError(ValueError):
+class MeasurementError(DeviceInputError):
     """A measurement file that cannot be used; the message is one line naming file, line and column."""
 
 
