@@ -177,8 +177,8 @@ def format_check(report: CheckReport) -> str:
     """The check as plain text: points, fitted factors, per-type ratios, board-to-board ratios."""
     out = ["Predicted vs measured seconds per step (ratio = predicted / measured; 'after' uses the factor",
            "fitted to the point's board, precision and phase)", ""]
-    out += _table(("id", "board", "mode", "phase", "measured_s", "before_s", "ratio", "after_s", "ratio",
-                   "ln_resid", "bound"), _point_rows(report))
+    out += _table(("id", "board", "mode", "phase", "measured_s", "before_s", "ratio_before", "after_s",
+                   "ratio_after", "ln_resid_after", "bound"), _point_rows(report))
     out += ["", "Fitted speed factors (calibration.speed_factor)", ""]
     out += _table(("board", "precision", "phase", "speed_factor"),
                   [(b, prec, ph, f"{s:.6g}") for (b, prec, ph), s in sorted(report.factors.items())])
