@@ -47,20 +47,17 @@ import functools
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from devices.plan import Plan
+from sim.loader import load_scenario
+from sim.store import atomic_write_json
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import torch  # noqa: E402
-
-from devices.plan import Plan  # noqa: E402
-from sim.loader import load_scenario  # noqa: E402
-from sim.store import atomic_write_json  # noqa: E402
 
 log = logging.getLogger("bench")
 SECTIONS = ("learning", "engine", "timing", "flower")

@@ -93,7 +93,8 @@ def _fail(what: str, proc: subprocess.CompletedProcess) -> None:
 
 def run_flower() -> tuple[float, dict]:
     """(whole-process host seconds, the script's FLOWER_RESULT) of the Flower simulation."""
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     secs, proc = _timed([str(flower_python()), str(FLOWER_SCRIPT)], env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("FLOWER_RESULT ")]
     if proc.returncode != 0 or not lines:

@@ -13,22 +13,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from learning.aggregate import factor_svd  # noqa: E402
-from learning.data import collate, load_dataset, tokenize  # noqa: E402
-from learning.importance import prune  # noqa: E402
-from learning.lora import attach, detach, lora_keys  # noqa: E402
-from learning.models import load_proxy  # noqa: E402
-from learning.structure import ArchAdapter, Slicer  # noqa: E402
+from learning.aggregate import factor_svd
+from learning.data import collate, load_dataset, tokenize
+from learning.importance import prune
+from learning.lora import attach, detach, lora_keys
+from learning.models import load_proxy
+from learning.structure import ArchAdapter, Slicer
 
 TARGETS = ["query", "key", "value", "attn_out", "ffn_in", "ffn_out"]
 

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from sim.engine import Simulation
+from sim.loader import load_scenario
+from sim.runner import expected_bytes
+from sim.verify import verify
 
-from sim.engine import Simulation  # noqa: E402
-from sim.loader import load_scenario  # noqa: E402
-from sim.runner import expected_bytes  # noqa: E402
-from sim.verify import verify  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def scaled(n: int, rounds: int, extra: list[str]):

@@ -1,6 +1,7 @@
 """The FedSpine paper reproduction (issue 8): ``make paper`` runs every sweep of ``scenarios/paper/``
 (resuming: finished cells are skipped) and regenerates ``docs/paper-reproduction.md`` and its figures
-in ``docs/figures/`` from the results. Every number on that page is computed here from the run files.
+in ``docs/figures/`` from the results with :func:`sim.views.paper.write_page`, which computes every
+number on that page from the run files.
 
     .venv/bin/python benchmarks/paper.py [--skip-runs] [--out results] [--workers N]
 
@@ -16,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from paper_report import SWEEPS, write_page  # benchmarks/ is on sys.path when run as a script
+from sim.views.paper import SWEEPS, write_page
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "scenarios" / "paper"
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not args.skip_runs:
         run_sweeps(args.out, args.workers)
-    page = write_page(args.out / "paper", REPO / "docs", figures=not args.no_figures)
+    page = write_page(args.out / "paper", REPO / "docs", PAPER, figures=not args.no_figures)
     print(page)
     return 0
 

@@ -1,5 +1,8 @@
 """fedfleet's discrete-event core: scenario schema, engine, records, run store, verify, CLI.
 
+Subpackages: :mod:`sim.studies` (sweeps, comparisons of policies, executors) and :mod:`sim.views`
+(results API, comparison tables, plots, figures, HTML report, paper page).
+
 Never imports torch: timing-only runs stay light (``python -c "import sim, devices"``).
 """
 
@@ -16,9 +19,11 @@ def load_scenario(path, overrides=None):
 def run(scenario, overrides=None, out=None):
     """Run a scenario (a file path, or a mapping like a scenario file's contents) and write its run
     directory under ``out`` (default: the scenario's ``output.dir``); returns its ``RunData``
-    (``.scenario``, ``.summary``, ``.rounds``, ``.device_rounds``, ``.evals`` as pandas DataFrames)."""
-    from sim.results import load_run as _load_run  # noqa: PLC0415
+    (``.scenario``, ``.summary``, ``.rounds``, ``.device_rounds``, ``.evals`` as pandas DataFrames).
+    A scenario with ``policies:`` runs each policy into one comparison directory, as ``fedfleet run``
+    does, and returns its ``Comparison`` (``.parent``, ``.table`` one row per policy, ``.failures``)."""
     from sim.runner import run_scenario  # noqa: PLC0415
+    from sim.views.results import load_run as _load_run  # noqa: PLC0415
 
     if isinstance(scenario, dict):
         import copy  # noqa: PLC0415
@@ -33,20 +38,22 @@ def run(scenario, overrides=None, out=None):
     else:
         sc, base = load_scenario(scenario, overrides)
     if sc.policies:
-        raise ValueError("sim.run runs one strategy; for policies: use fedfleet run or sim.compare.run_policies")
+        from sim.studies.policies import run_policies  # noqa: PLC0415
+
+        return run_policies(sc, base, out)
     return _load_run(run_scenario(sc, base, out, progress=False).run_dir)
 
 
 def load_run(run_dir):
     """A finished run directory as ``RunData`` (scenario dict, summary dict, DataFrames)."""
-    from sim.results import load_run as _load_run  # noqa: PLC0415
+    from sim.views.results import load_run as _load_run  # noqa: PLC0415
 
     return _load_run(run_dir)
 
 
 def load_sweep(sweep_dir):
     """A sweep directory as ``SweepData``: ``.index`` (one row per cell), ``.spec``, ``.runs()``."""
-    from sim.results import load_sweep as _load_sweep  # noqa: PLC0415
+    from sim.views.results import load_sweep as _load_sweep  # noqa: PLC0415
 
     return _load_sweep(sweep_dir)
 

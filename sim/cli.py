@@ -44,22 +44,29 @@ def validate(scenario: Path, set_: SetOpt = None) -> None:
                f"round policy {sc.round.policy}; learning {sc.learning.kind}; seed {sc.seed}")
 
 
+BackendOpt = Annotated[str, typer.Option(help="local (process pool) or ray")]
+AddressOpt = Annotated[Optional[str], typer.Option(help="address of an existing Ray cluster (--backend ray)")]
+
+
 @app.command()
 def run(
     scenario: Annotated[Optional[Path], typer.Argument(help="scenario YAML (omit with --resume)")] = None,
     set_: SetOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="results root (default: output.dir of the scenario)")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="continue the run in this run directory from its last "
-                                                        "checkpoint (results as if never interrupted)")] = None,
+                                                        "checkpoint (results as if never interrupted), or the "
+                                                        "comparison in this directory (finished policies kept)")] = None,
+    workers: Annotated[int, typer.Option(help="policies run in parallel (a scenario with policies:)")] = 1,
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar, only the run directory")] = False,
     debug: Annotated[bool, typer.Option(help="show tracebacks of failed runs")] = False,
 ) -> None:
-    """Run a scenario; writes results/<scenario>/<run id>/ and prints its path and headline figures."""
+    """Run a scenario; writes results/<scenario>/<run id>/ and prints its path and headline figures.
+    A scenario with policies: runs each policy as a cell (like a sweep's) into <run id>/<label>/."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    from sim.checkpoint import CheckpointError  # noqa: PLC0415
-    from sim.loader import ScenarioError  # noqa: PLC0415
-    from sim.runner import run_scenario, scenario_of_run  # noqa: PLC0415
+    from sim.runner import scenario_of_run  # noqa: PLC0415
 
     if resume is not None:
         if scenario is not None or set_ or out is not None:
@@ -70,9 +77,18 @@ def run(
     else:
         sc, base = _load(scenario, set_)
     if sc.policies:
-        if resume is not None:
-            _fail("--resume continues single runs; rerun a policies comparison (or use a sweep, which resumes by cell)")
-        return _run_policies(sc, base, out, quiet)
+        return _run_policies(sc, base, out, resume, _executor(backend, workers, address), quiet)
+    if workers != 1 or backend != "local" or address:
+        _fail("--workers, --backend and --address run the policies of a scenario with policies:; this one has none")
+    _run_single(sc, base, out, resume, quiet, debug)
+
+
+def _run_single(sc, base, out: Path | None, resume: Path | None, quiet: bool, debug: bool) -> None:
+    """One run (or the resume of one) and its headline figures."""
+    from sim.checkpoint import CheckpointError  # noqa: PLC0415
+    from sim.loader import ScenarioError  # noqa: PLC0415
+    from sim.runner import run_scenario  # noqa: PLC0415
+
     try:
         res = run_scenario(sc, base, out, progress=not quiet and sc.output.progress,
                            run_dir=resume, resume=resume is not None)
@@ -97,7 +113,8 @@ def run(
 
 
 def _resume_target(run_dir: Path, scenario_of_run):
-    """The scenario of ``run_dir`` if it can be resumed: it exists, did not finish, and has a checkpoint."""
+    """The scenario of ``run_dir`` if it can be resumed: it exists and did not finish; a single run also
+    needs a checkpoint, a comparison (a scenario with policies) the ``base_dir`` its status recorded."""
     import json  # noqa: PLC0415
 
     from sim.checkpoint import FILENAME, CheckpointError, read_header  # noqa: PLC0415
@@ -111,25 +128,46 @@ def _resume_target(run_dir: Path, scenario_of_run):
         status = None
     if status == "finished":
         _fail(f"--resume {run_dir}: this run already finished; nothing to resume")
+    from sim.studies.policies import comparison_base_dir  # noqa: PLC0415
+
     try:
-        sc, base = scenario_of_run(run_dir)
+        sc, base = scenario_of_run(run_dir, comparison_base_dir(run_dir))
+        if sc.policies:
+            return sc, base
         read_header(run_dir / FILENAME, payload=False)  # the payload is read and hashed once, by the resume
     except (ScenarioError, CheckpointError) as e:
         _fail(f"--resume {run_dir}: {e}")
     return sc, base
 
 
-def _run_policies(sc, base, out: Path | None, quiet: bool) -> None:
-    from sim.compare import format_table, run_policies  # noqa: PLC0415
+def _executor(backend: str, workers: int | None, address: str | None):
+    """The cell executor of ``--backend``/``--workers``/``--address`` (exit 2 on a bad combination)."""
+    from sim.studies.executors import make_executor  # noqa: PLC0415
+
+    if workers is not None and workers < 1:
+        _fail(f"--workers {workers}: must be at least 1")
+    try:
+        return make_executor(backend, workers, address)
+    except ValueError as e:
+        _fail(str(e))
+
+
+def _run_policies(sc, base, out: Path | None, resume: Path | None, executor, quiet: bool) -> None:
+    """Every policy of ``sc`` as a cell of one comparison directory; prints it and the table."""
+    from sim.progress import CellProgress  # noqa: PLC0415
+    from sim.studies.cells import StudyInterrupted  # noqa: PLC0415
+    from sim.studies.policies import run_policies  # noqa: PLC0415
+    from sim.views.compare import format_table  # noqa: PLC0415
 
     try:
-        parent, table, failures = run_policies(sc, base, out, progress=not quiet and sc.output.progress)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-    typer.echo(str(parent))
-    typer.echo(format_table(table, "text"), nl=False)
-    if failures:
-        _fail("policies failed: " + "; ".join(f"{k}: {v}" for k, v in failures.items()), 1)
+        with CellProgress(len(sc.policies), enabled=not quiet and sc.output.progress and sys.stderr.isatty()) as bar:
+            res = run_policies(sc, base, out, executor, parent=resume, on_cell=bar.update)
+    except StudyInterrupted as e:
+        _fail(str(e), 130)
+    typer.echo(str(res.parent))
+    typer.echo(format_table(res.table, "text"), nl=False)
+    if res.failures:
+        _fail("policies failed: " + "; ".join(f"{k}: {v}" for k, v in res.failures.items()), 1)
 
 
 @app.command()
@@ -141,7 +179,7 @@ def compare(
 ) -> None:
     """One table over runs: final accuracy, simulated time to a target accuracy, mean idle fraction,
     bytes communicated, final sparsity."""
-    from sim.compare import FORMATS, compare_table, format_table, labelled_runs  # noqa: PLC0415
+    from sim.views.compare import FORMATS, compare_table, format_table, labelled_runs  # noqa: PLC0415
 
     if fmt not in FORMATS:
         _fail(f"--format {fmt!r}; allowed: {', '.join(FORMATS)}")
@@ -158,38 +196,32 @@ def compare(
 @app.command()
 def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="sweep YAML: base, matrix, seeds (see scenarios/sweeps/)")],
-    backend: Annotated[str, typer.Option(help="local (process pool) or ray")] = "local",
+    backend: BackendOpt = "local",
     workers: Annotated[Optional[int], typer.Option(help="parallel cells (default: CPU count; ray: CPUs of a local Ray)")] = None,
-    address: Annotated[Optional[str], typer.Option(help="address of an existing Ray cluster (--backend ray)")] = None,
+    address: AddressOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="results root (default: output.dir of the base scenario)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar, only the sweep directory")] = False,
 ) -> None:
     """Run every cell of a sweep (matrix x seeds); a rerun resumes, skipping finished cells.
     Writes OUT/<sweep name>/sweep.parquet (one row per cell) and cells/<cell id>/ run directories."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from sim.executors import make_executor  # noqa: PLC0415
     from sim.loader import ScenarioError  # noqa: PLC0415
-    from sim.sweep import load_sweep_file  # noqa: PLC0415
-    from sim.sweep_run import SweepInterrupted, run_sweep  # noqa: PLC0415
+    from sim.progress import CellProgress  # noqa: PLC0415
+    from sim.studies.cells import StudyInterrupted  # noqa: PLC0415
+    from sim.studies.sweep import load_sweep_file  # noqa: PLC0415
+    from sim.studies.sweep_run import run_sweep  # noqa: PLC0415
 
     try:
         spec, cells = load_sweep_file(sweep_file)
     except ScenarioError as e:
         _fail(str(e))
-    if workers is not None and workers < 1:
-        _fail(f"--workers {workers}: must be at least 1")
+    executor = _executor(backend, workers, address)
     root = out if out is not None else Path(cells[0].scenario.output.dir)
-    try:
-        executor = make_executor(backend, workers, address)
-    except ValueError as e:
-        _fail(str(e))
-    from sim.progress import CellProgress  # noqa: PLC0415
-
     try:
         with CellProgress(len(cells), enabled=not quiet and sys.stderr.isatty()) as bar:
             sweep_dir = run_sweep(spec, cells, root, executor, base_dir=sweep_file.resolve().parent,
                                   on_cell=bar.update)
-    except SweepInterrupted as e:
+    except StudyInterrupted as e:
         _fail(str(e), 130)
     import json  # noqa: PLC0415
 
@@ -207,8 +239,8 @@ TargetOpt = Annotated[Optional[float], typer.Option("--target-acc", help="accura
 
 
 def _figures(path: Path, target_acc: float | None, rounds: list[int] | None, reference: str) -> list[Path]:
-    from sim.figures import plot_runs  # noqa: PLC0415
-    from sim.results import collect, kind_of, load_sweep  # noqa: PLC0415
+    from sim.views.figures import plot_runs  # noqa: PLC0415
+    from sim.views.results import collect, kind_of, load_sweep  # noqa: PLC0415
 
     if target_acc is not None and not 0.0 <= target_acc <= 1.0:
         _fail(f"--target-acc {target_acc}: must be a fraction in [0, 1]")
@@ -251,7 +283,7 @@ def report(
     """One self-contained HTML page: the figures inline, the tables, the resolved scenarios."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    from sim.report import write_report  # noqa: PLC0415
+    from sim.views.report import write_report  # noqa: PLC0415
 
     written = _figures(path, target_acc, None, reference)
     page = write_report(path, [p for p in written if p.suffix == ".png"], out, target_acc=target_acc)

@@ -218,7 +218,7 @@ def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
                                    train_tokens_if_padded=lr.tokens_if_padded, workers=sc.learning.workers)
         atomic_write_json(run_dir / "summary.json", summary)
         if sc.output.plots and len(out.rounds):
-            from sim.plots import plot_run  # noqa: PLC0415
+            from sim.views.plots import plot_run  # noqa: PLC0415
 
             plot_run(run_dir)
         atomic_write_json(run_dir / "status.json", {"status": "finished", "started_unix": started,
@@ -238,8 +238,10 @@ def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
     return RunResult(run_dir, summary, out.rounds, out.device_rounds)
 
 
-def scenario_of_run(run_dir: Path) -> tuple[Scenario, Path | None]:
-    """The resolved scenario of a run directory (for ``--resume``), checked against its recorded digest."""
+def scenario_of_run(run_dir: Path, base_dir: Path | None = None) -> tuple[Scenario, Path | None]:
+    """The resolved scenario of a run directory (for ``--resume``), checked against its recorded digest.
+    Relative paths resolve against the recorded ``base_dir``, else the given one (a comparison's parent
+    records it in its ``status.json``)."""
     from sim.loader import ScenarioError, check_structure, read_yaml, validate  # noqa: PLC0415
 
     path = Path(run_dir) / "scenario.yaml"
@@ -251,7 +253,7 @@ def scenario_of_run(run_dir: Path) -> tuple[Scenario, Path | None]:
         raise ScenarioError(f"{path}: no _meta.digest; not written by fedfleet run")
     check_structure(data, str(path))
     base = meta.get("base_dir")
-    base_dir = Path(base) if isinstance(base, str) and base else None
+    base_dir = Path(base) if isinstance(base, str) and base else base_dir
     sc = validate(data, str(path), base_dir)
     if scenario_digest(sc) != meta["digest"]:
         raise ScenarioError(f"{path}: the scenario was edited after the run started (digest differs); "

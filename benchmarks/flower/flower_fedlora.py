@@ -14,9 +14,11 @@ evaluation subset and proxy model are computed with fedfleet's own functions (``
 ``learning.partition``, ``learning.models``, ``devices.rng``: numpy / torch / transformers only, no
 ``sim``), so both sides train on the same examples per client and evaluate on the same 400.
 
-Run with the python of ``.venv-flower`` (flwr[simulation], torch, transformers, peft):
+Run with the python of ``.venv-flower`` (flwr[simulation], torch, transformers, peft), with the repository
+root on ``PYTHONPATH`` (that environment does not install fedfleet; Ray's worker processes, where the
+ClientApps run, inherit the variable and import ``learning.*`` from there too):
 
-    .venv-flower/bin/python benchmarks/flower/flower_fedlora.py [--rounds 5] [--clients 20] [--json out.json]
+    PYTHONPATH=. .venv-flower/bin/python benchmarks/flower/flower_fedlora.py [--rounds 5] [--clients 20] [--json out.json]
 
 Prints the final accuracy and the host seconds; the last line is ``FLOWER_RESULT {json}``.
 """
@@ -32,10 +34,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 T_START = time.perf_counter()
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-# Ray's worker processes (where the ClientApps run) import fedfleet's learning.* modules too
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # no network here
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,4 +1,5 @@
-"""Comparisons: ``policies:`` runs every policy on the same fleet and seed; ``fedfleet compare`` tabulates."""
+"""Comparisons: ``policies:`` runs every policy on the same fleet and seed, as cells (any executor, resumable);
+``fedfleet compare`` tabulates."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pytest
 import yaml
 from fleet_helpers import base_scenario, fedfleet
 
-from sim.compare import compare_table, expand_runs, format_table, run_policies
+import sim
 from sim.loader import ScenarioError, validate
+from sim.studies.executors import LocalExecutor
+from sim.studies.policies import run_policies
+from sim.views.compare import compare_table, expand_runs, format_table
 
 
 def comparison(tmp_path) -> dict:
@@ -28,8 +32,9 @@ def comparison(tmp_path) -> dict:
 
 def test_policies_run_side_by_side_and_the_table_matches_each_summary(tmp_path):
     sc = validate(comparison(tmp_path))
-    parent, table, failures = run_policies(sc, progress=False)
-    assert failures == {}
+    res = run_policies(sc)
+    parent, table = res.parent, res.table
+    assert res.failures == {}
     assert list(table["policy"]) == ["spine", "apt", "lora"]
     for row in table.itertuples(index=False):
         s = json.loads((parent / row.policy / "summary.json").read_text())
@@ -38,6 +43,7 @@ def test_policies_run_side_by_side_and_the_table_matches_each_summary(tmp_path):
         assert row.bytes_total == s["bytes_up_total"] + s["bytes_down_total"]
         assert row.final_sparsity == s["final_mean_prune_ratio"]
         assert row.sim_time_s == s["sim_time_s"]
+        assert s["run_id"] == row.policy  # computed in a temporary directory, named as its final one
         child = yaml.safe_load((parent / row.policy / "scenario.yaml").read_text())
         assert "policies" not in child and child["fleet"] == yaml.safe_load(
             (parent / "scenario.yaml").read_text())["fleet"]
@@ -75,8 +81,7 @@ def test_time_to_target_reads_the_rounds(tmp_path):
 
 
 def test_cli_compare_and_bad_inputs(tmp_path):
-    sc = validate(comparison(tmp_path))
-    parent, _, _ = run_policies(sc, progress=False)
+    parent = run_policies(validate(comparison(tmp_path))).parent
     r = fedfleet("compare", str(parent), "--format", "md")
     assert r.returncode == 0, r.stderr
     assert "| spine | fedspine |" in r.stdout
@@ -102,8 +107,8 @@ def test_bad_policies_name_the_key(tmp_path):
 
 
 def test_latex_format_escapes_and_keeps_the_numbers(tmp_path):
-    sc = validate(comparison(tmp_path))
-    parent, table, _ = run_policies(sc, progress=False)
+    res = run_policies(validate(comparison(tmp_path)))
+    parent, table = res.parent, res.table
     r = fedfleet("compare", str(parent), "--format", "latex")
     assert r.returncode == 0, r.stderr
     tex = r.stdout
@@ -121,7 +126,63 @@ def test_latex_format_escapes_and_keeps_the_numbers(tmp_path):
 
 
 def test_latex_escape():
-    from sim.compare import latex_escape
+    from sim.views.compare import latex_escape
 
     assert latex_escape("a_b & 50% {x} #1 $ ~^\\") == \
         "a\\_b \\& 50\\% \\{x\\} \\#1 \\$ \\textasciitilde{}\\textasciicircum{}\\textbackslash{}"
+
+
+def _children(parent) -> dict[str, bytes]:
+    """Every result file of a comparison's children, by path, host-time fields aside."""
+    out = {}
+    for f in sorted(parent.glob("*/*.parquet")):
+        out[str(f.relative_to(parent))] = f.read_bytes()
+    for f in sorted(parent.glob("*/summary.json")):
+        s = json.loads(f.read_text())
+        s.pop("host")
+        out[str(f.relative_to(parent))] = json.dumps(s, sort_keys=True).encode()
+    return out
+
+
+def test_a_process_pool_gives_the_serial_results_and_a_resume_keeps_finished_policies(tmp_path):
+    d = comparison(tmp_path)
+    serial = run_policies(validate(d), out_root=tmp_path / "serial")
+    pooled = run_policies(validate(d), out_root=tmp_path / "pool", executor=LocalExecutor(2))
+    assert pooled.failures == {} and _children(pooled.parent) == _children(serial.parent)
+    assert (pooled.parent / "compare.csv").read_text().splitlines()[0] == \
+        (serial.parent / "compare.csv").read_text().splitlines()[0]
+    # an interrupted comparison: one child gone, one never finished; a resume runs exactly those
+    import shutil  # noqa: PLC0415
+
+    shutil.rmtree(serial.parent / "apt")
+    (serial.parent / "lora" / "status.json").write_text(json.dumps({"status": "running"}))
+    kept = (serial.parent / "spine" / "summary.json").stat().st_mtime_ns
+    resumed = run_policies(validate(d), parent=serial.parent)
+    assert resumed.failures == {} and list(resumed.table["policy"]) == ["spine", "apt", "lora"]
+    assert (serial.parent / "spine" / "summary.json").stat().st_mtime_ns == kept
+    assert _children(resumed.parent) == _children(pooled.parent)
+    assert json.loads((serial.parent / "status.json").read_text())["resumed"] is True
+
+
+def test_a_failing_policy_is_recorded_and_the_others_finish(tmp_path, monkeypatch):
+    import sim.studies.policies as policies  # noqa: PLC0415
+
+    real = policies.policy_scenarios
+
+    def one_broken(sc):  # the lora child names a model that does not exist: its run fails when it starts
+        out = real(sc)
+        out["lora"] = out["lora"].model_copy(update={"workload": out["lora"].workload.model_copy(update={"model": "nope"})})
+        return out
+
+    monkeypatch.setattr(policies, "policy_scenarios", one_broken)
+    res = run_policies(validate(comparison(tmp_path)))
+    assert set(res.failures) == {"lora"} and list(res.table["policy"]) == ["spine", "apt"]
+    status = json.loads((res.parent / "status.json").read_text())
+    assert status["status"] == "failed" and status["failures"] == res.failures
+    assert (res.parent / "lora" / "traceback.txt").is_file()
+
+
+def test_sim_run_runs_the_policies_and_returns_the_comparison(tmp_path):
+    res = sim.run(comparison(tmp_path))
+    assert list(res.table["policy"]) == ["spine", "apt", "lora"] and res.failures == {}
+    assert (res.parent / "compare.md").is_file() and res.parent.parent.name == "cmp"

@@ -24,7 +24,7 @@ def test_readme_quickstart_has_the_two_commands():
 
 def test_every_scenario_and_sweep_file_is_listed_and_valid():
     from sim.loader import load_scenario
-    from sim.sweep import load_sweep_file
+    from sim.studies.sweep import load_sweep_file
 
     readme = (REPO / "README.md").read_text()
     import yaml

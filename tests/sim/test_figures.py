@@ -1,4 +1,4 @@
-"""Paper figures over runs (sim.figures): every figure the data supports, in PNG and PDF, and the
+"""Paper figures over runs (sim.views.figures): every figure the data supports, in PNG and PDF, and the
 pure helpers behind the annotations (speed-ups, time to target, styles, grouping)."""
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import pandas as pd
 import pytest
 from fleet_helpers import REPO, base_scenario
 
-import sim.figures
-from sim.compare import run_policies
-from sim.figures import (
+import sim.views.figures
+from sim.loader import validate
+from sim.runner import run_scenario
+from sim.studies.policies import run_policies
+from sim.views.figures import (
     POLICY_STYLES,
     group_runs,
     group_time_to_target,
@@ -26,11 +28,8 @@ from sim.figures import (
     policy_style,
     safe_label,
     speedups,
-    time_to_target,
 )
-from sim.loader import validate
-from sim.results import RunData, load_sweep
-from sim.runner import run_scenario
+from sim.views.results import RunData, load_sweep, time_to_target
 
 POLICIES = ["fedspine", "fedapt", "fedlora"]
 SEEDS = [0, 1]
@@ -58,9 +57,9 @@ def comparison(tmp_path_factory) -> list[RunData]:
                          "fedapt": {"name": "fedapt", "params": {"prune_target": 0.3}},
                          "fedlora": {"name": "fedlora"}}
         d["output"]["dir"] = str(tmp_path_factory.mktemp(f"cmp{seed}"))
-        parent, _, failures = run_policies(validate(d), progress=False)
-        assert failures == {}
-        runs += [RunData(parent / p, p, seed) for p in POLICIES]
+        res = run_policies(validate(d))
+        assert res.failures == {}
+        runs += [RunData(res.parent / p, p, seed) for p in POLICIES]
     return runs
 
 
@@ -181,7 +180,7 @@ def test_policy_style_is_stable_and_distinct_for_known_names():
     colour, marker = policy_style("my-policy")
     assert policy_style("my-policy") == (colour, marker) and colour.startswith("#") and len(colour) == 7
     h = hashlib.sha256(b"my-policy").digest()  # stable across processes (no salted hash())
-    assert colour == sim.figures._PALETTE[int.from_bytes(h[:8], "big") % len(sim.figures._PALETTE)]
+    assert colour == sim.views.figures._PALETTE[int.from_bytes(h[:8], "big") % len(sim.views.figures._PALETTE)]
 
 
 def test_groups_by_policy_then_by_values_and_capped(tmp_path, caplog):
@@ -194,7 +193,7 @@ def test_groups_by_policy_then_by_values_and_capped(tmp_path, caplog):
     assert groups[0].color == POLICY_STYLES["fedspine"][0] and groups[1].color != groups[0].color
     assert groups[0].marker == groups[1].marker == "o"
     assert safe_label(groups[0].label) == "fedspine__exploration_0.5__rounds_3_"
-    with caplog.at_level(logging.WARNING, logger="sim.figures"):
+    with caplog.at_level(logging.WARNING, logger="sim.views.figures"):
         many = group_runs([RunData(tmp_path, f"p{i}", 0) for i in range(14)])
     assert len(many) == 12 and "p12, p13" in caplog.text
     assert len({g.color for g in many}) == 12  # hashed colours that collide are moved to free ones
@@ -244,8 +243,8 @@ def test_sweep_two_keys_heatmaps(tmp_path, monkeypatch, caplog):
     def broken(*_a, **_k):
         raise ValueError("bad data")
 
-    monkeypatch.setattr(sim.figures, "_sweep_heatmaps", broken)
-    with caplog.at_level(logging.ERROR, logger="sim.figures"):
+    monkeypatch.setattr(sim.views.figures, "_sweep_heatmaps", broken)
+    with caplog.at_level(logging.ERROR, logger="sim.views.figures"):
         assert plot_runs([], tmp_path / "broken", sweep=sweep) == []  # logged, not raised
     assert "figure sweep_figures failed" in caplog.text and "bad data" in caplog.text
     assert not list((tmp_path / "broken").iterdir())
@@ -263,11 +262,11 @@ def test_swept_algorithm_name_is_the_policy_not_an_axis(tmp_path, monkeypatch):
     def no_heatmaps(*_a, **_k):
         raise AssertionError("heatmaps drawn for a swept algorithm name")
 
-    monkeypatch.setattr(sim.figures, "_sweep_heatmaps", no_heatmaps)
+    monkeypatch.setattr(sim.views.figures, "_sweep_heatmaps", no_heatmaps)
     written = plot_runs([], tmp_path / "figs", sweep=sweep)
     check_written(tmp_path / "figs", written, ["sweep_sim_time_s", "sweep_mean_idle_fraction"])
 
 
 def test_importing_the_module_does_not_import_matplotlib():
-    code = "import sys, sim.figures; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    code = "import sys, sim.views.figures; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from sim.loader import (MAX_SCENARIO_BYTES, ScenarioError, apply_override, check_structure, load_scenario,
                         parse_yaml, read_yaml, scenario_digest, validate)
 from sim.store import new_run_dir, safe_child
+from sim.studies.fuzz import doc_parent, doc_paths
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO_DIR = REPO / "scenarios"
@@ -331,19 +332,6 @@ def shipped() -> dict[str, dict]:
     return out
 
 
-def _bench_fuzz():
-    """benchmarks/bench_fuzz.py as a module (its document walkers are shared with these tests)."""
-    import importlib.util  # noqa: PLC0415
-
-    spec = importlib.util.spec_from_file_location("bench_fuzz", Path(__file__).resolve().parents[2] / "benchmarks"
-                                                  / "bench_fuzz.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_BENCH = _bench_fuzz()
-_paths, _parent = _BENCH._paths, _BENCH._parent
 
 
 @st.composite
@@ -358,11 +346,11 @@ def mutated(draw: st.DrawFn, names: list[str]) -> tuple[str, list[tuple[str, Any
 
 
 def _mutate(doc: dict, op: str, pick: int, value: Any, key: str, soup: str) -> None:
-    paths = _paths(doc)
+    paths = doc_paths(doc)
     if not paths:
         return
     path = paths[pick % len(paths)]
-    parent, last = _parent(doc, path), path[-1]
+    parent, last = doc_parent(doc, path), path[-1]
     if op == "delete":
         del parent[last]
     elif op in ("replace", "number", "string"):
@@ -407,7 +395,7 @@ def test_mutated_shipped_scenarios_from_files(data: st.DataObject, shipped: dict
             _mutate(doc, *op)
     p = scratch / "mutated.yaml"
     p.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    sets = data.draw(st.lists(st.tuples(st.sampled_from(_paths(doc) or [("seed",)]), token_soup), max_size=3))
+    sets = data.draw(st.lists(st.tuples(st.sampled_from(doc_paths(doc) or [("seed",)]), token_soup), max_size=3))
     overrides = [".".join(map(str, path)) + "=" + text for path, text in sets]
     res = clean(lambda: load_scenario(p, overrides), str(p))
     if not isinstance(res, ScenarioError):

@@ -1,4 +1,4 @@
-"""The paper reproduction's assumptions (scenarios/paper/, benchmarks/paper_report.py).
+"""The paper reproduction's assumptions (scenarios/paper/, sim/views/paper.py).
 
 The page takes the fixed-plan methods' paper-calibrated times from timing-only runs joined to their
 datasheet learning runs. That is exact only if (a) a fixed plan's learning does not depend on the
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -18,8 +17,6 @@ import yaml
 from fleet_helpers import REPO
 
 from sim.loader import validate
-
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def tiny(calibrated: bool, kind: str = "real", algorithm: str = "fedapt") -> dict:
@@ -69,7 +66,7 @@ def test_the_bandit_is_not_calibration_free():
 
 
 def test_report_statistics_and_verdicts():
-    from paper_report import fmt, mean_std, verdict_gain, verdict_speed
+    from sim.views.paper import fmt, mean_std, verdict_gain, verdict_speed
 
     m, s, n = mean_std([0.01, 0.02, math.nan])
     assert (round(m, 6), round(s, 6), n) == (0.015, 0.007071, 2)
@@ -87,7 +84,7 @@ def test_report_statistics_and_verdicts():
 
 
 def test_every_paper_sweep_is_run_by_make_paper():
-    from paper import SWEEPS
+    from sim.views.paper import SWEEPS
 
     files = {p.stem for p in (REPO / "scenarios" / "paper").glob("*.yaml")} - {"learning", "learning-calibrated"}
     assert set(SWEEPS) == files

@@ -1,4 +1,4 @@
-"""``sim.report``: one self-contained HTML page for a run, a comparison or a sweep, checked as text and in a
+"""``sim.views.report``: one self-contained HTML page for a run, a comparison or a sweep, checked as text and in a
 real headless Chromium (skipped only where no ``chromium`` is installed: ``make chromium``)."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from fleet_helpers import base_scenario
 
-from sim.compare import run_policies
 from sim.loader import resolved_dict, scenario_digest, validate
-from sim.report import write_report
+from sim.studies.policies import run_policies
+from sim.views.report import write_report
 from sim.runner import run_scenario
 from sim.store import atomic_write_json, atomic_write_parquet, atomic_write_yaml
 
@@ -40,8 +40,9 @@ def comparison(tmp_path_factory) -> tuple[Path, list[Path]]:
                      "apt": {"name": "fedapt", "params": {"prune_target": 0.3}},
                      "lora": {"name": "fedlora"}}
     d["output"].update(dir=str(root), plots=True)
-    parent, _, failures = run_policies(validate(d), progress=False)
-    assert failures == {}
+    res = run_policies(validate(d))
+    assert res.failures == {}
+    parent = res.parent
     figs = [parent / p / "plots" / f for p in ["spine", "apt", "lora"]
             for f in ["round_times.png", "device_types.png", "timeline.png"]]
     assert all(f.is_file() for f in figs)

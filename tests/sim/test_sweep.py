@@ -7,7 +7,7 @@ import yaml
 from fleet_helpers import base_scenario
 
 from sim.loader import ScenarioError
-from sim.sweep import load_sweep_file as load_sweep
+from sim.studies.sweep import load_sweep_file as load_sweep
 
 
 def write(tmp_path, sweep: dict, base: dict | None = None):

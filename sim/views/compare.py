@@ -1,10 +1,4 @@
-"""Comparisons: run several policies on the same fleet, seed and data, and tabulate the runs.
-
-A scenario with ``policies: {label: {name, params}}`` runs one child run per label under one parent
-directory, ``DIR/<scenario>/<run id>/<label>/``, each a complete run directory (its resolved
-scenario has ``algorithm`` set to the policy and no ``policies``). Everything but the strategy is
-the same: fleet, dynamics and data partition come from the one seed, and every random stream is
-named, so policies see identical device draws.
+"""Comparison tables: one row per run, over run directories, comparisons and sweeps.
 
 :func:`compare_table` reads run directories (``summary.json`` + ``rounds.parquet``) and gives one row
 per run: final accuracy, simulated time to a target accuracy, mean idle fraction per round, bytes
@@ -16,71 +10,15 @@ run has a time to it).
 from __future__ import annotations
 
 import json
-import logging
 import math
-import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from sim.loader import resolved_dict, scenario_digest
-from sim.scenario import Scenario
-from sim.store import (
-    atomic_write_json,
-    atomic_write_text,
-    atomic_write_yaml,
-    new_run_dir,
-    safe_child,
-)
-
-log = logging.getLogger(__name__)
+from sim.views.results import load_sweep, time_to_target
 
 COLUMNS = ["policy", "algorithm", "final_accuracy", "time_to_target_s", "mean_idle_fraction", "bytes_total",
            "final_sparsity", "rounds", "sim_time_s", "host_time_s"]
-
-
-def policy_scenarios(sc: Scenario) -> dict[str, Scenario]:
-    """One scenario per policy label: ``algorithm`` replaced, ``policies`` removed."""
-    out = {}
-    for label, spec in (sc.policies or {}).items():
-        out[label] = sc.model_copy(update={"algorithm": spec, "policies": None}, deep=True)
-    return out
-
-
-def run_policies(sc: Scenario, base_dir: Path | None = None, out_root: Path | None = None,
-                 progress: bool | None = None) -> tuple[Path, pd.DataFrame, dict[str, str]]:
-    """Run every policy of ``sc`` into one parent directory; returns (parent, table, failures).
-
-    A policy whose run raises is logged and recorded in ``failures`` (label -> error); the others go on.
-    """
-    from sim.runner import run_scenario, versions
-
-    root = Path(out_root if out_root is not None else sc.output.dir)
-    digest = scenario_digest(sc)
-    parent = new_run_dir(root, sc.name or "scenario", sc.output.run_name or f"seed{sc.seed}-{digest[:8]}")
-    atomic_write_yaml(parent / "scenario.yaml", {**resolved_dict(sc), "_meta": {"digest": digest, "versions": versions()}})
-    failures: dict[str, str] = {}
-    dirs: list[Path] = []
-    started = time.time()
-    children = policy_scenarios(sc)
-    for i, (label, child) in enumerate(children.items()):
-        log.info("policy %d/%d: %s (%s)", i + 1, len(children), label, child.algorithm.name)
-        d = safe_child(parent, label)
-        d.mkdir()
-        try:
-            run_scenario(child, base_dir, run_dir=d, progress=progress)
-            dirs.append(d)
-        except Exception as e:  # noqa: BLE001 - one failed policy must not lose the others
-            failures[label] = f"{type(e).__name__}: {e}"
-            log.error("policy %s failed: %s", label, failures[label])
-    table = compare_table(dirs, sc.training.target_accuracy, labels=[d.name for d in dirs])
-    atomic_write_text(parent / "compare.md", format_table(table, "md"))
-    atomic_write_text(parent / "compare.csv", format_table(table, "csv"))
-    atomic_write_json(parent / "status.json", {
-        "status": "failed" if failures else "finished", "started_unix": started, "finished_unix": time.time(),
-        "policies": list(children), "failures": failures})
-    return parent, table, failures
 
 
 def expand_runs(paths: list[Path]) -> list[Path]:
@@ -96,8 +34,6 @@ def labelled_runs(paths: list[Path]) -> list[tuple[Path, str]]:
     for p in paths:
         p = Path(p)
         if (p / "sweep.parquet").is_file():
-            from sim.results import load_sweep  # noqa: PLC0415
-
             sw = load_sweep(p)
             for rd in sw.runs():
                 vals = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in rd.values.items())
@@ -113,12 +49,6 @@ def labelled_runs(paths: list[Path]) -> list[tuple[Path, str]]:
             raise FileNotFoundError(f"{p}: not a run directory (no summary.json), a comparison of runs, nor a sweep")
         out.extend((k, k.name) for k in kids)
     return out
-
-
-def _time_to(rounds: pd.DataFrame, target: float) -> float:
-    acc = rounds["accuracy"].to_numpy(dtype=float)
-    hit = np.flatnonzero(acc >= target - 1e-12)
-    return float(rounds["t_end_s"].iloc[hit[0]]) if len(hit) else math.nan
 
 
 def compare_table(run_dirs: list[Path], target_acc: float | None = None, labels: list[str] | None = None) -> pd.DataFrame:
@@ -155,7 +85,7 @@ def compare_table(run_dirs: list[Path], target_acc: float | None = None, labels:
             if best and len(best) == len(frames):
                 target_acc, source = min(best), "highest accuracy every run reached"
     if target_acc is not None:
-        df["time_to_target_s"] = [_time_to(f, target_acc) if "accuracy" in f else math.nan for f in frames]
+        df["time_to_target_s"] = [time_to_target(f, target_acc) for f in frames]
     df = df.drop(columns="_target")
     df.attrs["target_accuracy"] = target_acc
     df.attrs["target_source"] = source if target_acc is not None else "no accuracy (timing-only runs)"
@@ -173,14 +103,14 @@ def format_table(df: pd.DataFrame, fmt: str = "text") -> str:
     shown = pd.DataFrame({
         "policy": df["policy"],
         "algorithm": df["algorithm"],
-        "final acc %": [_f(100 * v, 1) for v in df["final_accuracy"]],
-        "time to target": [_dur(v) for v in df["time_to_target_s"]],
-        "mean idle %": [_f(100 * v, 1) for v in df["mean_idle_fraction"]],
-        "MB moved": [_f(v / 1e6, 1) for v in df["bytes_total"]],
-        "final sparsity": [_f(v, 3) for v in df["final_sparsity"]],
+        "final acc %": [fmt_num(100 * v, 1) for v in df["final_accuracy"]],
+        "time to target": [fmt_dur(v) for v in df["time_to_target_s"]],
+        "mean idle %": [fmt_num(100 * v, 1) for v in df["mean_idle_fraction"]],
+        "MB moved": [fmt_num(v / 1e6, 1) for v in df["bytes_total"]],
+        "final sparsity": [fmt_num(v, 3) for v in df["final_sparsity"]],
         "rounds": df["rounds"].astype(str),
-        "simulated": [_dur(v) for v in df["sim_time_s"]],
-        "host s": [_f(v, 1) for v in df["host_time_s"]],
+        "simulated": [fmt_dur(v) for v in df["sim_time_s"]],
+        "host s": [fmt_num(v, 1) for v in df["host_time_s"]],
     })
     t = df.attrs.get("target_accuracy")
     note = (f"target accuracy {100 * t:.1f}% ({df.attrs.get('target_source')})" if t is not None
@@ -216,11 +146,19 @@ def _latex(shown: pd.DataFrame, note: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _f(v, nd: int) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+def is_missing(v) -> bool:
+    """True for None and float NaN (a metric a run does not have)."""
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def _dur(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+def fmt_num(v, nd: int) -> str:
+    """``v`` with ``nd`` decimals, ``-`` when missing."""
+    return "-" if is_missing(v) else f"{float(v):.{nd}f}"
+
+
+def fmt_dur(v) -> str:
+    """A simulated duration: whole seconds below an hour, hours with two decimals above; ``-`` when missing."""
+    if is_missing(v):
         return "-"
+    v = float(v)
     return f"{v / 3600:.2f} h" if v >= 3600 else f"{v:.0f} s"

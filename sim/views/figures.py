@@ -1,7 +1,7 @@
 """Paper-style figures over a set of runs (a comparison, several seeds, a sweep): matplotlib, Agg.
 
 :func:`plot_runs` writes every figure the data supports into one directory, each as PNG (150 dpi)
-and PDF, and returns the written paths. Runs are put in **groups**: the same policy label and the
+and PDF (in the one style of :mod:`sim.views.style`), and returns the written paths. Runs are put in **groups**: the same policy label and the
 same swept ``values``. When every policy has one configuration a group is named by its policy label,
 else ``"policy (key=value, ...)"`` (the shortest unambiguous ending of each dotted key); at most
 :data:`MAX_GROUPS` groups are drawn (the first ones, in the order of the runs; a warning names the rest).
@@ -30,7 +30,7 @@ Figures (file stem; ``<label>`` is the group label with anything but ``[A-Za-z0-
   ratio and LoRA rank per device (rows, by type then id) and round (columns); grey = the device was
   not selected or did not report (status other than ``ok``).
 * ``timeline_<label>`` (same runs): Gantt charts (download, compute, upload, idle; the colours of
-  :data:`sim.plots.PHASE_COLORS`) of the chosen rounds (default first, middle, last), up to 40
+  :data:`sim.views.style.PHASE_COLORS`) of the chosen rounds (default first, middle, last), up to 40
   devices per round, x = seconds since the round start.
 * ``bytes``: upload and download MB (GB past 10 GB) per run, stacked; mean over seeds, error bar
   ±1 std of the total.
@@ -51,7 +51,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import textwrap
 from collections.abc import Callable, Sequence
@@ -62,16 +61,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from sim.views.results import time_to_target
+from sim.views.style import MAX_TIMELINE_DEVICES, gantt, phase_legend, save_figure, styled
+
 if TYPE_CHECKING:
-    from sim.results import RunData, SweepData
+    from sim.views.results import RunData, SweepData
 
 log = logging.getLogger(__name__)
 
 MAX_GROUPS = 12  # groups drawn in the figures over groups
 MAX_DETAIL_GROUPS = 6  # groups that get a heatmap and a timeline
 MAX_SWEEP_PANELS = 4  # policies in a two-key sweep heatmap
-MAX_TIMELINE_DEVICES = 40
-DPI = 150
 GIB = 2.0**30
 
 POLICY_STYLES: dict[str, tuple[str, str]] = {
@@ -94,9 +94,6 @@ _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p"]
 _LINESTYLES = ["-", "--", ":", "-."]
 _SHADES = [0.0, 0.45, -0.35, 0.65, -0.55]  # >0 towards white, <0 towards black
 _NO_DATA = "#DDDDDD"
-_RC = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
-       "xtick.labelsize": 10, "ytick.labelsize": 10, "axes.grid": True, "grid.alpha": 0.3,
-       "pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": DPI}
 
 
 def policy_style(label: str) -> tuple[str, str]:
@@ -125,15 +122,6 @@ def speedups(times: dict[str, float], reference: str) -> dict[str, float]:
     if not (isinstance(ref, (int, float)) and math.isfinite(ref) and ref > 0):
         return {}
     return {k: (float(v) / ref if v is not None and math.isfinite(v) else math.nan) for k, v in times.items()}
-
-
-def time_to_target(rounds: pd.DataFrame, target: float) -> float:
-    """Simulated time (``t_end_s``) of the first round whose accuracy is >= ``target``; NaN if never."""
-    if "accuracy" not in rounds or not len(rounds):
-        return math.nan
-    acc = rounds["accuracy"].to_numpy(dtype=float)
-    hit = np.flatnonzero(acc >= target - 1e-12)
-    return float(rounds["t_end_s"].iloc[hit[0]]) if len(hit) else math.nan
 
 
 @dataclass
@@ -255,29 +243,13 @@ def plot_runs(runs: list[RunData], out_dir: Path, *, sweep: SweepData | None = N
               formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
     """Write every figure the runs (and the sweep, if given) support into ``out_dir`` (see the module
     docstring); returns the written files, every format of every figure."""
-    import matplotlib  # noqa: PLC0415 (keeps ``import sim`` light)
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
     def save(fig: Any, stem: str) -> None:
-        """Every format, each written to a temporary name in ``out_dir`` and renamed; closes ``fig``."""
-        try:
-            for fmt in formats:
-                path, tmp = out_dir / f"{stem}.{fmt}", out_dir / f".{stem}.tmp.{fmt}"
-                try:
-                    fig.savefig(tmp, format=fmt, dpi=DPI)
-                    os.replace(tmp, path)
-                finally:
-                    tmp.unlink(missing_ok=True)
-                written.append(path)
-        finally:
-            plt.close(fig)
-        log.info("figure %s written", out_dir / stem)
+        """Every format of ``fig`` into ``out_dir`` (:func:`~sim.views.style.save_figure`)."""
+        written.extend(save_figure(fig, out_dir, stem, formats))
 
     def draw(fn: Callable, *args: Any) -> None:
         """One figure function; a failure is logged and the other figures still get written."""
@@ -291,7 +263,7 @@ def plot_runs(runs: list[RunData], out_dir: Path, *, sweep: SweepData | None = N
 
     runs = [r for r in runs if len(r.rounds)]
     groups = group_runs(runs)
-    with plt.rc_context(_RC):
+    with styled() as plt:
         if groups:
             ref = _reference_group(groups, reference)
             acc_groups = [g for g in groups if any(r.has_accuracy for r in g.runs)]
@@ -696,34 +668,7 @@ def _heatmap_figure(plt: Any, save: Callable, g: Group) -> None:
     save(fig, f"heatmap_{safe_label(g.label)}")
 
 
-def _gantt(ax: Any, lr: pd.DataFrame, t0: float, t1: float, colors: dict[str, str]) -> None:
-    """One round as a Gantt chart (the logic of :func:`sim.plots.plot_run`'s timeline)."""
-    y = np.arange(len(lr))
-    end = lr["t_end_s"].to_numpy(float)
-    for name in ("download", "compute", "upload"):
-        a, b = lr[f"t_{name}_start_s"].to_numpy(float), lr[f"t_{name}_end_s"].to_numpy(float)
-        done, cut = np.isfinite(a) & np.isfinite(b), np.isfinite(a) & ~np.isfinite(b)
-        ax.barh(y[done], (b - a)[done], left=(a - t0)[done], color=colors[name], height=0.7)
-        if cut.any():  # phase in progress when the device failed or was cut off
-            ax.barh(y[cut], (end - a)[cut], left=(a - t0)[cut], color=colors[name], height=0.7, hatch="////",
-                    edgecolor="black", linewidth=0.0, alpha=0.6)
-    rep = lr["t_report_s"].to_numpy(float)
-    ok = np.isfinite(rep)
-    ax.barh(y[ok], (t1 - rep)[ok], left=(rep - t0)[ok], color=colors["idle"], height=0.7)
-    drop = ~ok & (lr["status"].astype(str) == "dropped").to_numpy()
-    if drop.any():
-        ax.plot(end[drop] - t0, y[drop], ls="none", marker="x", color="black", ms=5)
-    ax.set_yticks(range(len(lr)))
-    ax.set_yticklabels([str(d) if s == "ok" else f"{d} ({s})"
-                        for d, s in zip(lr["device_id"].astype(str), lr["status"].astype(str))],
-                       fontsize=7 if len(lr) <= 20 else 6)
-    ax.set_ylim(len(lr) - 0.5, -0.5)
-    ax.grid(axis="y", visible=False)
-
-
 def _timeline_figure(plt: Any, save: Callable, g: Group, timeline_rounds: list[int] | None) -> None:
-    from sim.plots import PHASE_COLORS  # noqa: PLC0415
-
     run = g.first
     rounds = run.rounds.set_index("round")
     have = [int(x) for x in rounds.index]
@@ -744,18 +689,15 @@ def _timeline_figure(plt: Any, save: Callable, g: Group, timeline_rounds: list[i
     for ax, r, full in zip(axes.flat, chosen, parts):
         lr = full.head(MAX_TIMELINE_DEVICES)
         t0, t1 = float(rounds.at[r, "t_start_s"]), float(rounds.at[r, "t_end_s"])
-        _gantt(ax, lr, t0, t1, PHASE_COLORS)
+        gantt(ax, lr, t0, t1)
         ax.set_xlim(0, (t1 - t0) * 1.02 if t1 > t0 else 1)
         ax.set_xlabel("time since round start (s, simulated)")
         shown = f"{len(lr)} devices" if len(lr) == len(full) else f"first {len(lr)} of {len(full)} devices"
         ax.set_title(f"round {r} ({t1 - t0:.1f} s, {shown})", fontsize=10)
     for ax in list(axes.flat)[len(chosen):]:
         ax.set_visible(False)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PHASE_COLORS.values()]
-    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", hatch="////", lw=0.5))
-    handles.append(plt.Line2D([], [], marker="x", color="black", ls="none"))
-    fig.legend(handles, [*PHASE_COLORS, "unfinished phase", "dropout"], loc="outside lower center",
-               ncol=len(handles), frameon=False)
+    handles, labels = phase_legend(plt)
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(handles), frameon=False)
     _title(fig, f"{g.label}: round timelines (seed {run.seed}; devices by end time)", width_in=fig.get_figwidth())
     save(fig, f"timeline_{safe_label(g.label)}")
 

@@ -20,7 +20,7 @@ their scenario: a cell's numbers then do not depend on how many cells share the 
 reductions can differ in the last bits between thread counts), and ``fedfleet run`` on a cell's
 ``scenario.yaml`` reproduces it exactly.
 
-This module expands and validates; :mod:`sim.sweep_run` runs the cells.
+This module expands and validates; :mod:`sim.studies.sweep_run` runs the cells.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from sim.loader import (
     scenario_digest,
     validate,
 )
-from sim.compare import policy_scenarios
 from sim.scenario import Scenario
+from sim.studies.policies import policy_scenarios
 
 MAX_CELLS = 100_000
 

@@ -1,5 +1,5 @@
 """Build ``docs/paper-reproduction.md`` and ``docs/figures/paper-*.png`` from the sweeps of
-``scenarios/paper/`` (run by ``benchmarks/paper.py``). Every number on the page is computed here from
+``scenarios/paper/`` (run by ``benchmarks/paper.py``, the ``make paper`` script). Every number on the page is computed here from
 the run files; nothing is typed in.
 
 Definitions used on the page (also written there):
@@ -31,8 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sim.figures import time_to_target
-from sim.results import RunData, load_sweep
+from sim.views.results import RunData, load_sweep, time_to_target
 from sim.store import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger("paper")
@@ -282,9 +281,15 @@ def accuracy_gain_rows(res: Results) -> tuple[list[Row], list[str]]:
 
 
 def speed_rows(res: Results) -> tuple[list[Row], list[str]]:
-    """Claim 1b: time to target accuracy (learning scale) and time of the full-scale runs."""
+    """Claim 1b: time to target accuracy (learning scale) and 1c: time of the full-scale runs."""
+    detail: list[str] = []
+    rows = [_speed_to_target(res, detail), _speed_full_scale(res, detail)]
+    return rows, detail
+
+
+def _speed_to_target(res: Results, detail: list[str]) -> Row:
+    """Claim 1b's row; its table lines are appended to ``detail``."""
     seeds = res.seeds()
-    rows, detail = [], []
     figs, verds, notes = {}, {}, []
     detail.append("| calibration | sparsity | target accuracy (%) | method | time to target (s) | reached | speed-up of FedSpine |")
     detail.append("|---|---|---|---|---|---|---|")
@@ -315,9 +320,13 @@ def speed_rows(res: Results) -> tuple[list[Row], list[str]]:
         if ratios_all:
             notes.append(f"{CAL_TITLE[cal]}: range {min(ratios_all):.2f}x to {max(ratios_all):.2f}x over "
                          f"{len(ratios_all)} (baseline, sparsity, seed) pairs")
-    rows.append(Row("1b. speed-up to a target accuracy, FedSpine vs the pruning baselines (learning scale, 8 boards)",
-                    "1.4x to 6.9x", figs, verds, "; ".join(notes)))
-    # full scale: simulated time of 50 rounds
+    return Row("1b. speed-up to a target accuracy, FedSpine vs the pruning baselines (learning scale, 8 boards)",
+               "1.4x to 6.9x", figs, verds, "; ".join(notes))
+
+
+def _speed_full_scale(res: Results, detail: list[str]) -> Row:
+    """Claim 1c's row (simulated time of the full-scale runs); its table lines are appended to ``detail``."""
+    seeds = res.seeds()
     figs, verds, notes = {}, {}, []
     detail.append("")
     n = res.rounds_of("system")
@@ -344,10 +353,9 @@ def speed_rows(res: Results) -> tuple[list[Row], list[str]]:
         verds[cal] = verdict_speed(ratios_all, 1.4)
         if ratios_all:
             notes.append(f"{CAL_TITLE[cal]}: range {min(ratios_all):.2f}x to {max(ratios_all):.2f}x")
-    rows.append(Row(f"1c. speed-up at equal rounds, full scale (80 boards, {n} rounds, timing-only), FedSpine vs the "
-                    "pruning baselines", "1.4x to 6.9x (the paper's figure is time to accuracy)",
-                    figs, verds, "; ".join(notes)))
-    return rows, detail
+    return Row(f"1c. speed-up at equal rounds, full scale (80 boards, {n} rounds, timing-only), FedSpine vs the "
+               "pruning baselines", "1.4x to 6.9x (the paper's figure is time to accuracy)",
+               figs, verds, "; ".join(notes))
 
 
 def idle_rows(res: Results) -> tuple[list[Row], list[str]]:
@@ -572,11 +580,11 @@ def bandit_plans_same(res: Results) -> tuple[int, int]:
     return same, n
 
 
-def tau_digest_check(res: Results) -> dict:
-    """The tau = 20 cells taken from the sparsity sweeps are the scenarios the tau sweeps would run."""
-    from sim.sweep import expand, load_sweep_file  # noqa: PLC0415
+def tau_digest_check(res: Results, paper: Path) -> dict:
+    """The tau = 20 cells taken from the sparsity sweeps are the scenarios the tau sweeps of ``paper``
+    (the ``scenarios/paper/`` directory) would run."""
+    from sim.studies.sweep import expand, load_sweep_file  # noqa: PLC0415
 
-    paper = Path(__file__).resolve().parent.parent / "scenarios" / "paper"
     ok, n = True, 0
     for cal in CALS:
         spec, _ = load_sweep_file(paper / f"tau{CALS[cal]}.yaml")
@@ -611,8 +619,10 @@ def host_times(paper_dir: Path) -> list[str]:
     return out
 
 
-def write_page(paper_dir: Path, docs: Path, figures: bool = True) -> Path:
-    from paper_text import render  # noqa: PLC0415 - the prose, kept apart from the arithmetic
+def write_page(paper_dir: Path, docs: Path, scenarios: Path, figures: bool = True) -> Path:
+    """Write ``docs/paper-reproduction.md`` (and, with ``figures``, ``docs/figures/paper-*.png``) from the
+    sweeps under ``paper_dir``; ``scenarios`` is the ``scenarios/paper/`` directory they were run from."""
+    from sim.views.paper_text import render  # noqa: PLC0415 - the prose, kept apart from the arithmetic
 
     res = Results(paper_dir)
     EXPECTED_N[0] = len(res.seeds())
@@ -628,7 +638,7 @@ def write_page(paper_dir: Path, docs: Path, figures: bool = True) -> Path:
     explain(rows, res, se, spread_uniform, spread)
     text = render(res=res, summary=summary_table(rows), acc=det_acc, speed=det_speed, idle=det_idle,
                   tau=det_tau, figures=figures, hosts=host_times(paper_dir), rows=rows,
-                  steps=steps, tau_check=tau_digest_check(res), se_pp=se, plans=plans,
+                  steps=steps, tau_check=tau_digest_check(res, scenarios), se_pp=se, plans=plans,
                   bandit_same=bandit_plans_same(res), setup=learning_setup(res))
     page = docs / "paper-reproduction.md"
     atomic_write_text(page, text)

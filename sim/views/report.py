@@ -2,7 +2,7 @@
 
 :func:`write_report` reads only the result files (``results/README.md``) and the figures it is
 given, and writes ``report.html``: a header saying what the directory is, the summary table (the
-:func:`sim.compare.compare_table` rows for runs and comparisons; for sweeps the per-cell index with
+:func:`sim.views.compare.compare_table` rows for runs and comparisons; for sweeps the per-cell index with
 each cell's status and error, and the metrics aggregated over seeds as mean ± std), the figures
 embedded inline as base64 PNG, then the resolved scenarios in collapsible blocks.
 
@@ -25,8 +25,8 @@ from typing import Any, Iterable
 import pandas as pd
 import yaml
 
-from sim.compare import compare_table
-from sim.results import RunData, SweepData, collect, kind_of, load_sweep
+from sim.views.compare import compare_table, fmt_dur, fmt_num, is_missing
+from sim.views.results import RunData, SweepData, collect, kind_of, load_sweep
 from sim.store import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -97,23 +97,6 @@ window.addEventListener("load", function () {
 # formatting
 
 
-def _isnan(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def fmt_num(v: Any, nd: int) -> str:
-    """``v`` with ``nd`` decimals, ``-`` when missing (as :func:`sim.compare.format_table`)."""
-    return "-" if _isnan(v) else f"{float(v):.{nd}f}"
-
-
-def fmt_dur(v: Any) -> str:
-    """A simulated duration: seconds below an hour, hours above (as :func:`sim.compare.format_table`)."""
-    if _isnan(v):
-        return "-"
-    v = float(v)
-    return f"{v / 3600:.2f} h" if v >= 3600 else f"{v:.0f} s"
-
-
 def fmt_value(v: Any) -> str:
     """A matrix value or index cell as short text (JSON for lists and dicts)."""
     v = v.item() if hasattr(v, "item") and not isinstance(v, (list, dict, str)) else v
@@ -121,7 +104,7 @@ def fmt_value(v: Any) -> str:
         v = v.tolist()
     if isinstance(v, (list, dict)):
         return json.dumps(v, sort_keys=True)
-    if _isnan(v):
+    if is_missing(v):
         return "-"
     return str(v)
 
@@ -223,7 +206,7 @@ def _agg_cell(values: pd.Series, fmt) -> str:
 
 
 SWEEP_FORMATS = {
-    "rounds_completed": lambda v: "-" if _isnan(v) else str(int(v)),
+    "rounds_completed": lambda v: "-" if is_missing(v) else str(int(v)),
     "final_accuracy": lambda v: fmt_num(100 * v, 1),
     "time_to_target_s": fmt_dur,
     "mean_idle_fraction": lambda v: fmt_num(100 * v, 1),
@@ -266,7 +249,7 @@ def sweep_index_table(index: pd.DataFrame, keys: list[str]) -> str:
         rows.append([fmt_value(r.get("cell_index")), fmt_value(r.get("policy")), *(fmt_value(r.get(k_)) for k_ in keys),
                      fmt_value(r.get("seed")), status, *vals, fmt_value(r.get("cell_id"))])
         classes.append("" if status == "finished" else "failed")
-        if not (_isnan(err) or str(err) == ""):
+        if not (is_missing(err) or str(err) == ""):
             after[k] = (f'<tr class="failed errrow"><td></td><td class="err" colspan="{len(headers) - 1}">'
                         f"error: {_e(err)}</td></tr>")
     return html_table(headers, rows, numeric, classes,
@@ -437,7 +420,7 @@ def _versions(runs: list[RunData]) -> str:
 
 
 def _seeds(seeds: Iterable[Any]) -> str:
-    s = sorted({int(x) for x in seeds if not _isnan(x)})
+    s = sorted({int(x) for x in seeds if not is_missing(x)})
     return ", ".join(map(str, s)) if s else "-"
 
 
@@ -567,7 +550,7 @@ def render_report(target: Path, figures: list[Path], out: Path, *, target_acc: f
         body, facts, default_title, scen = _run_section(target, kind, target_acc)
     figs, n = figures_html(list(figures), target, out)
     title = title or default_title
-    facts.append(("generated", "by sim.report from the result files only (no timestamps, no host paths)"))
+    facts.append(("generated", "by sim.views.report from the result files only (no timestamps, no host paths)"))
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

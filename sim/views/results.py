@@ -15,11 +15,13 @@ seed and swept values, which is what the figures and the report consume.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -140,3 +142,12 @@ def collect(path: str | Path) -> list[RunData]:
         rd.policy = c.name
         out.append(rd)
     return out
+
+
+def time_to_target(rounds: pd.DataFrame, target: float) -> float:
+    """Simulated time (``t_end_s``) of the first round whose accuracy is >= ``target``; NaN if never."""
+    if "accuracy" not in rounds or not len(rounds):
+        return math.nan
+    acc = rounds["accuracy"].to_numpy(dtype=float)
+    hit = np.flatnonzero(acc >= target - 1e-12)
+    return float(rounds["t_end_s"].iloc[hit[0]]) if len(hit) else math.nan
