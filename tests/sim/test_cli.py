@@ -245,9 +245,41 @@ def test_run_quickstart_writes_a_complete_run_dir(tmp_path: Path) -> None:
     assert len(dev) > 0
 
     pngs = sorted((run_dir / "plots").glob("*.png"))
-    assert pngs, "no plots"
+    assert {p.name for p in pngs} == {"round_times.png", "device_types.png", "timeline.png"}
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+TWO_POLICIES = ["--set", "learning.kind=none", "--set", "training.rounds=3", "--set", "output.plots=false",
+                "--set", "policies={spine: {name: fedspine}, lora: {name: fedlora, params: {rank: 8}}}"]
+
+
+def test_run_policies_in_parallel_then_resume_a_broken_comparison(tmp_path: Path) -> None:
+    proc = fedfleet("run", "scenarios/compare-quick.yaml", *TWO_POLICIES, "--out", str(tmp_path), "--workers", "2",
+                    "-q")
+    assert proc.returncode == 0, proc.stderr
+    parent = Path(proc.stdout.splitlines()[0])
+    assert {p.name for p in parent.iterdir()} == {"scenario.yaml", "status.json", "compare.md", "compare.csv",
+                                                 "spine", "lora"}
+    table = (parent / "compare.md").read_text()
+    assert "| spine | fedspine |" in table and "| lora | fedlora |" in table
+    first = (parent / "lora" / "rounds.parquet").read_bytes()
+    (parent / "lora" / "status.json").write_text('{"status": "running"}')  # as if killed mid-run
+    status = json.loads((parent / "status.json").read_text())
+    (parent / "status.json").write_text(json.dumps({**status, "status": "interrupted"}))
+    kept = (parent / "spine" / "summary.json").stat().st_mtime_ns
+    proc = fedfleet("run", "--resume", str(parent), "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert (parent / "spine" / "summary.json").stat().st_mtime_ns == kept  # finished: not rerun
+    assert (parent / "lora" / "rounds.parquet").read_bytes() == first
+    assert json.loads((parent / "status.json").read_text())["status"] == "finished"
+    again = fedfleet("run", "--resume", str(parent))
+    assert again.returncode == 2 and "already finished" in again.stderr
+
+
+def test_workers_are_for_policies_only() -> None:
+    res = invoke("run", str(SCENARIOS / "quickstart.yaml"), "--workers", "2")
+    assert res.exit_code == 2 and "policies" in res.output
 
 
 def test_real_cli_help_and_unknown_command() -> None:
