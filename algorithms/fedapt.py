@@ -1,11 +1,11 @@
 """``fedapt``: iterative prune-and-tune with one uniform (p schedule, r) for every device.
 
-"FedAPT (iterative)" of the FedSpine seed summary, in its first candidate definition
-(fedspine-method.md section 4 [I]): FedSpine without the bandit. Every device follows the same
-cumulative pruning schedule (``linear`` ramp, or LoRAPrune's ``cubic`` one, see
+"FedAPT (iterative)", a baseline named in FedSpine's evaluation (arXiv 2501.02438) without a public
+definition; ours (``docs/method.md`` section 7) is FedSpine without the bandit. Every device follows
+the same cumulative pruning schedule (``linear`` ramp, or LoRAPrune's ``cubic`` one, see
 :mod:`algorithms.schedule`) to the target by round ``reach_target_by`` and trains at one rank; each
 round it prunes with the LoRA-guided importance, then runs tau LoRA steps; ``svd`` aggregation.
-The "uniform configuration" whose idle time the seed summary puts at ~30%.
+The "uniform configuration" whose idle time FedSpine's motivation puts at about 30 % of a round.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``fedlora``: FedAvg over LoRA adapters at one rank for every device, no pruning.
 
-The plain federated LoRA baseline (FedIT / "FedLoRA", fedspine-method.md section 4 [I]): every
-device trains rank-r LoRA on the full frozen backbone for tau steps; the server averages the B and
+The plain federated LoRA baseline (FedIT, Zhang et al., arXiv 2305.05644; "FedLoRA" in FedSpine's
+evaluation): every device trains rank-r LoRA on the full frozen backbone for tau steps; the server averages the B and
 A factors separately, weighted by data size (``fedavg``). An accuracy upper reference and the
 slowest configuration (no structure is ever removed).
 """

@@ -1,10 +1,10 @@
 """``fedlora_then_prune``: FedLoRA first, then one-shot pruning to the target and a short recovery.
 
-The sequential "FedLoRA+Prune" / "FT-then-Prune" baseline of the FedSpine seed summary
-(fedspine-method.md section 4 [I]). Rounds 0 .. k-1 are FedLoRA on the full backbone (p = 0); at
-round k = ``prune_round`` (default: rounds - ``recovery_rounds``) every device removes the target
-share of heads and FFN channels at once, ranked by the LoRA-guided importance it has been averaging
-while it trained, and the remaining rounds recover with LoRA at the pruned size.
+The sequential "FedLoRA+Prune" / "FT-then-Prune" baseline named in FedSpine's evaluation (arXiv
+2501.02438; this definition is ours, ``docs/method.md`` section 7). Rounds 0 .. k-1 are FedLoRA on the
+full backbone (p = 0); at round k = ``prune_round`` (default: rounds - ``recovery_rounds``) every device
+removes the target share of heads and FFN channels at once, ranked by the LoRA-guided importance it has
+been averaging while it trained, and the remaining rounds recover with LoRA at the pruned size.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``fedmp``: a per-device bandit over the pruning ratio only, at one fixed LoRA rank.
 
-After FedMP (Jiang et al., ICDE 2022; fedspine-method.md section 8.4): a multi-armed bandit picks
+After FedMP (Jiang et al., "FedMP: Federated Learning through Adaptive Model Pruning in Heterogeneous
+Edge Computing", ICDE 2022): a multi-armed bandit picks
 each device's pruning ratio online, without prior knowledge of the devices. FedMP's own bandit
 equations are not public; here the arms are ``prune_grid`` cumulative ratios in [0, P] inside the
 same monotone window as FedSpine (:func:`algorithms.schedule.window`), the bandit is discounted

@@ -1,26 +1,26 @@
 """``fedspine``: per-device S-UCB over (pruning ratio, LoRA rank), iterative prune-and-tune, SVD aggregation.
 
-FedSpine (Yao et al., arXiv 2501.02438; method and defaults in fedspine-method.md sections 2 and 7).
-Each round the server runs one bandit per selected device (section 7 row 11) and hands out the arm
-it picks as the device's plan: a cumulative pruning ratio p and a LoRA rank r. The device prunes to
-p with the LoRA-guided importance, runs tau LoRA steps (the learner's ``prune_first`` order), and
-reports its losses, its LoRA update and its completion time; the server aggregates with ``svd``
-(FlexLoRA-style reconstruction, section 7 row 7) and feeds each device's bandit the reward of
-:mod:`algorithms.rewards`.
+FedSpine (Yao et al., arXiv 2501.02438: a per-device bandit picks pruning ratio and LoRA rank without
+prior knowledge of the devices; the rest is our reconstruction, ``docs/method.md``). Each round the
+server runs one bandit per selected device and hands out the arm it picks as the device's plan: a
+cumulative pruning ratio p and a LoRA rank r. The device prunes to p with the LoRA-guided importance,
+runs tau LoRA steps (the learner's ``prune_first`` order), and reports its losses, its LoRA update and
+its completion time; the server aggregates with ``svd`` (FlexLoRA-style reconstruction of every ΔW,
+arXiv 2402.11505) and feeds each device's bandit the reward of :mod:`algorithms.rewards`.
 
-Arm space (section 2.2(f)): p in [0, P] (continuous) x r in ``ranks`` (discrete). The arm's p is
-the cumulative ratio of this round (section 7 row 5), restricted to the window of
+Arm space: p in [0, P] (continuous) x r in ``ranks`` (discrete). The arm's p is the cumulative
+ratio of this round (our reading; a per-device final ratio is another), restricted to the window of
 :func:`algorithms.schedule.window`: never lower than before, at most ``max_step_factor`` x P / R more
 per round, and P from round R - 1 = ``reach_target_by`` - 1 on. S-UCB cells entirely below the
 window are skipped; the played p is clipped into it.
 
-Defaults [I]: S-UCB with the method notes' λ = 0.95, s = 1, δ = 0.05, n_split = 3, plus two choices
-the notes leave open: untried cells are explored from low p up (``untried: low_first``; p is
-irreversible), and s is relative to the discounted reward standard deviation
-(``exploration_scale: reward_std``). Measured on paper-fleet-80 (timing only, 3 seeds), these
-defaults tie the uniform ``fedapt`` plan on idle time; ``exploration: 0.02`` with
-``exploration_scale: absolute`` and ``reward.time_ref: mean`` lowers it on every seed (69.0% vs
-70.6%), since arms' rewards differ by only a few hundredths.
+Defaults (ours; the paper names λ, s and δ but its values are not public): S-UCB with λ = 0.95, s = 1,
+δ = 0.05, n_split = 3, plus two choices the sources leave open: untried cells are explored from low p up
+(``untried: low_first``; p is irreversible), and s is relative to the discounted reward standard
+deviation (``exploration_scale: reward_std``). Measured on paper-fleet-80 (timing only, 3 seeds), these
+defaults tie the uniform ``fedapt`` plan on idle time; ``exploration: 0.02`` with ``exploration_scale:
+absolute`` and ``reward.time_ref: mean`` lowers it on every seed (69.0% vs 70.6%), since arms' rewards
+differ by only a few hundredths.
 
 Prior-free: the strategy reads the reports and each device's current sparsity, never the device
 profiles, types or names (a test runs it against a view that raises on any such access).

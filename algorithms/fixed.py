@@ -4,7 +4,8 @@
 
 so the fleet reaches the target sparsity at round ramp_rounds - 1 and stays there. Rank, LoRA
 depth, local steps and batch are the same for all devices: the "uniform configuration" against
-which FedSpine's per-device choices are measured (fedspine-method.md section 6).
+which FedSpine's per-device choices are measured (its motivation: with one configuration for all,
+the strongest board idles while the weakest finishes; arXiv 2501.02438).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``hetlora``: heterogeneous per-device LoRA ranks, zero-padding aggregation, rank self-pruning, no pruning.
 
 HetLoRA (Cho et al., "Heterogeneous LoRA for federated fine-tuning of on-device foundation models",
-2024; fedspine-method.md section 4): each device trains LoRA at its own rank; the server zero-pads
+2024, arXiv 2401.06432): each device trains LoRA at its own rank; the server zero-pads
 the factors to the largest rank and averages B and A separately with sparsity weights
 ||ΔW_i||_F / Σ_j ||ΔW_j||_F (``zero_pad``), and sends each device the global factors truncated to its
 rank (``truncate``). During local training a device self-prunes its rank: it keeps the first

@@ -1,10 +1,10 @@
 """``legend``: per-device LoRA depth and per-layer ranks from a greedy capacity rule, no pruning.
 
-After LEGEND (Liu et al., arXiv 2412.20004; fedspine-method.md section 8.1): LoRA layers with higher
+After LEGEND (Liu et al., arXiv 2412.20004, public at abstract level only): LoRA layers with higher
 ranks near the output save resources at comparable accuracy, so each device gets a LoRA *depth*
 (the number of layers carrying LoRA, counted from the output) and a *rank distribution* over those
 layers, chosen from its estimated capacity. LEGEND's LCD algorithm is only public at TL;DR level;
-this is our greedy rule [I], prior-free (capacity from reported step times, :mod:`algorithms.capacity`):
+this is our greedy rule, prior-free (capacity from reported step times, :mod:`algorithms.capacity`):
 
 1. Round 0, and any device not yet heard from: depth ``initial_depth`` (default ceil(L/2)) and
    ``ranks``' middle value on every LoRA layer.

@@ -1,11 +1,12 @@
 """``prune_then_fedlora``: one-shot structured pruning to the target before training, then FedLoRA.
 
-The sequential "Prune+FedLoRA" / "Prune-then-FT" baseline of the FedSpine seed summary
-(fedspine-method.md section 4 [I]; LLM-Pruner / LoRAPrune-style one-shot). Every device's first plan
-already has p = P: with real learning the learner measures the LoRA-guided importance on
-``learning.importance.calibration_batches`` gradient-only batches of the device's own data (a
-small calibration pass, before any optimiser step) and removes the least important heads and FFN
-channels at once; then all rounds are LoRA fine-tuning at one rank on the pruned model.
+The sequential "Prune+FedLoRA" / "Prune-then-FT" baseline named in FedSpine's evaluation (arXiv
+2501.02438; this definition is ours, ``docs/method.md`` section 7; one-shot as in LLM-Pruner, arXiv
+2305.11627, and LoRAPrune, arXiv 2305.18403). Every device's first plan already has p = P: with real
+learning the learner measures the LoRA-guided importance on ``learning.importance.calibration_batches``
+gradient-only batches of the device's own data (a small calibration pass, before any optimiser step) and
+removes the least important heads and FFN channels at once; then all rounds are LoRA fine-tuning at one
+rank on the pruned model.
 
 Aggregation defaults to ``svd`` (masked element-wise averaging of ΔW over the devices that keep each
 structure): devices prune different groups, and plain FedAvg of factors would average in zeros.

@@ -1,8 +1,8 @@
-"""Per-device, per-round bandit rewards from the server's reports (fedspine-method.md section 2.2(g)).
+"""Per-device, per-round bandit rewards from the server's reports (``docs/method.md`` section 6).
 
-The FedSpine reward combines four terms named by the method notes ([S1]; the seed summary names
-three: loss reduction, time alignment and LoRA module importance). The functional form is the
-method notes' proposed default [I], not the paper's equation (which is not public):
+FedSpine's reward (arXiv 2501.02438) is described as combining local-loss improvement, pruning
+progress, the importance of the LoRA update and the device's completion time relative to the
+others; its equation is not public. The functional form below is ours:
 
     rho_i = dL_i^w_loss * (1 + w_progress * pi_i) * I_i^w_importance * g(T_i)^w_time,   clipped to [0, 1]
 

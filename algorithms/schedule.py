@@ -3,7 +3,7 @@
 Uniform schedules (round index t = 0..R-1, target P reached at round R-1 and kept after):
 
     linear: p(t) = P * min(1, (t + 1) / R)
-    cubic:  LoRAPrune's cubic schedule (Zhang et al. 2024, fedspine-method.md 2.2(c)) with p_0 = 0,
+    cubic:  LoRAPrune's cubic schedule (Zhang et al. 2024, arXiv 2305.18403) with p_0 = 0,
             warm-up fraction w_i and final fraction w_f of the R rounds, u = t + 1:
             p = 0 for u <= w_i R;  p = P for u >= (1 - w_f) R;
             else p = P + (0 - P) * (1 - (u - w_i R) / (R - (w_i + w_f) R))^3
@@ -16,8 +16,8 @@ ratio in [lo, hi] with step s = max_step_factor * P / R,
 
 so p never decreases, never jumps more than ``max_step_factor`` times the uniform per-round step, and
 equals P from round R-1 on. ``max_step_factor = 1`` leaves exactly the linear ramp; ``None`` (the
-bandits' default, fedspine-method.md 2.2(c): p_i^{t-1} <= p_i^t <= P, p_i^T = P) sets no per-round
-limit, so a slow device may prune early and a fast one late.
+bandits' default: p_i^{t-1} <= p_i^t <= P and p_i = P at the end, ``docs/method.md`` section 5) sets no
+per-round limit, so a slow device may prune early and a fast one late.
 """
 
 from __future__ import annotations

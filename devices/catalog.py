@@ -1,16 +1,18 @@
 """The Jetson catalog: device types and their nvpmodel power modes.
 
-Data: ``devices/data/device_types.csv`` (Table 1 of ``shared/reference/devices.md``) and
-``devices/data/power_modes.csv`` (Table 2). Every row carries a ``source`` column naming the
-reference (S-numbers of devices.md section 11). The CSVs hold raw clock and unit counts; the peaks
-are derived here exactly as devices.md states them:
+Data: ``devices/data/device_types.csv`` (one row per board: architecture, module RAM in GiB, CPU
+clock, default precision) and ``devices/data/power_modes.csv`` (one row per nvpmodel power mode:
+cores and clocks from NVIDIA's nvpmodel configuration files and module datasheets). Every row's
+``source`` column names its documents; ``docs/device-model.md`` section 1 lists them with URLs. The
+CSVs hold raw clocks and unit counts; the peaks are derived here:
 
 * FP32 peak [FLOP/s]    = SMs x CUDA cores/SM x 2 FLOP/FMA x f_GPU
 * FP16 peak [FLOP/s]    = SMs x tensor-core FLOP/clk/SM x f_GPU      (Volta 1024, Ampere GA10B 2048)
                         = 2 x FP32 peak (half2)                       on Pascal/Maxwell (no tensor cores)
 * DRAM bandwidth [B/s]  = EMC clock x 2 (DDR) x bus bits / 8
 
-Default achieved fractions of peak (devices.md 7.3, all assumptions (A)):
+Default achieved fractions of peak (assumed; the torch2trt and PockEngine evidence behind them is in
+``docs/device-model.md`` section 2):
 ``fp32`` 0.35 of the FP32 peak; ``amp``/``fp16`` 0.20 of the tensor-core peak on Volta/Ampere,
 0.35 of the half2 peak on Pascal/Maxwell; DRAM 0.7 of peak bandwidth.
 """
@@ -32,8 +34,9 @@ DEFAULT_EFFICIENCY_FP32 = 0.35
 DEFAULT_EFFICIENCY_TENSOR_CORE = 0.20
 DEFAULT_EFFICIENCY_HALF2 = 0.35
 DEFAULT_EFFICIENCY_MEM = 0.7
-DEFAULT_RUNTIME_RESERVE_GB = 1.5
-"""OS + CUDA context + PyTorch runtime, headless (devices.md section 8, assumption)."""
+DEFAULT_RUNTIME_RESERVE_GIB = 1.5
+"""OS + CUDA context + PyTorch runtime of a headless board, GiB (assumed; an Orin Nano 8 GB owner reports
+about 5.2 GB left for models, and the desktop alone takes about 0.8 GB)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class PowerMode:
         return self.fp32_peak_flops if precision == "fp32" else self.fp16_peak_flops
 
     def default_efficiency(self, precision: str) -> float:
-        """Achieved fraction of :meth:`peak_flops` in eager PyTorch training (devices.md 7.3)."""
+        """Achieved fraction of :meth:`peak_flops` in eager PyTorch training (the defaults above)."""
         if precision == "fp32":
             return DEFAULT_EFFICIENCY_FP32
         return DEFAULT_EFFICIENCY_TENSOR_CORE if self.fp16_on_tensor_cores else DEFAULT_EFFICIENCY_HALF2
@@ -138,7 +141,7 @@ def load_catalog() -> dict[str, DeviceType]:
                 type=r["type"],
                 name=r["name"],
                 arch=r["arch"],
-                ram_bytes=int(float(r["ram_gb"]) * GIB),
+                ram_bytes=int(float(r["ram_gib"]) * GIB),
                 cpu_max_ghz=float(r["cpu_max_ghz"]),
                 default_precision=r["default_precision"],
                 source=r["source"],

@@ -1,13 +1,14 @@
 """Workload cost model: FLOPs, bytes moved, memory and message sizes of one LoRA step under a plan.
 
-Formulas from ``shared/reference/devices.md`` sections 5.1, 7.1, 7.2, 7.4 and 8 (derivations (D)
-there; the constants marked (A) are assumptions). Notation: L layers, h hidden, s sequence, b batch,
+Derivations and sources in ``docs/device-model.md`` sections 3, 5 and 6; the constants marked
+(assumed) are modelling choices. Notation: L layers, h hidden, s sequence, b batch,
 q / kv the kept query / key-value widths, f the kept FFN width, r_l the LoRA rank of layer l
 (``plan.rank_at(l)``: ``lora_rank`` everywhere unless ``plan.layer_ranks`` gives per-layer ranks); a
 matmul (m x k)(k x n) costs 2mkn FLOP.
 
-Structured pruning at ratio p removes floor(p * G) of the G attention groups (heads, or key/value
-groups under grouped-query attention) and floor(p * f0) of the f0 FFN channels in every layer.
+Structured pruning at ratio p removes ``devices.plan.groups_to_remove(p, n)`` = min(floor(p n + 1e-9),
+n - 1) of the n attention groups (heads, or key/value groups under grouped-query attention) and of
+the n FFN channels in every layer.
 
 Forward per token and layer::
 
@@ -15,7 +16,9 @@ Forward per token and layer::
     F_attn = 2 * 2 s q                          (QK^T and A V; halved for causal models)
     F_lora(l) = sum over adapted matrices of 2 r_l (d_in + d_out)      (l a LoRA layer)
 
-LoRA on a frozen base (backward stops at the lowest LoRA layer; n_bwd = L - lowest LoRA layer)::
+LoRA on a frozen base (frozen weights get no weight gradient, but the activation gradient flows down
+to the lowest LoRA layer; n_bwd = L - lowest LoRA layer). Full fine-tuning would cost about 6N FLOP
+per token (Kaplan et al., arXiv 2001.08361); this is about 4N::
 
     F_fwd = b s [L (F_lin + F_attn) + sum_{l in LoRA layers} F_lora(l)] + F_head
     F_bwd = b s [n_bwd (F_lin + 2 F_attn) + 2 sum_{l in LoRA layers} F_lora(l)] + F_head_bwd
@@ -23,7 +26,7 @@ LoRA on a frozen base (backward stops at the lowest LoRA layer; n_bwd = L - lowe
     F_head = 2 b (h h + h C) for a classifier on the first token, 2 b s h V for an LM head;
     F_head_bwd = 2 F_head when the classifier is trained, F_head (input grad only) for a frozen LM head.
 
-Bytes moved per step (roofline memory term, devices.md 7.4, (A)):
+Bytes moved per step (roofline memory term, assumed form):
 ``B = W_read (1 + n_bwd / L) + 2 A`` with W_read the non-embedding weights (plus the LM head) and A
 the stored activations. Activation bytes per layer follow Korthikanti et al. (2022, arXiv 2205.05198)
 term by term with pruned widths (16-bit; x2 for fp32 activations)::
@@ -34,10 +37,10 @@ term by term with pruned widths (16-bit; x2 for fp32 activations)::
     norms:     4sbh
     (unpruned BERT: 34 sbh + 5 a s^2 b, exactly the paper's figure)
 
-Memory (devices.md 8): weights N_kept x bytes_w + trainable x 16 B (fp32 master, grad, Adam m, v)
+Memory: weights N_kept x bytes_w + trainable x 16 B (fp32 master, grad, Adam m, v)
 + activations of the n_bwd layers x phi_frozen + LM logits b s V 10 B + runtime reserve.
 
-Messages (devices.md 5.1): up = LoRA factors (+ trained head) x bytes/param + keep-masks (1 bit per
+Messages: up = LoRA factors (+ trained head) x bytes/param + keep-masks (1 bit per
 group and channel) + S_meta; down = the same without masks. Factors are priced at the *planned* ranks:
 HetLoRA rank self-pruning (``plan.rank_prune_decay`` < 1, done by the real learner after training)
 may upload fewer components, which the cost model does not see.
@@ -53,9 +56,9 @@ from devices.plan import Plan, groups_to_remove
 from devices.workload import DTYPE_BYTES, ModelArch, Workload
 
 TRAINABLE_BYTES_PER_PARAM = 16
-"""fp32 master weight 4 + gradient 4 + Adam m and v 8 (ZeRO, Rajbhandari et al. [S40])."""
+"""fp32 master weight 4 + gradient 4 + Adam m and v 8: mixed-precision Adam (ZeRO, arXiv 1910.02054)."""
 LOGIT_BYTES_PER_ELEMENT = 10
-"""fp16 logits 2 + fp32 softmax 4 + gradient 4 (devices.md 8, (A))."""
+"""fp16 logits 2 + fp32 softmax 4 + gradient 4 (assumed; LM head only)."""
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,7 @@ def plan_cost(w: Workload, plan: Plan, precision: str) -> PlanCost:
     head_w = head_params(arch, w)
     w_read = (L * layer_params(arch, shape) + head_w) * bytes_w
     bytes_moved = w_read * (1 + n_bwd / L) + 2 * act
-    kernels = 20 * (L + 2 * n_bwd)  # n_kernels ~ 20 L (1 + 2 d / L), devices.md 7.4 (A)
+    kernels = 20 * (L + 2 * n_bwd)  # assumed: ~20 kernels per layer forward, twice that per backward layer
 
     head_trainable = head_w if (w.task == "classification" and w.train_head) else 0
     trainable = lora_params + head_trainable

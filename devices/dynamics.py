@@ -1,17 +1,20 @@
-"""Time-varying device state, as named seeded processes (devices.md section 6).
+"""Time-varying device state, as named seeded processes (``docs/device-model.md`` section 7).
 
 Every process draws from its own per-device stream (``devices.rng.PerDeviceStream``) once per round
 for every device, so one device's trajectory never depends on other devices or on selection.
 
-* Power modes (6.1): ``fixed`` (the initial mode all run long); ``periodic`` (every N rounds a new
-  mode uniformly from the device's allowed set, USTC-style); ``markov`` (each round stay with
-  probability q, else move uniformly to one of the other allowed modes). Switches happen only at
-  round boundaries; an optional outage (reboot) delays the device's start after a switch.
-* Background load (6.1): multiplicative slowdown rho ~ LogNormal(mu, sigma) per device per round.
-* Dropout (6.3): per round, the device fails with probability p_d (a constant, or p_d ~ Beta(a, b)
+* Power modes: ``fixed`` (the initial mode all run long); ``periodic`` (every N rounds a new mode
+  drawn uniformly from the device's allowed set, the way USTC's Jetson testbeds emulate varying
+  capability); ``markov`` (each round stay with probability q, else move uniformly to one of the
+  other allowed modes). Switches happen only at round boundaries; an optional outage (reboot)
+  delays the device's start after a switch.
+* Background load: multiplicative slowdown rho ~ LogNormal(mu, sigma) per device per round (assumed;
+  FedScale also draws device speeds log-normally, https://github.com/SymbioticLab/FedScale).
+* Dropout: per round, the device fails with probability p_d (a constant, or p_d ~ Beta(a, b)
   drawn once per device); it fails at a uniformly random fraction of its planned round.
-* Availability (6.3): ``always``; ``periodic`` (on for ``on_fraction`` of every ``period_s``, with a
-  random phase per device, FedScale/FLASH-style charging windows); ``trace`` (explicit on-intervals).
+* Availability: ``always``; ``periodic`` (on for ``on_fraction`` of every ``period_s``, with a
+  random phase per device, like the charging windows of the FLASH trace that FedScale uses,
+  arXiv 2006.06983); ``trace`` (explicit on-intervals).
 """
 
 from __future__ import annotations

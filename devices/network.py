@@ -1,8 +1,8 @@
-"""Network model: per-device bandwidth processes and bandwidth traces (devices.md sections 5, 6.2).
+"""Network model: per-device bandwidth processes and bandwidth traces (``docs/device-model.md`` section 6).
 
 Each device belongs to a placement class (e.g. near/mid/far from the access point). At fleet build
 its mean uplink B_bar is drawn uniformly from the class range (Mbit/s, decimal). Per round the
-uplink follows a log-AR(1) process (devices.md 5.2, (A))::
+uplink follows a log-AR(1) process (assumed form; defaults phi = 0.7, sigma = 0.3)::
 
     x_t = phi * x_{t-1} + sigma * eps_t,   eps_t ~ N(0, 1),   x_0 ~ N(0, sigma^2 / (1 - phi^2))
     B_t = max(B_min, B_bar * exp(x_t))          downlink = B_t * down_up_ratio

@@ -1,6 +1,7 @@
 """Timing model: seconds per local step, per transfer, and the memory-fit check.
 
-devices.md section 7.4 (roofline plus a fixed overhead)::
+A roofline plus a fixed kernel-launch overhead (assumed form and constants;
+``docs/device-model.md`` section 4)::
 
     t_comp = F_step / (eta * P_peak(mode, precision))
     t_mem  = B_step / (eta_mem * BW(mode))
@@ -8,11 +9,12 @@ devices.md section 7.4 (roofline plus a fixed overhead)::
              tau_launch = 15 us at f_cpu_ref = 2 GHz; c_cores = 1.2 with fewer than 4 CPU cores online, else 1
     t_step = (max(t_comp, t_mem) + t_ovh) * rho          rho = background-load factor (dynamics)
 
-devices.md section 5.1 (one transfer)::
+One transfer at a constant rate (B in Mbit/s, decimal; eta_net = 1 for measured goodput)::
 
     t_xfer = 8 S / (B_mbps * 1e6 * eta_net) + k_rtt * RTT
 
-Memory (section 8): fits iff weights + trainable + activations + logits + runtime reserve <= RAM.
+Memory (``docs/device-model.md`` section 5): fits iff weights + trainable + activations + logits
++ runtime reserve <= RAM.
 
 :class:`DeviceProfile` is the calibrated hardware of one device group (FedScale's ``ClientMetadata``
 idea: one pure class, exact tests); :class:`ModeTable` holds the per-mode constants as arrays so the
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from devices.catalog import DEFAULT_EFFICIENCY_MEM, DEFAULT_RUNTIME_RESERVE_GB, GIB, DeviceType, PowerMode
+from devices.catalog import DEFAULT_EFFICIENCY_MEM, DEFAULT_RUNTIME_RESERVE_GIB, GIB, DeviceType, PowerMode
 from devices.cost import PlanCost
 
 TAU_LAUNCH_S = 15e-6
@@ -53,7 +55,7 @@ class DeviceProfile:
     precision: str
     efficiency: float | None = None
     mem_efficiency: float = DEFAULT_EFFICIENCY_MEM
-    runtime_reserve_bytes: float = DEFAULT_RUNTIME_RESERVE_GB * GIB
+    runtime_reserve_bytes: float = DEFAULT_RUNTIME_RESERVE_GIB * GIB
     ram_bytes: float | None = None
     speed_factor: float = 1.0
 

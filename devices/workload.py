@@ -1,6 +1,7 @@
 """The target model and the fixed part of the work (batch, sequence, precision, LoRA targets).
 
-The target model decides simulated time and memory (DESIGN.md, "two models"). It is described by
+The target model decides simulated time and memory (the proxy model in ``learning`` decides accuracy;
+``docs/device-model.md``). It is described by
 the few Hugging Face ``config.json`` keys the cost model needs; presets live in
 ``devices/data/models/*.json`` (each names its source) and any local ``config.json`` path works.
 Supported families: BERT/RoBERTa (``model_type`` bert, roberta, xlm-roberta, camembert: GELU MLP
@@ -162,7 +163,8 @@ class Workload:
         num_labels: classes of the classification head.
         train_head: the classification head is trained and communicated with the LoRA factors.
         comm_dtype: dtype of LoRA factors on the wire.
-        frozen_activation_factor: phi_frozen in [0.6, 1] of devices.md section 8.
+        frozen_activation_factor: phi_frozen in [0.6, 1]: the share of a backward layer's activations
+            actually stored (inputs of frozen linears need not be saved; framework-dependent, assumed 1).
         message_overhead_bytes: S_meta, fixed bytes per message (plan, report fields, framing).
     """
 

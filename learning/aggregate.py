@@ -1,8 +1,9 @@
 """Tensor math of heterogeneous-rank, heterogeneously pruned LoRA aggregation and rank resizing.
 
-Pure torch, fp32, CPU (no peft / transformers). Source: shared/reference/fedspine-method.md §2.2(d)
-(rank shrink / expand) and §2.2(e) (aggregation); FlexLoRA (NeurIPS 2024) for SVD reconstruction and
-redistribution; HetLoRA (Cho et al., 2024) for zero-padding, sparsity-weighted aggregation and truncation.
+Pure torch, fp32, CPU (no peft / transformers). Sources: FlexLoRA (Bai et al., NeurIPS 2024, arXiv
+2402.11505) for SVD reconstruction and redistribution; HetLoRA (Cho et al., arXiv 2401.06432) for
+zero-padding, sparsity-weighted aggregation and truncation; masked averaging over the devices that keep
+each structure is our addition for pruned devices (``docs/method.md`` section 4).
 
 Conventions
 -----------
@@ -18,13 +19,14 @@ and ``ΔW_i`` scattered into full coordinates is zero outside ``rows × cols``.
 Aggregators
 -----------
 * :func:`aggregate_svd` (default, FlexLoRA-style): reconstruct every ``ΔW_i`` in full coordinates and
-  average element-wise over the devices that hold each entry (masked averaging, §2.2e). The result is a
+  average element-wise over the devices that hold each entry (masked averaging). The result is a
   dense ``ΔW_g``; :func:`factor_svd` (per device, on its kept block) or :func:`global_factors` +
   :func:`factor_truncate` turn it back into factors.
 * :func:`aggregate_zero_pad` (HetLoRA): zero-pad the factors to ``r_max`` and average ``B`` and ``A``
   separately. The product of averages contains cross terms ``B̃_i Ã_j`` (i ≠ j) and scales each device's
   own term by ``w_i²``, so together with the norm-proportional weights it biases the aggregate toward
-  the devices with the largest ``‖ΔW_i‖`` (usually the high-rank ones) — [Seed]'s "aggregation bias".
+  the devices with the largest ``‖ΔW_i‖`` (usually the high-rank ones): the aggregation bias FedSpine's
+  authors avoid by reconstructing ΔW first.
 * :func:`aggregate_fedavg`: plain FedAvg of equal-rank factors (same cross-term bias; baseline).
 
 Randomness: only the redistribution functions draw random numbers, from an explicit
@@ -198,7 +200,7 @@ def aggregate_svd(
     shape: tuple[int, int],
     previous: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """FlexLoRA-style reconstruction with masked averaging (fedspine-method.md §2.2e).
+    """FlexLoRA-style reconstruction (arXiv 2402.11505) with masked averaging.
 
     Every device's update is reconstructed in full coordinates, ``ΔW_i = s_i·B_i·A_i`` scattered to
     ``rows_i × cols_i`` with structure mask ``M_i``, and averaged element-wise over the holders::
@@ -279,7 +281,7 @@ def aggregate_zero_pad(
     with HetLoRA's sparsity weights ``w_i = ‖ΔW_i‖_F / Σ_j ‖ΔW_j‖_F`` when ``weights`` is None (equal
     weights if every norm is 0), else the given weights normalised to sum 1. Note
     ``B_g·A_g = Σ_i Σ_j w_i w_j B̃_i Ã_j`` ≠ ``Σ_i w_i ΔW_i``: the cross terms and the ``w_i²`` factors are
-    the bias the reference warns about (fedspine-method.md §2.2e).
+    the bias toward large (usually high-rank) updates that reconstructing ΔW first avoids.
 
     Returns ``(B_g: d_out × r_max, A_g: r_max × d_in)``.
     """
@@ -403,7 +405,7 @@ def factor_truncate(
 
         B[:, :k] = B_g[rows, :k] / sqrt(s),   A[:k] = A_g[:k, cols] / sqrt(s)
 
-    so ``s·B·A = B_g[rows, :k]·A_g[:k, cols]``. Expansion (``r > r_g``, fedspine-method.md §2.2d): ``B`` is
+    so ``s·B·A = B_g[rows, :k]·A_g[:k, cols]``. Expansion (``r > r_g``, HetLoRA-style): ``B`` is
     padded with zero columns and ``A`` with random rows (peft ``lora_A`` init, :func:`lora_a_init`,
     ``(r − r_g) × len(cols)`` drawn from ``gen``), so ``s·B·A`` is unchanged at expansion.
 

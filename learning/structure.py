@@ -1,7 +1,9 @@
 """Prunable structure of a transformer: which rows and columns form an attention head or an FFN channel.
 
 An :class:`ArchAdapter` names, for one architecture family, the linear layers of every transformer
-block and how each is coupled to the two kinds of prunable group (fedspine-method.md 2.1 item 3):
+block and how each is coupled to the two kinds of prunable group (coupled projections are pruned
+together so every tensor shape stays valid, as in LLM-Pruner, arXiv 2305.11627, and LoRAPrune, arXiv
+2305.18403):
 
 - **attention group** ``g``: BERT/RoBERTa: head ``g`` = its ``head_dim`` rows of query, key and
   value and the same columns of the attention output. LLaMA (grouped-query attention): key/value

@@ -1,8 +1,8 @@
 """A shared wireless medium (one 802.11 access point) as a fluid processor-sharing queue.
 
 802.11 CSMA/CA gives stations roughly equal channel-access opportunities, so a slow station drags
-every station to about the same throughput (the "performance anomaly", Heusse et al., INFOCOM 2003;
-devices.md 5.1). With K concurrent transfers at link rates R_k, each gets::
+every station to about the same throughput (the "performance anomaly", Heusse et al., INFOCOM 2003,
+https://hal.archives-ouvertes.fr/hal-01199120). With K concurrent transfers at link rates R_k, each gets::
 
     X = 1 / sum_k (1 / R_k)        bits/s (airtime shares sum to 1; X <= R_k always)
 

@@ -3,7 +3,8 @@
 A scenario is a YAML mapping with the sections below. Unknown keys are errors (``extra=forbid``),
 as are wrong types, out-of-range numbers and unknown device types, power modes, model presets,
 placement classes and algorithm names; errors name the key path, the bad value and what is allowed.
-Defaults follow ``shared/reference/devices.md`` section 9 and ``fedspine-method.md`` section 7.
+Where the defaults come from: ``docs/device-model.md`` (devices, network, dynamics) and
+``docs/method.md`` (importance, pruning, the strategies).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from devices.catalog import DEFAULT_EFFICIENCY_MEM, DEFAULT_RUNTIME_RESERVE_GB, load_catalog
+from devices.catalog import DEFAULT_EFFICIENCY_MEM, DEFAULT_RUNTIME_RESERVE_GIB, load_catalog
 from devices.workload import LORA_TARGETS
 
 
@@ -89,13 +90,16 @@ class CustomMode(Strict):
 
 
 class Calibration(Strict):
-    """Per-group overrides that fit the profiles to measurements (devices.md 7.3 and section 4)."""
+    """Per-group overrides that fit the profiles to measurements (``docs/device-model.md`` section 2).
+
+    ``runtime_reserve_gb`` and ``ram_gb`` hold GiB; the key names stay because every saved scenario uses them.
+    """
 
     efficiency: Fraction | None = Field(
         None, description="achieved fraction of peak FLOP/s in every mode (default: 0.35 fp32 / half2, 0.20 tensor cores)")
     speed_factor: PosFloat = Field(1.0, description="multiplies the achieved FLOP/s and bandwidth (a measured/datasheet ratio)")
     mem_efficiency: Fraction = Field(DEFAULT_EFFICIENCY_MEM, description="achieved fraction of peak DRAM bandwidth")
-    runtime_reserve_gb: NonNegFloat = Field(DEFAULT_RUNTIME_RESERVE_GB, description="OS + CUDA + framework memory, GiB")
+    runtime_reserve_gb: NonNegFloat = Field(DEFAULT_RUNTIME_RESERVE_GIB, description="OS + CUDA + framework memory, GiB")
     ram_gb: PosFloat | None = Field(None, description="module memory, GiB (default: the catalog's)")
     precision: Literal["auto", "fp32", "amp", "fp16"] = Field("auto", description="compute precision for this group (auto: workload.precision)")
     custom_modes: list[CustomMode] = Field(default_factory=list, description="extra power modes for this group")
@@ -188,7 +192,7 @@ class BandwidthClass(Strict):
 
 
 def _default_classes() -> dict[str, BandwidthClass]:
-    return {  # devices.md 5.2 recommended default (A); envelope 1-30 Mbit/s (U)
+    return {  # assumed distance classes inside the 1-30 Mbit/s range reported for USTC's WiFi Jetson testbeds
         "near": BandwidthClass(mbps=(20.0, 30.0)),
         "mid": BandwidthClass(mbps=(8.0, 15.0)),
         "far": BandwidthClass(mbps=(1.0, 5.0)),
@@ -336,7 +340,7 @@ class EvalSpec(Strict):
 
 
 class LearningSpec(Strict):
-    """Real learning on a proxy model (DESIGN.md, "two models"): accuracy from PyTorch, time from devices/."""
+    """Real learning on a proxy model: accuracy from PyTorch on the proxy, time from the target model in devices/."""
 
     kind: Literal["none", "real"] = Field("none", description="none = timing only; real = prune and LoRA-tune the proxy model on real data")
     model: str = Field("minilm", description="proxy: minilm (packaged all-MiniLM-L6-v2), tiny-bert, tiny-llama, or a Hugging Face name / local folder")

@@ -3,7 +3,7 @@
 Every file is written as temporary file in the same directory -> flush + fsync -> ``os.replace``
 -> fsync of the directory, so a killed run never leaves a truncated file under a final name.
 
-Layout (DESIGN.md, "Results")::
+Layout of one run::
 
     <out>/<scenario name>/<run id>/
         scenario.yaml          the resolved scenario (every default filled in, seed, versions)

@@ -1,6 +1,8 @@
 """S-UCB ("Smooth UCB"): a UCB policy over a continuum of arms, refined as a tree of cells.
 
-This is reconstruction [I] of FedSpine's S-UCB from the method notes, *not* the paper's equations.
+This is our reconstruction of FedSpine's S-UCB (arXiv 2501.02438, which names a smooth UCB that
+partitions and refines a continuous configuration space, with a discount λ, an exploration scale s
+and a parameter δ), *not* the paper's equations, which are not public (``docs/method.md`` section 5).
 The arm space is a box of dimensions (:class:`Dim`), each a continuous interval [lo, hi] or a
 sorted set of discrete values (cells then cover index ranges [a, b)). It starts as a grid of
 ``init_bins[j]`` equal bins per dimension (depth 0); a leaf played often enough is split in half,
@@ -25,16 +27,15 @@ discrete range; a single-value range cannot be split), when
 
     N_λ(c) ≥ n_split · 2^depth(c)   and   depth(c) < max_depth.
 
-The children inherit a copy of the parent's N and S (the notes' "children inherit the parent's
-statistics"), so n_λ double-counts those plays until they decay away. Since every N_λ stays below
-1/(1 − λ), a leaf at depth d can only split if n_split · 2^d < 1/(1 − λ): with the defaults
-(bound 20) leaves stop at depth 3 whatever ``max_depth`` says. The same bound keeps n_λ ≤ 20 (plus
-inherited copies), so with s = 1 the bonus (≈ sqrt(2 ln 400 / N)) dominates the [0, 1] reward range
-and play stays broad; a larger λ or a smaller s concentrates it.
+The children inherit a copy of the parent's N and S (our choice), so n_λ double-counts those plays until
+they decay away. Since every N_λ stays below 1/(1 − λ), a leaf at depth d can only split if n_split ·
+2^d < 1/(1 − λ): with the defaults (bound 20) leaves stop at depth 3 whatever ``max_depth`` says. The
+same bound keeps n_λ ≤ 20 (plus inherited copies), so with s = 1 the bonus (≈ sqrt(2 ln 400 / N))
+dominates the [0, 1] reward range and play stays broad; a larger λ or a smaller s concentrates it.
 
-Defaults λ = 0.95, s = 1, δ = 0.05, n_split = 3 are the FedSpine method-note defaults.
+Defaults λ = 0.95, s = 1, δ = 0.05, n_split = 3 are our choices (the paper's values are not public).
 
-Two options that the notes leave open (defaults keep the literal rule):
+Two options the sources leave open (defaults keep the literal rule):
 
 - ``untried="low_first"``: untried leaves are played in increasing order of their lower bound in
   the first dimension (random among ties). For FedSpine the first dimension is the cumulative

@@ -1,4 +1,4 @@
-"""Rewards (fedspine-method.md 2.2(g)) and pruning schedules, against hand-computed values."""
+"""Rewards (``docs/method.md`` section 6) and pruning schedules, against hand-computed values."""
 
 from __future__ import annotations
 

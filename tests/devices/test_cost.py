@@ -1,4 +1,7 @@
-"""devices/cost.py, devices/workload.py and devices/plan.py against devices.md sections 5.1, 7.1, 7.2 and 8.
+"""devices/cost.py, devices/workload.py and devices/plan.py: FLOPs, bytes, memory and message sizes.
+
+Formulas: ``docs/device-model.md`` sections 3, 5 and 6; the worked values there (GFLOP/token, bytes)
+are the expected numbers here.
 
 Hand formulas below are written independently of the module (per-token FLOPs, Korthikanti activation
 bytes, parameter counts), so an error in either shows up as a mismatch.
@@ -76,11 +79,11 @@ def hand_encoder_flops(p: float, r: int, depth: int, s: int, b: int, C: int = 2,
     return fwd, bwd
 
 
-# --------------------------------------------------------------------------- devices.md 7.1 / 7.2
+# --------------------------------------------------------------------------- FLOPs per token
 
 
 def test_roberta_forward_and_lora_train_per_token():
-    """devices.md 7.1: 0.175 GFLOP/token forward, 0.356 LoRA r=8 train, s=128."""
+    """RoBERTa-base, s=128: 0.175 GFLOP/token forward, 0.356 LoRA r=8 train (about 2x forward)."""
     pl = plan()
     assert per_token_gflop(W_ROB, pl, fwd_only=True) == pytest.approx(0.175, abs=5e-4)
     assert per_token_gflop(W_ROB, pl) == pytest.approx(0.356, abs=5e-4)
@@ -95,18 +98,19 @@ def test_bert_base_same_flops_as_roberta():
 
 @pytest.mark.parametrize("depth,expected", [(12, 0.356), (6, 0.265), (3, 0.220)])
 def test_lora_depth(depth, expected):
-    """devices.md 7.2: LoRA depth d=12/6/3 -> 0.356/0.265/0.220 GFLOP/token."""
+    """LoRA depth d=12/6/3 -> 0.356/0.265/0.220 GFLOP/token (backward only through the top d layers)."""
     assert per_token_gflop(W_ROB, plan(depth=depth)) == pytest.approx(expected, abs=5e-4)
 
 
 def test_prune_half():
-    """devices.md 7.2: p=0.5 -> 0.179 (ours counts the head per sequence and shrinks LoRA on pruned q/v)."""
+    """p=0.5 -> 0.179 GFLOP/token (~(1 - p) of the block FLOPs; the head is counted per sequence and LoRA
+    on pruned q/v shrinks too)."""
     assert per_token_gflop(W_ROB, plan(p=0.5)) == pytest.approx(0.179, rel=5e-3)
 
 
 def test_prune_integer_heads_p03():
     """p=0.3 removes floor(3.6)=3 whole heads (keeps 9 of 12 = 75 %, not 70 %) and floor(921.6)=921
-    FFN channels, so ~0.256 GFLOP/token, not devices.md's continuous 0.250."""
+    FFN channels, so ~0.256 GFLOP/token, not the continuous (1 - p) estimate of 0.250."""
     sh = kept_shape(ROBERTA, 0.3)
     assert (sh.groups, sh.heads, sh.q, sh.kv, sh.ffn) == (9, 9, 576, 576, 2151)
     got = per_token_gflop(W_ROB, plan(p=0.3))
@@ -137,7 +141,7 @@ def test_frozen_classifier_backward_is_input_grad_only():
 
 
 def test_llama7b_train_flops():
-    """devices.md 7.1/7.5: LLaMA-7B LoRA r=8, b=1, s=256: 13.3 fwd, 26.7 train GFLOP/token, 6.8 TFLOP/step."""
+    """LLaMA-7B LoRA r=8, b=1, s=256: 13.3 fwd, 26.7 train GFLOP/token, 6.8 TFLOP/step (~2N / 4N per token)."""
     pl = plan(b=1)
     c = plan_cost(W_LLAMA, pl, "amp")
     assert c.flops_per_step == pytest.approx(6.8e12, rel=0.01)
@@ -157,7 +161,8 @@ def test_llama7b_train_flops():
 
 
 def test_lora_param_counts():
-    """devices.md 5.1: RoBERTa-base r=8 on W_q, W_v, 12 layers -> 294,912; LLaMA-7B -> 4.19 M."""
+    """LoRA parameters r (d_in + d_out) per matrix: RoBERTa-base r=8 on W_q, W_v, 12 layers -> 294,912;
+    LLaMA-7B -> 4.19 M."""
     c = plan_cost(W_ROB, plan(), "amp")
     assert c.lora_params == 294_912
     assert c.trainable_params == 294_912 + (768 * 768 + 768 + 768 * 2 + 2)  # + trained classifier
@@ -193,7 +198,7 @@ def test_total_params_match_known_checkpoints():
 
 
 def test_weights_memory_050_gb():
-    """devices.md 8: RoBERTa-base fp32 weights 0.50 GB."""
+    """RoBERTa-base fp32 weights 0.50 GB (125 M parameters x 4 B)."""
     c = plan_cost(W_ROB, plan(), "amp")
     assert c.memory_weights_bytes == 124_647_170 * 4
     assert c.memory_weights_bytes / 1e9 == pytest.approx(0.50, abs=0.005)
@@ -216,7 +221,8 @@ def test_korthikanti_unpruned_encoder_exact(arch, s, b):
 
 
 def test_roberta_activation_memory():
-    """devices.md 8: 12 x 69 MB = 0.83 GB (fp16 activations); doubled for fp32; x phi_frozen."""
+    """Korthikanti et al. (arXiv 2205.05198): 12 x 69 MB = 0.83 GB (fp16 activations); doubled for fp32;
+    x phi_frozen."""
     per_layer = 128 * 16 * 768 * (34 + 5 * 12 * 128 / 768)
     assert per_layer / 1e6 == pytest.approx(69.2, abs=0.05)
     assert plan_cost(W_ROB, plan(), "amp").memory_activations_bytes == pytest.approx(12 * per_layer, rel=1e-12)
@@ -260,8 +266,8 @@ def test_message_sizes_roberta():
     assert c.bytes_up - c.bytes_down == mask == 4626
 
 
-def test_message_sizes_lora_only_matches_devices_md():
-    """devices.md 5.1: 294,912 params -> 1.18 MB fp32 / 0.59 MB fp16."""
+def test_message_sizes_lora_only():
+    """294,912 params -> 1.18 MB fp32 / 0.59 MB fp16."""
     w = Workload(ROBERTA, 128, train_head=False, message_overhead_bytes=0)
     c = plan_cost(w, plan(), "amp")
     assert c.bytes_down == 294_912 * 4
