@@ -24,33 +24,39 @@ import logging
 import os
 import signal
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, Protocol
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("local", "ray")
 
 
-class Executor(Protocol):
-    name: str
-    workers: int
+class Executor(ABC):
+    """Where independent tasks run: maps a picklable function over picklable tasks."""
 
+    name: str  # the --backend this executor implements ("local" or "ray")
+    workers: int  # how many tasks run at once
+
+    @abstractmethod
     def imap_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         """Yield ``(task, fn(task))`` as tasks finish; an exception is yielded as the result."""
-        ...
 
+    @abstractmethod
     def close(self, cancel: bool = False) -> None:
         """Release the workers; with ``cancel``, stop the tasks still running."""
-        ...
 
 
-class SerialExecutor:
+class SerialExecutor(Executor):
+    """In this process, one task after another (``--workers 1``)."""
+
     name = "local"
     workers = 1
 
     def imap_unordered(self, fn, tasks):
+        """Each task in turn; its exception, if it raises, is its result."""
         for t in tasks:
             try:
                 res = fn(t)
@@ -59,7 +65,7 @@ class SerialExecutor:
             yield t, res
 
     def close(self, cancel: bool = False) -> None:
-        pass
+        """Nothing to release."""
 
 
 def _worker_init() -> None:
@@ -73,7 +79,7 @@ def _worker_init() -> None:
             pass
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     """A process pool of ``workers`` processes (spawned, SIGINT ignored, die with the parent)."""
 
     name = "local"
@@ -86,6 +92,7 @@ class LocalExecutor:
                                          initializer=_worker_init)
 
     def imap_unordered(self, fn, tasks):
+        """Every task submitted to the pool; results in completion order (a broken pool's error as result)."""
         pending: dict[Future, Any] = {self._pool.submit(fn, t): t for t in tasks}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -98,6 +105,7 @@ class LocalExecutor:
                 yield t, res
 
     def close(self, cancel: bool = False) -> None:
+        """Shut the pool down; with ``cancel``, kill its processes first."""
         if cancel:
             for p in list((getattr(self._pool, "_processes", None) or {}).values()):
                 try:
@@ -107,7 +115,7 @@ class LocalExecutor:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
-class RayExecutor:
+class RayExecutor(Executor):
     """Ray tasks (one CPU each). Starts a local Ray with ``workers`` CPUs unless ``address`` is given."""
 
     name = "ray"
@@ -128,6 +136,7 @@ class RayExecutor:
         self._refs: dict[Any, Any] = {}
 
     def imap_unordered(self, fn, tasks):
+        """Every task as one Ray task; results in completion order (a lost worker's error as result)."""
         ray = self._ray
         remote = ray.remote(num_cpus=1, max_retries=0)(fn)
         self._refs = {remote.remote(t): t for t in tasks}
@@ -142,6 +151,7 @@ class RayExecutor:
                 yield t, res
 
     def close(self, cancel: bool = False) -> None:
+        """Forget the tasks (with ``cancel``, force-cancel them) and stop the Ray this executor started."""
         if cancel:
             for ref in list(self._refs):
                 try:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +29,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sim.views.results import RunData, load_sweep, time_to_target
 from sim.store import atomic_write_bytes, atomic_write_text
+from sim.views.results import RunData, load_sweep, time_to_target
 
-log = logging.getLogger("paper")
+log = logging.getLogger(__name__)
 
 # Fast timing-only sweeps first, then real learning (longest last, so a partial run still has claim 1).
 SWEEPS = ["system", "system-calibrated", "retime", "retime-calibrated",
@@ -418,8 +416,10 @@ def tau_rows(res: Results) -> tuple[list[Row], list[str]]:
 
 # ----------------------------------------------------------------------------------------- figures
 def make_figures(res: Results, docs: Path) -> list[str]:
-    """``fedfleet plot`` on each sweep; copy the chosen PNGs to docs/figures/ (names in FIGURES)."""
-    exe = Path(sys.executable).with_name("fedfleet")
+    """The figures of ``fedfleet plot`` on each sweep (:func:`sim.views.figures.plot_runs` into the
+    sweep's ``figures/``); copy the chosen PNGs to docs/figures/ (names in FIGURES)."""
+    from sim.views.figures import plot_runs  # noqa: PLC0415 - matplotlib only when figures are made
+
     out_dir = docs / "figures"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -427,7 +427,8 @@ def make_figures(res: Results, docs: Path) -> list[str]:
         d = res.dir / sweep
         if not res.cells.get(sweep):
             continue
-        subprocess.run([str(exe), "plot", str(d)], check=True, capture_output=True)
+        sweep_data = load_sweep(d)
+        plot_runs(sweep_data.runs(), d / "figures", sweep=sweep_data)
         for (s, stem), name in FIGURES.items():
             src = d / "figures" / f"{stem}.png"
             if s == sweep and src.is_file():

@@ -25,9 +25,9 @@ from typing import Any, Iterable
 import pandas as pd
 import yaml
 
+from sim.store import atomic_write_text
 from sim.views.compare import compare_table, fmt_dur, fmt_num, is_missing
 from sim.views.results import RunData, SweepData, collect, kind_of, load_sweep
-from sim.store import atomic_write_text
 
 log = logging.getLogger(__name__)
 
