@@ -324,7 +324,8 @@ def devices(
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
-    table = Table(title="fedfleet device catalog (peaks derived from devices.md tables 1-2; * = default mode)")
+    table = Table(title="fedfleet device catalog (peaks derived from NVIDIA's Jetson datasheets, see the source "
+                        "column; * = default mode)")
     for h in header:
         table.add_column(h, justify="right" if h not in ("type", "mode", "source", "fp16_path") else "left")
     for r in rows:
