@@ -97,7 +97,8 @@ def finished_cells(cells_dir: Path, cell_ids: list[str]) -> dict[str, dict[str, 
     says finished (these are skipped by a rerun). Also discards the temporary directories of cells a
     killed run was computing."""
     for leftover in Path(cells_dir).glob(".*.tmp"):
-        shutil.rmtree(leftover, ignore_errors=True)
+        if leftover.is_dir():  # not a file being written atomically beside the cells
+            shutil.rmtree(leftover, ignore_errors=True)
     rows = {}
     for cid in cell_ids:
         done = read_cell(safe_child(Path(cells_dir), cid))
