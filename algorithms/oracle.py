@@ -2,7 +2,8 @@
 
 An upper reference for the bandits, not a method from the literature. At every round the oracle
 knows each device's current power mode, background load and bandwidth and prices every candidate
-plan with the same cost and timing model the simulator uses (:meth:`sim.engine.Simulation.predict_round_s`).
+plan with the same cost model and the same round-time function the simulator's clock uses
+(``ctx.oracle.predict_round_s``, built on :func:`devices.completion.completion_times`).
 With the same monotone pruning window as FedSpine (:func:`algorithms.schedule.window`), candidates
 are p in {lo, hi} and the ``prune_grid`` ratios of [0, P] inside [lo, hi], times ``ranks``:
 

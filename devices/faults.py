@@ -92,6 +92,30 @@ class Faults:
             self.straggle_left[start] = self.straggle_rounds
             self.step_factor = np.where(self.straggle_left > 0, self.straggle_factor, 1.0)
 
+    def _streams(self) -> dict:
+        """The fault streams by name (None where the fault is off)."""
+        return {"crash": self._crash, "crash_phase": self._crash_phase, "lost": self._lost, "leave": self._leave,
+                "leave_phase": self._leave_phase, "straggle": self._straggle}
+
+    def state(self) -> dict:
+        """This round's draws, the departed devices, the spikes under way and every stream (checkpoints)."""
+        return {"streams": {k: s.state() for k, s in self._streams().items() if s is not None},
+                "crashes": self.crashes.copy(), "crash_phase": self.crash_phase.copy(),
+                "crash_fraction": self.crash_fraction.copy(), "lost": self.lost.copy(), "leaving": self.leaving.copy(),
+                "leave_fraction": self.leave_fraction.copy(), "gone": self.gone.copy(),
+                "straggle_left": self.straggle_left.copy(), "step_factor": self.step_factor.copy()}
+
+    def set_state(self, st: dict) -> None:
+        """Restore :meth:`state` onto faults built from the same scenario."""
+        for k, s in self._streams().items():
+            if s is not None:
+                s.set_state(st["streams"][k])
+        self.crashes, self.crash_phase = np.array(st["crashes"]), np.array(st["crash_phase"])
+        self.crash_fraction, self.lost = np.array(st["crash_fraction"]), np.array(st["lost"])
+        self.leaving, self.leave_fraction = np.array(st["leaving"]), np.array(st["leave_fraction"])
+        self.gone, self.straggle_left = np.array(st["gone"]), np.array(st["straggle_left"])
+        self.step_factor = np.array(st["step_factor"])
+
     def alive(self) -> np.ndarray:
         """Devices that have not left the fleet (a device leaving this round is still alive until it leaves)."""
         return ~self.gone

@@ -1,7 +1,7 @@
 """The real learner: every device's plan carried out on a real pretrained proxy, on its own data.
 
-State (DESIGN.md, "state that must stay small"): one frozen backbone shared by all devices; the
-server's global LoRA update per adapted matrix (dense ΔW in full coordinates after ``svd``
+State (kept small, so fleets of thousands of devices fit in memory): one frozen backbone shared by
+all devices; the server's global LoRA update per adapted matrix (dense ΔW in full coordinates after ``svd``
 aggregation, factors after ``zero_pad``/``fedavg``) and the global classification head; per device
 only its keep-masks, its smoothed group importance and its last rank. LoRA factors exist only for
 the duration of a local update.
@@ -72,7 +72,8 @@ from learning.models import load_proxy
 from learning.packed import DropoutMasks, PackedBatch, masked_mean, pack, packed_logits, supports
 from learning.partition import label_histogram, partition
 from learning.structure import ArchAdapter, Masks, Slicer, group_index
-from sim.learner import Update
+from learning.api import Learner, Update
+from learning.config import LearnerConfig
 
 log = logging.getLogger(__name__)
 
@@ -109,80 +110,131 @@ class GlobalEntry:
         return self.dense
 
 
+@dataclass
+class _LocalRun:
+    """The working state of one local update (device, round), from :meth:`RealLearner._prepare` to its report."""
+
+    plan: Plan
+    rng: np.random.Generator
+    gen: torch.Generator
+    keys: list[Key]
+    ranks: dict[Key, int]
+    ema: ImportanceEMA
+    masks: Masks
+    need_prune: bool
+    n_cal: int  # calibration batches (importance only, no step) before a first pruning
+    batches: list[np.ndarray]
+    probe: tuple  # the round's first batch, for the losses before and after training
+    peak: list[int] = field(default_factory=lambda: [0])  # largest saved-activation bytes of a step
+    att: Attached | None = None
+    b_start: dict = field(default_factory=dict)  # B factors at the start (after a pruning: their kept rows)
+    loss_before: float = math.nan
+    loss_after: float = math.nan
+    final: dict = field(default_factory=dict)  # trained factors {key: (B, A)}
+    new_head: dict = field(default_factory=dict)
+    peak_mem_bytes: float = math.nan
+
+
 def self_prune_rank(rank: int, gamma: float) -> int:
     """HetLoRA's kept rank k = max(1, floor(gamma * rank)) (1e-9 guards floor against 0.29*100 = 28.999...)."""
     return max(1, math.floor(gamma * rank + 1e-9))
 
 
-class RealLearner:
-    """Implements ``sim.learner.Learner`` with transformers + peft on CPU (or CUDA)."""
+class RealLearner(Learner):
+    """The :class:`~learning.api.Learner` that trains a real proxy with transformers + peft on CPU (or CUDA)."""
 
-    trains = True
     extra_columns = ("proxy_peak_mem_bytes", "proxy_attn_sparsity", "proxy_ffn_sparsity", "importance_attn_median",
                      "importance_attn_min", "importance_ffn_median", "importance_ffn_min", "lora_rank_reported")
 
-    def __init__(self, spec, *, seed: int, n_devices: int, lora_targets: list[str], target_layers: int,
-                 base_dir=None):
-        self.spec = spec
+    def __init__(self, config: LearnerConfig, *, seed: int, n_devices: int, lora_targets: list[str],
+                 target_layers: int, base_dir=None):
+        self.config = config
         self.seed = seed
         self.n = n_devices
         self.default_resize = "svd"  # resize method for learning.resize = auto (see use_resize)
         self.target_layers = target_layers
-        if spec.torch_threads:
-            torch.set_num_threads(spec.torch_threads)
-        self.torch_device = torch.device(spec.compute_device)
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        self.torch_device = torch.device(config.compute_device)
         t0 = time.perf_counter()
-        ds = load_dataset(spec.dataset)
-        if spec.test_size >= len(ds.labels):
-            raise ValueError(f"learning.test_size {spec.test_size} must be below the dataset size {len(ds.labels)}")
+        self._split_data()
+        self._load_model()
+        self.targets = list(lora_targets)
+        self._tokenize()
+        p = config.partition
+        self.parts = partition(self.train_labels, n_devices, p.kind, generator(seed, "learn.partition"),
+                               alpha=p.alpha, min_size=p.min_size)
+        self.hist = label_histogram(self.train_labels, self.parts, self.dataset.n_classes)
+        self.devices = [DeviceState(self.adapter.full_mask(), ImportanceEMA(config.importance.beta))
+                        for _ in range(n_devices)]
+        self._init_global()
+        self.setup_s = time.perf_counter() - t0
+        self.eval_rows: list[dict] = []
+        self.host_train_s = 0.0  # host time, reported in summary.json's host section only
+        self.host_steps = 0
+        self.host_eval_s = 0.0
+
+    def _split_data(self) -> None:
+        """The packaged dataset, its seeded train/test split and the optional training-pool cap."""
+        cfg, seed = self.config, self.seed
+        ds = load_dataset(cfg.dataset)
+        if cfg.test_size >= len(ds.labels):
+            raise ValueError(f"learning.test_size {cfg.test_size} must be below the dataset size {len(ds.labels)}")
         self.dataset = ds
-        train_idx, test_idx = train_test_split(len(ds.labels), spec.test_size, generator(seed, "learn.split"))
-        if spec.train_examples is not None and spec.train_examples < len(train_idx):
-            sub = generator(seed, "learn.train_subset").choice(len(train_idx), spec.train_examples, replace=False)
+        train_idx, test_idx = train_test_split(len(ds.labels), cfg.test_size, generator(seed, "learn.split"))
+        if cfg.train_examples is not None and cfg.train_examples < len(train_idx):
+            sub = generator(seed, "learn.train_subset").choice(len(train_idx), cfg.train_examples, replace=False)
             train_idx = np.sort(train_idx[sub])
         self.train_idx, self.test_idx = train_idx, test_idx
-        pm = load_proxy(spec.model, ds.n_classes, stream_seed(seed, "learn.init"), dropout=spec.model_dropout,
-                        layers=spec.proxy_layers)
+
+    def _load_model(self) -> None:
+        """The proxy model, its architecture adapter and slicer, and the forward it runs."""
+        cfg = self.config
+        pm = load_proxy(cfg.model, self.dataset.n_classes, stream_seed(self.seed, "learn.init"),
+                        dropout=cfg.model_dropout, layers=cfg.proxy_layers)
         self.model, self.tok = pm.model.to(self.torch_device), pm.tokenizer
         self.model_source = pm.source
         self.adapter = ArchAdapter.for_model(self.model)
         a = self.adapter
-        bad = [li for li in spec.importance.protected_layers if li >= a.num_layers]
+        bad = [li for li in cfg.importance.protected_layers if li >= a.num_layers]
         if bad:
             raise ValueError(f"learning.importance.protected_layers: {bad} beyond the proxy's {a.num_layers} layers")
-        self.protected = frozenset(spec.importance.protected_layers)
-        self.slicer = Slicer(self.model, a, cache_size=spec.slice_cache)
-        self.packed = spec.forward == "packed" and supports(self.model)
-        if spec.forward == "packed" and not self.packed:
+        self.protected = frozenset(cfg.importance.protected_layers)
+        self.slicer = Slicer(self.model, a, cache_size=cfg.slice_cache)
+        self.packed = cfg.forward == "packed" and supports(self.model)
+        if cfg.forward == "packed" and not self.packed:
             log.info("learning.forward packed: %s is not a supported BERT classifier; using the padded forward",
-                     spec.model)
-        self.pooling = spec.pooling
+                     cfg.model)
+        self.pooling = cfg.pooling
+        # a Hugging Face model's submodules, by their library names (not members of ours)
         if self.pooling == "mean" and not (hasattr(self.model, "bert") and hasattr(self.model, "classifier")):
-            raise ValueError(f"learning.pooling mean: {spec.model} is not a BERT classifier (allowed there: cls)")
+            raise ValueError(f"learning.pooling mean: {cfg.model} is not a BERT classifier (allowed there: cls)")
         self._dropout_masks: DropoutMasks | None = None  # the packed path's dropout during a local update
         self.tokens_real = 0  # tokens of the training batches (and rows a padded forward would process)
         self.tokens_if_padded = 0
-        self.targets = list(lora_targets)
-        max_len = spec.max_len or DEFAULT_MAX_LEN[spec.dataset]
-        used = np.concatenate([train_idx, test_idx])  # tokenised once per run, only what is used
+
+    def _tokenize(self) -> None:
+        """Token ids of the used examples (tokenised once per run) and the evaluation subset."""
+        cfg, ds = self.config, self.dataset
+        max_len = cfg.max_len or DEFAULT_MAX_LEN[cfg.dataset]
+        used = np.concatenate([self.train_idx, self.test_idx])
         ids = tokenize([ds.texts[i] for i in used], self.tok, max_len)
-        self.train_ids = ids[:len(train_idx)]
-        self.train_labels = np.asarray(ds.labels)[train_idx]
-        self.test_ids_all = ids[len(train_idx):]
-        self.test_labels_all = np.asarray(ds.labels)[test_idx]
-        ev = spec.eval
-        sel = np.arange(len(test_idx))
-        if ev.examples is not None and ev.examples < len(sel):
-            sel = np.sort(generator(seed, "learn.eval_subset").choice(len(sel), ev.examples, replace=False))
+        n_train = len(self.train_idx)
+        self.train_ids = ids[:n_train]
+        self.train_labels = np.asarray(ds.labels)[self.train_idx]
+        self.test_ids_all = ids[n_train:]
+        self.test_labels_all = np.asarray(ds.labels)[self.test_idx]
+        sel = np.arange(len(self.test_idx))
+        if cfg.eval.examples is not None and cfg.eval.examples < len(sel):
+            sel = np.sort(generator(self.seed, "learn.eval_subset").choice(len(sel), cfg.eval.examples, replace=False))
         self.eval_sel = sel
         self.pad_id = int(self.tok.pad_token_id)
-        p = spec.partition
-        self.parts = partition(self.train_labels, n_devices, p.kind, generator(seed, "learn.partition"),
-                               alpha=p.alpha, min_size=p.min_size)
-        self.hist = label_histogram(self.train_labels, self.parts, ds.n_classes)
-        self.devices = [DeviceState(a.full_mask(), ImportanceEMA(spec.importance.beta)) for _ in range(n_devices)]
+
+    def _init_global(self) -> None:
+        """The server's global state (no LoRA update yet, the proxy's head) and the adapted matrices' shapes."""
+        a = self.adapter
         self.glob: dict[Key, GlobalEntry] = {}
-        head = getattr(self.model, a.head_module)
+        head = self._head_module()
         self.head_names = [n for n, _ in head.named_parameters()]
         self.head = {n: p.detach().clone() for n, p in head.named_parameters()}
         self.shapes = {(li, s.path): tuple(self.slicer.original(li, s.path).weight.shape)
@@ -190,22 +242,75 @@ class RealLearner:
         self.specs = {s.path: s for s in a.matrices}
         self.all_keys = lora_keys(a, self.targets, range(a.num_layers))
         self.fallback = sorted({k for k in KINDS if not any(self.specs[p].kind == k for _, p in self.all_keys)})
-        if self.fallback and spec.importance.criterion == "lora_grad":
+        if self.fallback and self.config.importance.criterion == "lora_grad":
             log.warning("no LoRA target in %s matrices: their groups are ranked by magnitude", "/".join(self.fallback))
-        self.setup_s = time.perf_counter() - t0
-        self.eval_rows: list[dict] = []
-        self.host_train_s = 0.0  # host time, reported in summary.json's host section only
-        self.host_steps = 0
-        self.host_eval_s = 0.0
+
+    def _head_module(self) -> nn.Module:
+        """The proxy's classification head (a Hugging Face submodule named by the adapter)."""
+        return getattr(self.model, self.adapter.head_module)
+
+    # ------------------------------------------------------------------ contract (learning.api.Learner)
+    @property
+    def trains(self) -> bool:
+        """Always: this learner trains the proxy."""
+        return True
+
+    def data_sizes(self) -> np.ndarray:
+        """Training examples per device."""
+        return np.array([len(p) for p in self.parts], dtype=float)
+
+    def evaluation_rows(self) -> list[dict]:
+        """Per-device evaluations so far (:meth:`evaluate` appends one row per evaluated device)."""
+        return self.eval_rows
+
+    def counters(self) -> dict[str, float]:
+        """Host-work counters that local updates advance (training seconds and steps, tokens)."""
+        return {"host_train_s": self.host_train_s, "host_steps": self.host_steps, "tokens_real": self.tokens_real,
+                "tokens_if_padded": self.tokens_if_padded}
+
+    def add_counters(self, deltas: dict[str, float]) -> None:
+        """Add counter deltas measured elsewhere (a worker's local updates) to this learner's."""
+        self.host_train_s += deltas["host_train_s"]
+        self.host_steps += deltas["host_steps"]
+        self.tokens_real += deltas["tokens_real"]
+        self.tokens_if_padded += deltas["tokens_if_padded"]
+
+    def host_summary(self) -> dict:
+        """Setup, training and evaluation host seconds, training steps and tokens."""
+        return {"learner_setup_s": self.setup_s, "train_s": self.host_train_s, "train_steps": self.host_steps,
+                "eval_s": self.host_eval_s, "train_tokens": self.tokens_real,
+                "train_tokens_if_padded": self.tokens_if_padded}
+
+    def state(self) -> dict:
+        """Every device's masks, importance and rank, the global LoRA update and head, the evaluations
+        and counters. Optimiser state and LoRA factors live only inside one local update."""
+        return {"devices": [{"attn": d.masks.attn.copy(), "ffn": d.masks.ffn.copy(), "importance": d.importance.state(),
+                             "rank": d.rank} for d in self.devices],
+                "glob": [{"layer": k[0], "path": k[1], "dense": g.dense, "B": g.B, "A": g.A}
+                         for k, g in self.glob.items()],
+                "head": dict(self.head), "eval_rows": [dict(r) for r in self.eval_rows],
+                "host_eval_s": self.host_eval_s, **self.counters()}
+
+    def set_state(self, state: dict) -> None:
+        """Restore :meth:`state` onto a learner built from the same scenario."""
+        beta = self.config.importance.beta
+        if len(state["devices"]) != self.n:
+            raise ValueError(f"learner state of {len(state['devices'])} devices, this fleet has {self.n}")
+        self.devices = [DeviceState(Masks(d["attn"], d["ffn"]), ImportanceEMA(beta, d["importance"]), d["rank"])
+                        for d in state["devices"]]
+        self.glob = {(g["layer"], g["path"]): GlobalEntry(g["dense"], g["B"], g["A"]) for g in state["glob"]}
+        self.head = dict(state["head"])
+        self.eval_rows = list(state["eval_rows"])
+        self.host_eval_s = state["host_eval_s"]
+        self.host_train_s = self.host_steps = self.tokens_real = self.tokens_if_padded = 0
+        self.add_counters(state)
 
     # ------------------------------------------------------------------ helpers
-    def data_sizes(self) -> np.ndarray:
-        return np.array([len(p) for p in self.parts], dtype=float)
 
     @property
     def resize_method(self) -> str:
         """Effective resize method: ``learning.resize``, or ``default_resize`` when that is ``auto``."""
-        return self.default_resize if self.spec.resize == "auto" else self.spec.resize
+        return self.default_resize if self.config.resize == "auto" else self.config.resize
 
     def use_resize(self, method: str) -> None:
         """Set the resize method used under ``learning.resize: auto`` (the engine passes the strategy's)."""
@@ -215,7 +320,7 @@ class RealLearner:
 
     def info(self) -> dict:
         ds = self.dataset
-        return {"model": self.spec.model, "model_source": self.model_source, "family": self.adapter.family,
+        return {"model": self.config.model, "model_source": self.model_source, "family": self.adapter.family,
                 "dataset": ds.name, "dataset_source": ds.source, "n_train": int(len(self.train_idx)),
                 "n_test": int(len(self.test_idx)), "n_eval": int(len(self.eval_sel)),
                 "train_digest": split_digest(self.train_idx), "test_digest": split_digest(self.test_idx),
@@ -267,7 +372,7 @@ class RealLearner:
         out = {}
         for key in keys:
             rank = ranks[key]
-            s = self.spec.lora_alpha / rank
+            s = self.config.lora_alpha / rank
             rows, cols = self._rows_cols(key, masks)
             g = self.glob.get(key)
             if method == "truncate" and g is not None:
@@ -317,69 +422,86 @@ class RealLearner:
 
     # ------------------------------------------------------------------ local update
     def local_update(self, device: int, plan: Plan, round_index: int) -> Update:
+        """One local update (module docstring, steps 0-5); commits nothing (:meth:`aggregate` does)."""
         t0 = time.perf_counter()
-        spec, imp = self.spec, self.spec.importance
-        st = self.devices[device]
-        rng = generator(self.seed, "learn.local", device, round_index)
-        gen = torch.Generator().manual_seed(stream_seed(self.seed, "learn.resize", device, round_index))
-        layers = self.proxy_layers(plan)
-        keys = lora_keys(self.adapter, self.targets, layers)
-        ranks = self.key_ranks(plan, keys)
-        ema = ImportanceEMA(imp.beta, st.importance.state())
-        masks = st.masks.copy()
-        tau = plan.local_steps
-        need_prune = plan.prune_ratio > 0 and self._would_prune(masks, plan.prune_ratio)
-        n_cal = imp.calibration_batches if (need_prune and imp.criterion == "lora_grad" and imp.order == "prune_first"
-                                            and not any(ema.has(k) for k in keys)) else 0
-        batches = self._batches(self.parts[device], tau + n_cal, plan.batch_size, rng)
-        probe = self._inputs(batches[0])
-        peak = [0]
-        head = getattr(self.model, self.adapter.head_module)
+        run = self._prepare(device, plan, round_index)
+        head = self._head_module()
         self._dropout_masks = DropoutMasks(generator(self.seed, "learn.dropout_masks", device, round_index))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(self.seed, "learn.dropout", device, round_index))
-            self._load_head(head)
-            factors = self._received(keys, masks, ranks, gen)
-            att = self._attach(masks, keys, ranks, factors, head)
-            b_start = {k: f[0].clone() for k, f in factors.items()}
-            with torch.no_grad():
-                loss_before = float(self._loss(*probe))
-            for b in batches[tau:]:  # calibration: importance only, no step
-                self._step(att, self._inputs(b), None, ema, masks, peak)
-            steps_before = tau // 2 if (need_prune and imp.order == "tune_prune_tune") else 0
-            if need_prune and steps_before == 0:
-                masks, att, b_start = self._prune_now(masks, plan, att, keys, ranks, ema, head, b_start, rng)
-            opt = self._optimizer(att, head)
-            for k in range(tau):
-                if need_prune and k == steps_before and steps_before > 0:
-                    masks, att, b_start = self._prune_now(masks, plan, att, keys, ranks, ema, head, b_start, rng)
-                    opt = self._optimizer(att, head)
-                self._step(att, self._inputs(batches[k]), opt, ema, masks, peak)
-            with torch.no_grad():
-                loss_after = float(self._loss(*probe))
-            final = att.factors()
-            new_head = {n: p.detach().clone() for n, p in head.named_parameters()}
-            params_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
-            train_bytes = sum(p.numel() * p.element_size() for p in self._trainables(att, head))
+            self._train(run, head)
             detach(self.model, self.slicer)
         self._dropout_masks = None
         self.host_train_s += time.perf_counter() - t0
-        self.host_steps += tau + n_cal
+        self.host_steps += plan.local_steps + run.n_cal
+        return self._report(run)
+
+    def _prepare(self, device: int, plan: Plan, round_index: int) -> "_LocalRun":
+        """The update's streams, adapted keys and ranks, working copies of the device's state, and batches."""
+        imp = self.config.importance
+        st = self.devices[device]
+        rng = generator(self.seed, "learn.local", device, round_index)
+        gen = torch.Generator().manual_seed(stream_seed(self.seed, "learn.resize", device, round_index))
+        keys = lora_keys(self.adapter, self.targets, self.proxy_layers(plan))
+        ema = ImportanceEMA(imp.beta, st.importance.state())
+        masks = st.masks.copy()
+        need_prune = plan.prune_ratio > 0 and self._would_prune(masks, plan.prune_ratio)
+        n_cal = imp.calibration_batches if (need_prune and imp.criterion == "lora_grad" and imp.order == "prune_first"
+                                            and not any(ema.has(k) for k in keys)) else 0
+        batches = self._batches(self.parts[device], plan.local_steps + n_cal, plan.batch_size, rng)
+        return _LocalRun(plan, rng, gen, keys, self.key_ranks(plan, keys), ema, masks, need_prune, n_cal, batches,
+                         self._inputs(batches[0]))
+
+    def _train(self, run: "_LocalRun", head: nn.Module) -> None:
+        """Receive, calibrate, prune and take the tau steps (module docstring, steps 1-3), filling ``run``."""
+        tau, order = run.plan.local_steps, self.config.importance.order
+        self._load_head(head)
+        factors = self._received(run.keys, run.masks, run.ranks, run.gen)
+        run.att = self._attach(run.masks, run.keys, run.ranks, factors, head)
+        run.b_start = {k: f[0].clone() for k, f in factors.items()}
+        with torch.no_grad():
+            run.loss_before = float(self._loss(*run.probe))
+        for b in run.batches[tau:]:  # calibration: importance only, no step
+            self._step(run.att, self._inputs(b), None, run.ema, run.masks, run.peak)
+        steps_before = tau // 2 if (run.need_prune and order == "tune_prune_tune") else 0
+        if run.need_prune and steps_before == 0:
+            self._prune_run(run, head)
+        opt = self._optimizer(run.att, head)
+        for k in range(tau):
+            if run.need_prune and k == steps_before and steps_before > 0:
+                self._prune_run(run, head)
+                opt = self._optimizer(run.att, head)
+            self._step(run.att, self._inputs(run.batches[k]), opt, run.ema, run.masks, run.peak)
+        with torch.no_grad():
+            run.loss_after = float(self._loss(*run.probe))
+        run.final = run.att.factors()
+        run.new_head = {n: p.detach().clone() for n, p in head.named_parameters()}
+        params_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        train_bytes = sum(p.numel() * p.element_size() for p in self._trainables(run.att, head))
+        run.peak_mem_bytes = float(params_bytes + 3 * train_bytes + run.peak[0])
+
+    def _prune_run(self, run: "_LocalRun", head: nn.Module) -> None:
+        """:meth:`_prune_now` on the run's working state."""
+        run.masks, run.att, run.b_start = self._prune_now(run.masks, run.plan, run.att, run.keys, run.ranks, run.ema,
+                                                          head, run.b_start, run.rng)
+
+    def _report(self, run: "_LocalRun") -> Update:
+        """The update a device sends (module docstring, steps 4-5)."""
         norm2 = 0.0
-        for k, (B, _) in final.items():
-            norm2 += float(((B - b_start[k]) ** 2).sum())
-        sent = self._self_prune(final, att.scales, plan)
+        for k, (B, _) in run.final.items():
+            norm2 += float(((B - run.b_start[k]) ** 2).sum())
+        sent = self._self_prune(run.final, run.att.scales, run.plan)
         ups: dict[Key, agg.DeviceLora] = {}
         for k, (B, A) in sent.items():
-            rows, cols = self._rows_cols(k, masks)
-            ups[k] = agg.DeviceLora(B, A, att.scale(k), rows, cols)  # the trained rank's scaling, also if pruned
-        reported = max((u.rank for u in ups.values()), default=plan.lora_rank)
-        summary = self._importance_summary(ema, masks)
-        payload = Payload(ups, new_head, DeviceState(masks, ema, reported), reported)
-        attn_sp, ffn_sp = masks.sparsity_parts()
-        return Update(loss_before=loss_before, loss_after=loss_after, lora_update_norm=math.sqrt(norm2),
+            rows, cols = self._rows_cols(k, run.masks)
+            ups[k] = agg.DeviceLora(B, A, run.att.scale(k), rows, cols)  # the trained rank's scaling, also if pruned
+        reported = max((u.rank for u in ups.values()), default=run.plan.lora_rank)
+        summary = self._importance_summary(run.ema, run.masks)
+        payload = Payload(ups, run.new_head, DeviceState(run.masks, run.ema, reported), reported)
+        attn_sp, ffn_sp = run.masks.sparsity_parts()
+        return Update(loss_before=run.loss_before, loss_after=run.loss_after, lora_update_norm=math.sqrt(norm2),
                       payload=payload,
-                      extra={"proxy_peak_mem_bytes": float(params_bytes + 3 * train_bytes + peak[0]),
+                      extra={"proxy_peak_mem_bytes": run.peak_mem_bytes,
                              "proxy_attn_sparsity": attn_sp, "proxy_ffn_sparsity": ffn_sp, **summary,
                              "lora_rank_reported": float(reported)})
 
@@ -419,8 +541,8 @@ class RealLearner:
 
     def _attach(self, masks: Masks, keys: list[Key], ranks: dict[Key, int], factors: dict,
                 head: nn.Module) -> Attached:
-        att = attach(self.model, self.adapter, self.slicer, masks, keys, ranks, self.spec.lora_alpha, factors,
-                     self.spec.lora_dropout)
+        att = attach(self.model, self.adapter, self.slicer, masks, keys, ranks, self.config.lora_alpha, factors,
+                     self.config.lora_dropout)
         for p in head.parameters():
             p.requires_grad_(True)
         self.model.train()
@@ -430,10 +552,10 @@ class RealLearner:
         return [*att.parameters(), *head.parameters()]
 
     def _optimizer(self, att: Attached, head: nn.Module) -> torch.optim.Optimizer:
-        head_lr = self.spec.head_lr if self.spec.head_lr is not None else self.spec.lr
-        return torch.optim.AdamW([{"params": list(att.parameters()), "lr": self.spec.lr},
+        head_lr = self.config.head_lr if self.config.head_lr is not None else self.config.lr
+        return torch.optim.AdamW([{"params": list(att.parameters()), "lr": self.config.lr},
                                   {"params": list(head.parameters()), "lr": head_lr}],
-                                 lr=self.spec.lr, weight_decay=self.spec.weight_decay)
+                                 lr=self.config.lr, weight_decay=self.config.weight_decay)
 
     def _step(self, att: Attached, data: tuple[dict, torch.Tensor], opt, ema: ImportanceEMA, masks: Masks,
               peak: list[int]) -> float:
@@ -462,7 +584,7 @@ class RealLearner:
             loss = self._loss(batch, y)
         loss.backward()
         peak[0] = max(peak[0], saved[0])
-        if self.spec.importance.criterion == "lora_grad":
+        if self.config.importance.criterion == "lora_grad":
             with torch.no_grad():
                 for key, m in att.modules.items():
                     A = m.lora_A["default"].weight
@@ -473,8 +595,9 @@ class RealLearner:
                     spec = self.specs[key[1]]
                     ema.update(key, masks.of(spec.kind)[key[0]], group_sums(elem, spec))
         if opt is not None:
-            if self.spec.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.spec.grad_clip)
+            if self.config.grad_clip:
+                trainable = [p for g in opt.param_groups for p in g["params"]]
+                torch.nn.utils.clip_grad_norm_(trainable, self.config.grad_clip)
             opt.step()
         for p in self.model.parameters():
             p.grad = None
@@ -482,7 +605,7 @@ class RealLearner:
 
     def _scores(self, masks: Masks, ema: ImportanceEMA, att: Attached, cur: dict, rng: np.random.Generator) -> dict:
         """Combined group scores per (layer, kind) for the current structure (``cur``: current LoRA factors)."""
-        a, crit = self.adapter, self.spec.importance.criterion
+        a, crit = self.adapter, self.config.importance.criterion
         out = {}
         for li in range(a.num_layers):
             for kind in KINDS:
@@ -513,7 +636,7 @@ class RealLearner:
 
     def _prune_now(self, masks, plan, att, keys, ranks, ema, head, b_start, rng):
         """Prune to the plan's ratio, re-slice, and carry the LoRA factors over to the kept rows/columns."""
-        imp = self.spec.importance
+        imp = self.config.importance
         cur = att.factors()
         scores = self._scores(masks, ema, att, cur, rng)
         new = prune(masks, scores, plan.prune_ratio, self.adapter, imp.scope, self.protected)
@@ -580,7 +703,7 @@ class RealLearner:
     def evaluate(self, round_index: int = 0) -> dict:
         """Each sampled device's model (its sliced backbone + the global update restricted to it, merged,
         + the global head) on the fixed evaluation subset. Returns the fleet mean and per-device rows."""
-        ev = self.spec.eval
+        ev = self.config.eval
         devs = np.arange(self.n)
         if ev.devices is not None and ev.devices < self.n:
             devs = np.sort(generator(self.seed, "learn.eval_devices", round_index).choice(self.n, ev.devices,
@@ -615,7 +738,7 @@ class RealLearner:
             lin = copy.deepcopy(base)  # (nn.Linear() would draw its init from the global RNG)
             lin.weight.add_(dense[rows][:, cols].to(lin.weight))
             layers[key] = lin
-        head = getattr(self.model, self.adapter.head_module)
+        head = self._head_module()
         self._load_head(head)
         self.slicer.apply(masks, layers)
         self.model.eval()
@@ -623,7 +746,7 @@ class RealLearner:
             ids = [self.test_ids_all[i] for i in self.eval_sel]
             labels = self.test_labels_all[self.eval_sel]
             correct, loss_sum = 0, 0.0
-            for b in length_sorted_batches(np.array([len(x) for x in ids]), self.spec.eval.batch_size):
+            for b in length_sorted_batches(np.array([len(x) for x in ids]), self.config.eval.batch_size):
                 y = torch.from_numpy(labels[b]).long().to(self.torch_device)
                 logits = self._logits(self._encode([ids[i] for i in b]))
                 loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))

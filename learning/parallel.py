@@ -4,14 +4,15 @@ A device's local update in round r depends only on the learner's state at the st
 (the global LoRA ``glob``, the global ``head``, the resize method, the largest device rank for
 ``truncate`` resizing, and the device's own :class:`~learning.learner.DeviceState`) and on named RNG
 streams per (device, round); the state changes only in ``aggregate``, at the round's end
-(``sim.learner``). So a round's updates can run anywhere, in any order, and be collected at the
+(:mod:`learning.api`). So a round's updates can run anywhere, in any order, and be collected at the
 cut-off.
 
 :class:`ParallelLearner` is the authoritative :class:`~learning.learner.RealLearner` in this process
 (aggregation, evaluation, data sizes, the partition and evaluation tables, the counters) plus
 ``workers`` Ray actors (``num_cpus=1`` each; a local Ray with ``workers`` CPUs is started unless Ray
-is already initialised). Every actor builds its own replica from the same spec, seed and fleet size
-(construction is deterministic: same split, partition, tokens and proxy weights). The engine calls:
+is already initialised). Every actor builds its own replica from the same config, seed and fleet size
+(construction is deterministic: same split, partition, tokens and proxy weights). It overrides the
+contract's ``submit``/``collect`` (:class:`~learning.api.Learner`):
 
 * :meth:`ParallelLearner.submit` when a device's download ends. The first submit of a round ships
   the round-start state once (``ray.put`` of glob, head, resize method, largest rank) to every
@@ -25,7 +26,7 @@ is already initialised). Every actor builds its own replica from the same spec, 
 Torch threads: every actor, and this process until :meth:`close`, use ``learning.torch_threads``,
 default 1 (torch's float reductions depend on the thread count, so a run is bit-identical to
 ``workers: 1`` at the same ``torch_threads``). :meth:`close` kills the actors, shuts down the Ray it
-started and restores this process's thread count; ``sim.runner.simulate`` calls it when the run
+started and restores this process's thread count; the runner calls it when the run
 ends, also on error.
 """
 
@@ -38,13 +39,11 @@ from collections import deque
 import torch
 
 from devices.plan import Plan
+from learning.api import Update
+from learning.config import LearnerConfig
 from learning.learner import RealLearner
-from sim.learner import Update
 
 log = logging.getLogger(__name__)
-
-COUNTERS = ("host_train_s", "host_steps", "tokens_real", "tokens_if_padded")
-
 
 class ReplicaLearner(RealLearner):
     """An actor's copy of the learner: round-start state set from the server, ``_max_rank`` shipped too
@@ -59,9 +58,9 @@ class ReplicaLearner(RealLearner):
 class UpdateWorker:
     """The Ray actor: one replica, one task at a time (wrapped by ``ray.remote`` in :class:`ParallelLearner`)."""
 
-    def __init__(self, spec, threads: int, kwargs: dict):
+    def __init__(self, config: LearnerConfig, threads: int, kwargs: dict):
         torch.set_num_threads(threads)
-        self.learner = ReplicaLearner(spec, **kwargs)
+        self.learner = ReplicaLearner(config, **kwargs)
         self.unfactored: set = set()
 
     def ready(self) -> bool:
@@ -77,18 +76,18 @@ class UpdateWorker:
         """The device's update, the counter deltas, and the global factors computed for the first time."""
         lr = self.learner
         lr.devices[device] = device_state
-        before = {c: getattr(lr, c) for c in COUNTERS}
+        before = lr.counters()
         upd = lr.local_update(device, plan, round_index)
-        deltas = {c: getattr(lr, c) - before[c] for c in COUNTERS}
+        deltas = {c: v - before[c] for c, v in lr.counters().items()}
         fills = {k: (lr.glob[k].B, lr.glob[k].A) for k in self.unfactored if lr.glob[k].B is not None}
         self.unfactored -= fills.keys()
         return upd, deltas, fills
 
 
 class ParallelLearner(RealLearner):
-    """:class:`RealLearner` whose local updates run on ``spec.workers`` Ray actors (module docstring)."""
+    """:class:`RealLearner` whose local updates run on ``config.workers`` Ray actors (module docstring)."""
 
-    def __init__(self, spec, *, seed: int, n_devices: int, lora_targets: list[str], target_layers: int,
+    def __init__(self, config: LearnerConfig, *, seed: int, n_devices: int, lora_targets: list[str], target_layers: int,
                  base_dir=None):
         try:
             import ray  # noqa: PLC0415
@@ -98,8 +97,8 @@ class ParallelLearner(RealLearner):
         self._ray = ray
         self._actors: list = []
         self._owned = False
-        self.workers = spec.workers
-        self.threads = spec.torch_threads or 1
+        self.workers = config.workers
+        self.threads = config.torch_threads or 1
         self._round: int | None = None
         self._next = 0
         self._queue: deque = deque()  # (handle, args) not yet sent
@@ -115,9 +114,9 @@ class ParallelLearner(RealLearner):
                          configure_logging=False)
                 self._owned = True
             actor = ray.remote(num_cpus=1, max_restarts=0, max_task_retries=0)(UpdateWorker)
-            self._actors = [actor.remote(spec, self.threads, kwargs) for _ in range(self.workers)]
+            self._actors = [actor.remote(config, self.threads, kwargs) for _ in range(self.workers)]
             torch.set_num_threads(self.threads)
-            super().__init__(spec, **kwargs)  # meanwhile the actors build their replicas
+            super().__init__(config, **kwargs)  # meanwhile the actors build their replicas
             ray.get([a.ready.remote() for a in self._actors])
         except BaseException:
             self.close()
@@ -148,8 +147,7 @@ class ParallelLearner(RealLearner):
                 i, h = self._running.pop(ref)
                 self._idle.append(i)
                 upd, deltas, fills = ray.get(ref)
-                for c, v in deltas.items():
-                    setattr(self, c, getattr(self, c) + v)
+                self.add_counters(deltas)
                 for k, (B, A) in fills.items():
                     g = self.glob.get(k)
                     if g is not None and g.B is None:

@@ -38,12 +38,17 @@ class SharedChannel:
         self._seq = 0
         self._gen = 0
 
-    def __getstate__(self) -> dict:
-        """For round-boundary checkpoints (``sim.checkpoint``): only an idle channel is saved; its
-        finished or cancelled flows (whose events belong to dead processes) are dropped."""
+    def state(self) -> dict:
+        """The service counters of an idle channel, for round-boundary checkpoints (``sim.checkpoint``)."""
         if self._n_active:
             raise RuntimeError(f"cannot checkpoint a channel with {self._n_active} active flows")
-        return {**self.__dict__, "_heap": []}
+        return {"service": self._service, "t_last": self._t_last, "inv_sum": self._inv_sum, "seq": self._seq,
+                "gen": self._gen}
+
+    def set_state(self, st: dict) -> None:
+        """Restore :meth:`state` onto an idle channel."""
+        self._service, self._t_last, self._inv_sum = st["service"], st["t_last"], st["inv_sum"]
+        self._seq, self._gen = st["seq"], st["gen"]
 
     @property
     def active_flows(self) -> int:

@@ -1,10 +1,11 @@
 """Round-boundary checkpoints of a run, and resuming from them (``fedfleet run --resume RUN_DIR``).
 
 What a checkpoint holds (after round ``r`` ended, before round ``r + 1`` begins): the simulated clock;
-the fleet model (power modes, background load, bandwidth processes, dropout and availability draws,
+the fleet model (power modes, background load, bandwidth processes, dropout and fault draws,
 every device's sparsity, and the named numpy generators of each); the strategy (every bandit's
 counts, rewards and RNG); the server's selection RNG; the shared channels' service counters; the
-records of rounds ``0..r``; the deadline policy's last median; and the learner's state (every
+records of rounds ``0..r``; the deadline policy's last median; the last round's reports (what the
+strategy sees next round); the last evaluation; and the learner's state (every
 device's pruning masks, importance averages and reported rank, the global LoRA state and head, the
 evaluations so far, host counters). Optimiser state and LoRA factors live only inside one local
 update (each round starts them from the global state), so a round boundary holds none. The torch
@@ -14,16 +15,17 @@ produces the same result files, byte for byte, as an uninterrupted one (tested b
 File format (``RUN_DIR/checkpoint.bin``), written atomically (temporary file, fsync, rename)::
 
     FEDFLEET-CHECKPOINT\\n
-    {"format": 1, "digest": <scenario digest>, "round": r + 1, "sha256": <of the payload>,
+    {"format": 2, "digest": <scenario digest>, "round": r + 1, "sha256": <of the payload>,
      "payload_bytes": n, "fedfleet": <version>}\\n
     <payload: a pickle>
 
 The payload is read only after the header's magic, format, scenario digest, length and SHA-256 all
 match, and then with an unpickler that accepts classes from fedfleet's own packages, numpy, torch
 and a few standard-library modules only; anything else (a foreign or corrupt file) is refused with
-:class:`CheckpointError` and a message that says why. Live objects a run rebuilds from its scenario
-(the simulation itself, its SimPy environment, the learner, the scenario, the model workload) are
-written as references, not copied.
+:class:`CheckpointError` and a message that says why. The payload is plain data: the simulation's
+:meth:`~sim.engine.Simulation.state` (which holds its learner's :meth:`~learning.api.Learner.state`),
+dicts, lists, numbers, numpy arrays and tensors (written as raw bytes); a resumed run rebuilds every
+live object from its scenario and hands it its state (``set_state``).
 """
 
 from __future__ import annotations
@@ -40,16 +42,9 @@ from sim import __version__
 from sim.store import atomic_write_bytes
 
 MAGIC = b"FEDFLEET-CHECKPOINT\n"
-FORMAT = 1
+FORMAT = 2  # 2: the payload is plain data from Simulation.state()
 FILENAME = "checkpoint.bin"
 MAX_HEADER_BYTES = 4096
-
-# The Simulation attributes a checkpoint carries; everything else is rebuilt from the scenario or
-# lives only inside one round.
-SIM_STATE = ("fleet", "strategy", "recorder", "select_rng", "channels", "stop_reason", "last_eval", "_last_median",
-             "_last_reports")
-LEARNER_STATE = ("devices", "glob", "head", "eval_rows", "tokens_real", "tokens_if_padded", "host_train_s",
-                 "host_steps", "host_eval_s")
 
 # What the unpickler accepts: classes of fedfleet's own packages and of numpy/pydantic/collections,
 # plain builtin types, and the few reconstructor functions numpy and pickle itself use. Tensors never
@@ -71,14 +66,12 @@ class CheckpointError(ValueError):
 
 
 class _Pickler(pickle.Pickler):
-    def __init__(self, f, refs: dict[int, str]):
+    """Writes tensors, dtypes and torch devices as persistent ids (raw bytes), never through torch's reducers."""
+
+    def __init__(self, f):
         super().__init__(f, protocol=pickle.HIGHEST_PROTOCOL)
-        self._refs = refs
 
     def persistent_id(self, obj: Any) -> Any:
-        ref = self._refs.get(id(obj))
-        if ref is not None:
-            return ref
         torch = sys.modules.get("torch")  # no tensors exist unless torch was imported (timing-only runs never do)
         if torch is None:
             return None
@@ -94,9 +87,7 @@ class _Pickler(pickle.Pickler):
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, f, live: dict[str, Any]):
-        super().__init__(f)
-        self._live = live
+    """Reads what :class:`_Pickler` wrote; refuses every class outside the allowed roots."""
 
     def persistent_load(self, pid: Any) -> Any:
         if isinstance(pid, tuple) and pid and pid[0] in ("tensor", "dtype", "device"):
@@ -115,9 +106,7 @@ class _Unpickler(pickle.Unpickler):
             return dt
         if isinstance(pid, tuple) and pid and pid[0] == "device":
             return torch.device(pid[1])
-        if not isinstance(pid, str) or pid not in self._live:
-            raise CheckpointError(f"checkpoint refers to {pid!r}, which this run does not have")
-        return self._live[pid]
+        raise CheckpointError(f"checkpoint refers to {pid!r}, which a fedfleet checkpoint never contains")
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _FUNCTIONS:
@@ -130,27 +119,10 @@ class _Unpickler(pickle.Unpickler):
         return obj
 
 
-def live_objects(sim) -> dict[str, Any]:
-    """Objects a resumed run rebuilds itself; a checkpoint refers to them by these names."""
-    return {"simulation": sim, "env": sim.env, "learner": sim.learner, "scenario": sim.sc, "workload": sim.workload,
-            "on_round": sim.on_round}
-
-
-def capture(sim, next_round: int) -> dict[str, Any]:
-    """The state of ``sim`` at the boundary before round ``next_round`` (see the module docstring)."""
-    state = {"next_round": next_round, "now_s": float(sim.env.now),
-             "sim": {k: getattr(sim, k) for k in SIM_STATE if hasattr(sim, k)}}
-    lr = sim.learner
-    if getattr(lr, "trains", False):
-        state["learner"] = {k: getattr(lr, k) for k in LEARNER_STATE}
-    return state
-
-
 def dumps(sim, next_round: int, digest: str) -> bytes:
-    """A checkpoint file's bytes (header + payload)."""
-    refs = {id(v): k for k, v in live_objects(sim).items() if v is not None}
+    """A checkpoint file's bytes (header + payload) of ``sim`` at the boundary before round ``next_round``."""
     buf = io.BytesIO()
-    _Pickler(buf, refs).dump(capture(sim, next_round))
+    _Pickler(buf).dump({"next_round": next_round, "sim": sim.state()})
     payload = buf.getvalue()
     header = {"format": FORMAT, "digest": digest, "round": next_round, "now_s": float(sim.env.now),
               "payload_bytes": len(payload),
@@ -201,11 +173,8 @@ def read_header(path: Path, payload: bool = True) -> tuple[dict, bytes | None]:
     return header, body
 
 
-def load(path: Path, sim, digest: str) -> dict[str, Any]:
-    """Check ``path`` against the run's scenario ``digest``, give ``sim`` a SimPy environment whose
-    clock starts at the checkpoint's time, and unpickle the state (referring to ``sim``'s live objects)."""
-    import simpy  # noqa: PLC0415
-
+def load(path: Path, digest: str) -> dict[str, Any]:
+    """Check ``path`` against the run's scenario ``digest`` and unpickle its state."""
     header, payload = read_header(path)
     if header.get("digest") != digest:
         raise CheckpointError(f"{path}: checkpoint of another scenario (digest {str(header.get('digest'))[:12]}, "
@@ -213,30 +182,23 @@ def load(path: Path, sim, digest: str) -> dict[str, Any]:
     now = header.get("now_s")
     if not isinstance(now, (int, float)) or not now >= 0.0:
         raise CheckpointError(f"{path}: corrupt checkpoint (clock {now!r})")
-    sim.env = simpy.Environment(initial_time=float(now))
     try:
-        return _Unpickler(io.BytesIO(payload), live_objects(sim)).load()
+        state = _Unpickler(io.BytesIO(payload)).load()
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a refused checkpoint
         raise CheckpointError(f"{path}: cannot restore the checkpoint: {type(e).__name__}: {e}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("sim"), dict) or "next_round" not in state:
+        raise CheckpointError(f"{path}: checkpoint payload is not a fedfleet run state")
+    if state["sim"].get("now_s") != now:
+        raise CheckpointError(f"{path}: corrupt checkpoint (the header's clock differs from the payload's)")
+    return state
 
 
 def restore(sim, state: dict[str, Any]) -> int:
-    """Put a captured state onto a freshly built ``sim`` (same scenario, environment from :func:`load`);
-    returns the next round."""
-    if not isinstance(state, dict) or not isinstance(state.get("sim"), dict) or "next_round" not in state:
-        raise CheckpointError("checkpoint payload is not a fedfleet run state")
-    for k, v in state["sim"].items():
-        if k not in SIM_STATE:
-            raise CheckpointError(f"checkpoint carries unknown simulation state {k!r}")
-        setattr(sim, k, v)
-    lr = state.get("learner")
-    if lr is not None:
-        if not getattr(sim.learner, "trains", False):
-            raise CheckpointError("checkpoint of a real-learning run, but this run has no learner")
-        for k, v in lr.items():
-            if k not in LEARNER_STATE:
-                raise CheckpointError(f"checkpoint carries unknown learner state {k!r}")
-            setattr(sim.learner, k, v)
+    """Put a state from :func:`load` onto a freshly built ``sim`` (same scenario); returns the next round."""
+    try:
+        sim.set_state(state["sim"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint state does not fit this run: {type(e).__name__}: {e}") from None
     return int(state["next_round"])

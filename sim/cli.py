@@ -340,8 +340,9 @@ def profile(scenario: Path, set_: SetOpt = None) -> None:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
+    from devices.completion import completion_times  # noqa: PLC0415
     from devices.cost import plan_cost  # noqa: PLC0415
-    from devices.timing import transfer_time_s  # noqa: PLC0415
+    from devices.timing import ModeTable  # noqa: PLC0415
     from sim.engine import Simulation  # noqa: PLC0415
     from sim.loader import ScenarioError  # noqa: PLC0415
 
@@ -364,13 +365,16 @@ def profile(scenario: Path, set_: SetOpt = None) -> None:
         table.add_column(h)
     for prof, label in zip(fleet.profiles, fleet.group_labels):
         c = plan_cost(w, plan, prof.precision)
-        comm = transfer_time_s(c.bytes_up, 10.0, sc.network.rtt_ms / 1e3, sc.network.k_rtt) + \
-            transfer_time_s(c.bytes_down, 10.0, sc.network.rtt_ms / 1e3, sc.network.k_rtt)
-        for m in prof.modes:
-            st = prof.step_time_s(c, m)
-            table.add_row(label, m.name, prof.precision, f"{prof.effective_flops(m) / 1e12:.3f}", f"{st:.3f}",
-                          f"{st * plan.local_steps:.1f}", f"{comm:.2f}", f"{prof.peak_memory_bytes(c) / 2**30:.2f}",
-                          f"{prof.capacity_bytes / 2**30:.1f}", "yes" if prof.fits(c) else "NO (OOM)")
+        n = len(prof.modes)  # the round time a run's clock uses, per mode, at 10 Mbit/s both ways and load 1
+        t = completion_times(ModeTable.build([(prof, m) for m in prof.modes]), np.arange(n),
+                             np.full(n, c.flops_per_step), np.full(n, c.bytes_moved), np.full(n, float(c.kernels)),
+                             np.ones(n), plan.local_steps, c.bytes_down, c.bytes_up, np.full(n, 10.0),
+                             np.full(n, 10.0), sim.link.latency_s, sim.link.efficiency)
+        for i, m in enumerate(prof.modes):
+            table.add_row(label, m.name, prof.precision, f"{prof.effective_flops(m) / 1e12:.3f}", f"{t.step_s[i]:.3f}",
+                          f"{t.compute_s[i]:.1f}", f"{t.download_s[i] + t.upload_s[i]:.2f}",
+                          f"{prof.peak_memory_bytes(c) / 2**30:.2f}", f"{prof.capacity_bytes / 2**30:.1f}",
+                          "yes" if prof.fits(c) else "NO (OOM)")
     Console(width=200).print(table)
 
 

@@ -93,8 +93,20 @@ class FleetModel:
         return self.slot_offset[self.group[devices]] + self.modes.current[devices]
 
     def state(self) -> dict:
+        """Every per-round process's state and each device's committed sparsity (checkpoints)."""
         return {"modes": self.modes.state(), "load": self.load.state(), "bandwidth": self.bandwidth.state(),
-                "dropout": self.dropout.state(), "prune_ratio": self.prune_ratio.copy()}
+                "dropout": self.dropout.state(), "prune_ratio": self.prune_ratio.copy(),
+                "faults": self.faults.state() if self.faults is not None else None}
+
+    def set_state(self, st: dict) -> None:
+        """Restore :meth:`state` onto a fleet built from the same scenario."""
+        self.modes.set_state(st["modes"])
+        self.load.set_state(st["load"])
+        self.bandwidth.set_state(st["bandwidth"])
+        self.dropout.set_state(st["dropout"])
+        self.prune_ratio = np.array(st["prune_ratio"])
+        if self.faults is not None:
+            self.faults.set_state(st["faults"])
 
 
 def _resolve(base_dir: Path | None, p: str) -> Path:

@@ -19,9 +19,6 @@ from devices.plan import Plan
 STATUS_CODE = {s: i for i, s in enumerate(STATUSES)}
 NAN = float("nan")
 
-TIME_COLUMNS = ("t_available_s", "t_download_start_s", "t_download_end_s", "t_compute_start_s", "t_compute_end_s",
-                "t_upload_start_s", "t_upload_end_s", "t_report_s", "t_end_s")
-
 
 class RoundBuffer:
     """Columns for the devices selected in one round (index j = selection order)."""
@@ -33,8 +30,10 @@ class RoundBuffer:
         self.devices = devices
         self.plans = plans
         self.status = np.zeros(n, dtype=np.int8)
-        for c in TIME_COLUMNS:
-            setattr(self, c, np.full(n, NAN))
+        self.t_available_s, self.t_download_start_s, self.t_download_end_s = (np.full(n, NAN) for _ in range(3))
+        self.t_compute_start_s, self.t_compute_end_s = np.full(n, NAN), np.full(n, NAN)
+        self.t_upload_start_s, self.t_upload_end_s = np.full(n, NAN), np.full(n, NAN)
+        self.t_report_s, self.t_end_s = np.full(n, NAN), np.full(n, NAN)
         self.step_time_s = np.full(n, NAN)
         self.straggler_factor = np.ones(n)  # step-time multiplier of a straggler spike (faults)
         self.compute_s = np.full(n, NAN)
@@ -56,8 +55,28 @@ class RoundBuffer:
             col = self.extra[name] = np.full(len(self.devices), NAN)
         return col
 
+    def time_columns(self) -> dict[str, np.ndarray]:
+        """The phase times, in the order the device_rounds table lists them."""
+        return {"t_available_s": self.t_available_s, "t_download_start_s": self.t_download_start_s,
+                "t_download_end_s": self.t_download_end_s, "t_compute_start_s": self.t_compute_start_s,
+                "t_compute_end_s": self.t_compute_end_s, "t_upload_start_s": self.t_upload_start_s,
+                "t_upload_end_s": self.t_upload_end_s, "t_report_s": self.t_report_s, "t_end_s": self.t_end_s}
+
     def status_names(self) -> np.ndarray:
         return np.array(STATUSES, dtype=object)[self.status]
+
+
+def plan_columns(plans: list[Plan]) -> dict[str, np.ndarray]:
+    """The plan columns of ``device_rounds`` (``lora_layers`` -1: all layers; ``layer_ranks`` "": one rank)."""
+    return {
+        "prune_ratio": np.array([p.prune_ratio for p in plans], dtype=float),
+        "lora_rank": np.array([p.lora_rank for p in plans], dtype=np.int64),
+        "lora_layers": np.array([-1 if p.lora_layers is None else len(p.lora_layers) for p in plans], dtype=np.int64),
+        "layer_ranks": np.array(["" if p.layer_ranks is None else ",".join(map(str, p.layer_ranks)) for p in plans],
+                                dtype=object),
+        "local_steps": np.array([p.local_steps for p in plans], dtype=np.int64),
+        "batch_size": np.array([p.batch_size for p in plans], dtype=np.int64),
+    }
 
 
 class Recorder:
@@ -78,8 +97,21 @@ class Recorder:
                   load: np.ndarray, flops: np.ndarray, memory: np.ndarray, capacity: np.ndarray,
                   t_end_s: float, deadline_s: float, extra: dict | None = None,
                   strategy_cols: dict[str, np.ndarray] | None = None) -> dict:
+        """Record a finished round: its device rows and its round row (returned)."""
+        cols = self._device_columns(buf, group=group, slots=slots, placement=placement, load=load, flops=flops,
+                                    memory=memory, capacity=capacity, t_end_s=t_end_s, strategy_cols=strategy_cols)
+        self._dev.append(cols)
+        row = self._round_row(buf, cols, t_end_s, deadline_s)
+        if extra:
+            row.update(extra)
+        self._rounds.append(row)
+        return row
+
+    def _device_columns(self, buf: RoundBuffer, *, group: np.ndarray, slots: np.ndarray, placement: np.ndarray,
+                        load: np.ndarray, flops: np.ndarray, memory: np.ndarray, capacity: np.ndarray,
+                        t_end_s: float, strategy_cols: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+        """One round's ``device_rounds`` columns, in their fixed order."""
         n = len(buf.devices)
-        plans = buf.plans
         reported = (buf.status == STATUS_CODE["ok"]) | (buf.status == STATUS_CODE["oom"])
         idle = np.where(reported, t_end_s - buf.t_report_s, NAN)
         duration = t_end_s - buf.t_start_s
@@ -90,17 +122,11 @@ class Recorder:
             "mode_slot": slots.astype(np.int64),
             "placement_index": placement.astype(np.int64),
             "status_code": buf.status.copy(),
-            "prune_ratio": np.array([p.prune_ratio for p in plans], dtype=float),
-            "lora_rank": np.array([p.lora_rank for p in plans], dtype=np.int64),
-            "lora_layers": np.array([-1 if p.lora_layers is None else len(p.lora_layers) for p in plans], dtype=np.int64),
-            "layer_ranks": np.array(["" if p.layer_ranks is None else ",".join(map(str, p.layer_ranks)) for p in plans],
-                                    dtype=object),
-            "local_steps": np.array([p.local_steps for p in plans], dtype=np.int64),
-            "batch_size": np.array([p.batch_size for p in plans], dtype=np.int64),
+            **plan_columns(buf.plans),
             "t_round_start_s": np.full(n, buf.t_start_s),
         }
-        for c in TIME_COLUMNS:
-            cols[c] = getattr(buf, c).copy()
+        for c, v in buf.time_columns().items():
+            cols[c] = v.copy()
         cols.update({
             "round_end_s": np.full(n, t_end_s),
             "idle_s": idle,
@@ -124,25 +150,23 @@ class Recorder:
         })
         for name in self.extra_names:
             cols[name] = buf.extra.get(name, np.full(n, NAN)).astype(float)
-        self._dev.append(cols)
+        return cols
+
+    @staticmethod
+    def _round_row(buf: RoundBuffer, cols: dict[str, np.ndarray], t_end_s: float, deadline_s: float) -> dict:
+        """One ``rounds`` row: counts per status, device times, idle fractions, bytes, mean plan."""
         st = buf.status
         ok = st == STATUS_CODE["ok"]
+        reported = ok | (st == STATUS_CODE["oom"])
         dev_time = buf.t_report_s[ok] - buf.t_start_s
-        row = {
+        return {
             "round": buf.round,
             "t_start_s": buf.t_start_s,
             "t_end_s": t_end_s,
-            "duration_s": duration,
-            "n_selected": n,
+            "duration_s": t_end_s - buf.t_start_s,
+            "n_selected": len(buf.devices),
             "n_ok": int(ok.sum()),
-            "n_oom": int((st == STATUS_CODE["oom"]).sum()),
-            "n_dropped": int((st == STATUS_CODE["dropped"]).sum()),
-            "n_late": int((st == STATUS_CODE["late"]).sum()),
-            "n_cancelled": int((st == STATUS_CODE["cancelled"]).sum()),
-            "n_crashed": int((st == STATUS_CODE["crashed"]).sum()),
-            "n_lost": int((st == STATUS_CODE["lost"]).sum()),
-            "n_partitioned": int((st == STATUS_CODE["partitioned"]).sum()),
-            "n_left": int((st == STATUS_CODE["left"]).sum()),
+            **{f"n_{s}": int((st == STATUS_CODE[s]).sum()) for s in STATUSES[1:]},
             "deadline_s": deadline_s,
             "median_device_time_s": float(np.median(dev_time)) if len(dev_time) else NAN,
             "max_device_time_s": float(dev_time.max()) if len(dev_time) else NAN,
@@ -155,10 +179,15 @@ class Recorder:
             "accuracy": NAN,
             "test_loss": NAN,
         }
-        if extra:
-            row.update(extra)
-        self._rounds.append(row)
-        return row
+
+    def state(self) -> dict:
+        """The rows recorded so far (checkpoints): per round, its device columns and its round row."""
+        return {"device_rounds": [dict(c) for c in self._dev], "rounds": [dict(r) for r in self._rounds]}
+
+    def set_state(self, st: dict) -> None:
+        """Restore :meth:`state` onto a recorder of the same fleet."""
+        self._dev = [dict(c) for c in st["device_rounds"]]
+        self._rounds = [dict(r) for r in st["rounds"]]
 
     @property
     def rounds_done(self) -> int:

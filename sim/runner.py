@@ -16,10 +16,12 @@ import pandas as pd
 from algorithms.base import STATUSES
 from devices.cost import plan_cost
 from devices.plan import Plan, top_layers
+from learning.api import Learner, NullLearner
+from learning.config import EvalConfig, ImportanceConfig, LearnerConfig, PartitionConfig
 from sim import __version__
 from sim.engine import RunOutput, Simulation
 from sim.loader import resolved_dict, scenario_digest
-from sim.scenario import Scenario
+from sim.scenario import LearningSpec, Scenario
 from sim.store import atomic_write_json, atomic_write_parquet, atomic_write_yaml, new_run_dir
 from sim.verify import verify
 
@@ -107,16 +109,26 @@ def learning_tables(sim: Simulation) -> tuple[pd.DataFrame, pd.DataFrame]:
             df.insert(1 + i, name, col)
         return df
 
-    ev = pd.DataFrame(sim.learner.eval_rows, columns=["round", "device_index", "accuracy", "loss", "attn_sparsity",
-                                                      "ffn_sparsity"])
+    ev = pd.DataFrame(sim.learner.evaluation_rows(), columns=["round", "device_index", "accuracy", "loss",
+                                                              "attn_sparsity", "ffn_sparsity"])
     return label(ev), label(sim.learner.partition_table())
 
 
-def make_learner(sc: Scenario, base_dir: Path | None = None):
-    """The scenario's learner: None (timing only) or the real PyTorch learner (imports torch); with
-    ``learning.workers`` > 1 the one that trains on Ray actors (call its ``close()`` when done)."""
+def learner_config(spec: LearningSpec) -> LearnerConfig:
+    """The real learner's own config from the scenario's ``learning`` section (every field but ``kind``)."""
+    top = spec.model_dump(exclude={"kind", "partition", "importance", "eval"})
+    imp = spec.importance.model_dump()
+    imp["protected_layers"] = tuple(imp["protected_layers"])
+    return LearnerConfig(**top, partition=PartitionConfig(**spec.partition.model_dump()),
+                         importance=ImportanceConfig(**imp), eval=EvalConfig(**spec.eval.model_dump()))
+
+
+def make_learner(sc: Scenario, base_dir: Path | None = None) -> Learner:
+    """The scenario's learner: :class:`~learning.api.NullLearner` (timing only) or the real PyTorch
+    learner (imports torch); with ``learning.workers`` > 1 the one that trains on Ray actors (call its
+    ``close()`` when done)."""
     if sc.learning.kind != "real":
-        return None
+        return NullLearner()
     from devices.workload import load_arch  # noqa: PLC0415
 
     if sc.learning.workers > 1:
@@ -124,12 +136,12 @@ def make_learner(sc: Scenario, base_dir: Path | None = None):
     else:
         from learning.learner import RealLearner as cls  # noqa: PLC0415
     arch = load_arch(sc.workload.model, base_dir)
-    return cls(sc.learning, seed=sc.seed, n_devices=sc.n_devices, lora_targets=list(sc.workload.lora_targets),
-               target_layers=arch.num_layers)
+    return cls(learner_config(sc.learning), seed=sc.seed, n_devices=sc.n_devices,
+               lora_targets=list(sc.workload.lora_targets), target_layers=arch.num_layers)
 
 
-def simulate(sc: Scenario, base_dir: Path | None = None, learner=None, on_round=None, checkpoint=None,
-             resume_from: Path | None = None) -> tuple[Simulation, RunOutput]:
+def simulate(sc: Scenario, base_dir: Path | None = None, learner: Learner | None = None, on_round=None,
+             checkpoint=None, resume_from: Path | None = None) -> tuple[Simulation, RunOutput]:
     """Run the simulation in memory and verify it. Builds the scenario's learner unless given (and then
     closes it when the run ends, also on error; its results stay readable). ``checkpoint(sim,
     next_round)`` is called at round boundaries; ``resume_from`` (a checkpoint file of the same
@@ -142,11 +154,11 @@ def simulate(sc: Scenario, base_dir: Path | None = None, learner=None, on_round=
         if resume_from is not None:
             from sim import checkpoint as ckpt  # noqa: PLC0415
 
-            sim.start_round = ckpt.restore(sim, ckpt.load(resume_from, sim, scenario_digest(sc)))
+            sim.start_round = ckpt.restore(sim, ckpt.load(resume_from, scenario_digest(sc)))
             log.info("resuming %s at round %d of %d", sc.name, sim.start_round, sc.training.rounds)
         out = sim.run()
     finally:
-        if owned and hasattr(learner, "close"):
+        if owned:
             learner.close()
     verify(out.rounds, out.device_rounds, sc.round.policy, expected_bytes(sim, out.device_rounds))
     return sim, out
@@ -178,14 +190,11 @@ def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
         root = Path(out_root if out_root is not None else sc.output.dir)
         run_dir = new_run_dir(root, sc.name or "scenario", run_id_of(sc))
     ckpt_path = run_dir / ckpt.FILENAME
-    resume_from = None
     if resume:
-        resume_from = ckpt_path
         ckpt.read_header(ckpt_path, payload=False)  # refuse a missing or foreign one before touching the run's files
     else:
-        resolved = resolved_dict(sc)
         meta = {"digest": digest, "versions": versions(), "base_dir": str(base_dir) if base_dir is not None else None}
-        atomic_write_yaml(run_dir / "scenario.yaml", {**resolved, "_meta": meta})
+        atomic_write_yaml(run_dir / "scenario.yaml", {**resolved_dict(sc), "_meta": meta})
     started = time.time()
     atomic_write_json(run_dir / "status.json", {"status": "running", "started_unix": started, "resumed": resume})
     show = sc.output.progress if progress is None else progress
@@ -202,40 +211,52 @@ def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
 
         with RoundProgress(sc.training.rounds, enabled=show and sys.stderr.isatty()) as bar:
             sim, out = simulate(sc, base_dir, on_round=bar.update, checkpoint=save_checkpoint if every else None,
-                                resume_from=resume_from)
-        summary = summarize(sc, out, run_dir.name)
-        summary["host"] = {"host_time_s": out.host_time_s, "versions": versions(), "started_unix": started}
-        atomic_write_parquet(run_dir / "rounds.parquet", out.rounds)
-        atomic_write_parquet(run_dir / "device_rounds.parquet", out.device_rounds)
-        lr = sim.learner
-        if getattr(lr, "trains", False):
-            evals, parts = learning_tables(sim)
-            atomic_write_parquet(run_dir / "evals.parquet", evals)
-            atomic_write_parquet(run_dir / "partition.parquet", parts)
-            summary["learning_info"] = lr.info()
-            summary["host"].update(learner_setup_s=lr.setup_s, train_s=lr.host_train_s, train_steps=lr.host_steps,
-                                   eval_s=lr.host_eval_s, train_tokens=lr.tokens_real,
-                                   train_tokens_if_padded=lr.tokens_if_padded, workers=sc.learning.workers)
-        atomic_write_json(run_dir / "summary.json", summary)
-        if sc.output.plots and len(out.rounds):
-            from sim.views.plots import plot_run  # noqa: PLC0415
-
-            plot_run(run_dir)
+                                resume_from=ckpt_path if resume else None)
+        summary = write_results(sc, sim, out, run_dir, started)
         atomic_write_json(run_dir / "status.json", {"status": "finished", "started_unix": started,
                                                     "finished_unix": time.time(), "resumed": resume})
         ckpt_path.unlink(missing_ok=True)
     except BaseException as e:
-        status = {"status": "failed", "started_unix": started, "error": f"{type(e).__name__}: {e}",
-                  "traceback": traceback.format_exc(), "resumed": resume,
-                  "checkpoint": ckpt.FILENAME if ckpt_path.exists() else None}
-        if ckpt_path.exists() and isinstance(e, Exception) and not isinstance(e, ckpt.CheckpointError):
-            e.add_note(f"the last checkpoint is in {run_dir}; after fixing the cause: fedfleet run --resume {run_dir}")
-        try:
-            atomic_write_json(run_dir / "status.json", status)
-        except OSError:  # e.g. the disk is full: the error itself must still reach the user
-            log.error("could not record the failure in %s", run_dir / "status.json")
+        _record_failure(e, run_dir, started, resume)
         raise
     return RunResult(run_dir, summary, out.rounds, out.device_rounds)
+
+
+def write_results(sc: Scenario, sim: Simulation, out: RunOutput, run_dir: Path, started: float) -> dict:
+    """Write a finished run's tables, summary and plots into ``run_dir``; returns the summary."""
+    summary = summarize(sc, out, run_dir.name)
+    summary["host"] = {"host_time_s": out.host_time_s, "versions": versions(), "started_unix": started}
+    atomic_write_parquet(run_dir / "rounds.parquet", out.rounds)
+    atomic_write_parquet(run_dir / "device_rounds.parquet", out.device_rounds)
+    lr = sim.learner
+    if lr.trains:
+        evals, parts = learning_tables(sim)
+        atomic_write_parquet(run_dir / "evals.parquet", evals)
+        atomic_write_parquet(run_dir / "partition.parquet", parts)
+        summary["learning_info"] = lr.info()
+        summary["host"].update(**lr.host_summary(), workers=sc.learning.workers)
+    atomic_write_json(run_dir / "summary.json", summary)
+    if sc.output.plots and len(out.rounds):
+        from sim.views.plots import plot_run  # noqa: PLC0415
+
+        plot_run(run_dir)
+    return summary
+
+
+def _record_failure(e: BaseException, run_dir: Path, started: float, resume: bool) -> None:
+    """Record a failed run in its ``status.json`` (and point to the last checkpoint, if any)."""
+    from sim import checkpoint as ckpt  # noqa: PLC0415
+
+    ckpt_path = run_dir / ckpt.FILENAME
+    status = {"status": "failed", "started_unix": started, "error": f"{type(e).__name__}: {e}",
+              "traceback": traceback.format_exc(), "resumed": resume,
+              "checkpoint": ckpt.FILENAME if ckpt_path.exists() else None}
+    if ckpt_path.exists() and isinstance(e, Exception) and not isinstance(e, ckpt.CheckpointError):
+        e.add_note(f"the last checkpoint is in {run_dir}; after fixing the cause: fedfleet run --resume {run_dir}")
+    try:
+        atomic_write_json(run_dir / "status.json", status)
+    except OSError:  # e.g. the disk is full: the error itself must still reach the user
+        log.error("could not record the failure in %s", run_dir / "status.json")
 
 
 def scenario_of_run(run_dir: Path, base_dir: Path | None = None) -> tuple[Scenario, Path | None]:

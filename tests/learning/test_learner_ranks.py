@@ -170,7 +170,7 @@ def test_self_pruned_rank_sets_the_global_truncation_rank(lr):
 
 def test_resize_auto_defaults_to_svd_and_follows_use_resize():
     lr = _learner()
-    assert lr.spec.resize == "auto"
+    assert lr.config.resize == "auto"
     assert lr.resize_method == "svd" and lr.info()["resize"] == "svd"
     key = (1, "attention.self.query")
     gen = torch.Generator().manual_seed(3)

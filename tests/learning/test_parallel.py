@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from fleet_helpers import base_scenario
 
-from sim.learner import NullLearner, Update
+from learning.api import NullLearner, Update
 from sim.loader import ScenarioError, validate
 from sim.runner import run_scenario, simulate
 

@@ -257,7 +257,7 @@ def test_malicious_payload_with_a_valid_header_is_refused(stopped_run, tmp_path)
     # the unpickler itself, directly: builtins that call code are refused too
     for evil in (pickle.dumps(eval), b"cbuiltins\ngetattr\n."):
         with pytest.raises(ckpt.CheckpointError, match="never contains"):
-            ckpt._Unpickler(io.BytesIO(evil), {}).load()
+            ckpt._Unpickler(io.BytesIO(evil)).load()
 
 
 def test_resume_refuses_finished_and_missing_runs(tmp_path):
