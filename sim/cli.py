@@ -335,7 +335,8 @@ def devices(
 
 @app.command()
 def profile(scenario: Path, set_: SetOpt = None) -> None:
-    """Per group and power mode: step time, round time and memory fit of the scenario's first-round plan."""
+    """Per group and power mode: step time, round time and memory fit of the scenario's first-round plan,
+    and the share of log-round-time variance that is per-round noise (devices/noise.py)."""
     sc, base = _load(scenario, set_)
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
@@ -376,6 +377,14 @@ def profile(scenario: Path, set_: SetOpt = None) -> None:
                           f"{prof.peak_memory_bytes(c) / 2**30:.2f}", f"{prof.capacity_bytes / 2**30:.1f}",
                           "yes" if prof.fits(c) else "NO (OOM)")
     Console(width=200).print(table)
+    from sim.fleet import round_time_noise  # noqa: PLC0415
+
+    times = round_time_noise(sc, base, w, plan, sim.link.latency_s, sim.link.efficiency)
+    lag = one_lag_split(times.y)
+    typer.echo(f"noise fraction of log round time: {times.noise_fraction:.3f} (per-round noise a policy cannot learn: "
+               f"1 - R^2 of log t[i,r] predicted from the state round r-1 hands over; this plan on every device, "
+               f"{times.y.shape[1]} rounds, this seed; devices/noise.py)")
+    typer.echo(f"  from round times alone (one-lag autoregression, slope {lag.slope:.3f}): {lag.noise_fraction:.3f}")
 
 
 @app.command()

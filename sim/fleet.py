@@ -3,7 +3,8 @@
 Named random streams (``devices.rng``): ``fleet.bandwidth_mean``, ``fleet.trace_offset``,
 ``fleet.bandwidth_x0``, ``fleet.dropout_prob``, ``fleet.availability_phase``, ``fleet.initial_mode``
 (one generator per device each) and per-device per-round streams ``dyn.power_mode``, ``dyn.load``,
-``dyn.bandwidth``, ``dyn.dropout``, ``dyn.dropout_phase``.
+``dyn.bandwidth``, ``dyn.dropout``, ``dyn.dropout_phase``, and ``dyn.power_dwell`` (dwell times, only
+for ``power_mode.kind: dwell``, so the other kinds' draws are unchanged).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from devices.catalog import GIB, DeviceType, PowerMode, load_catalog
-from devices.cost import total_params
-from devices.dynamics import Availability, BackgroundLoad, Dropout, PowerModeProcess, read_availability
+from devices.cost import plan_cost, total_params
+from devices.dynamics import Availability, BackgroundLoad, Dropout, Dwell, PowerModeProcess, read_availability
 from devices.errors import DeviceInputError
 from devices.faults import Faults
+from devices.noise import FixedPlanCost, RoundTimes, log_round_times
+from devices.plan import Plan
 from devices.network import BandwidthModel, Trace, load_trace
 from devices.rng import PerDeviceStream, generator
 from devices.timing import DeviceProfile, ModeTable
@@ -131,11 +134,14 @@ def build_fleet(sc: Scenario, base_dir: Path | None) -> FleetModel:
                           for _ in range(k)], dtype=np.int64)
     pm = sc.dynamics.power_mode
     counts = np.array([len(p.modes) for p in profiles], dtype=np.int64)[group]
+    dw = pm.dwell_rounds
+    dwell = (Dwell(dw.kind, dw.mean, dw.low, dw.high), PerDeviceStream(sc.seed, "dyn.power_dwell", n)) \
+        if pm.kind == "dwell" else (None, None)
     modes = PowerModeProcess(pm.kind, counts, _initial_modes(sc, profiles, group), pm.every_rounds, pm.stay_prob,
-                             PerDeviceStream(sc.seed, "dyn.power_mode", n))
+                             PerDeviceStream(sc.seed, "dyn.power_mode", n), *dwell)
     bandwidth = _bandwidth(sc, base_dir, placement, class_names)
     bl = sc.dynamics.background_load
-    load = BackgroundLoad(bl.kind, bl.mu, bl.sigma, PerDeviceStream(sc.seed, "dyn.load", n, dist="normal"), n)
+    load = BackgroundLoad(bl.kind, bl.mu, bl.sigma, PerDeviceStream(sc.seed, "dyn.load", n, dist="normal"), n, bl.phi)
     slot_offset = np.cumsum([0] + [len(p.modes) for p in profiles[:-1]]).astype(np.int64)
     return FleetModel(
         ids=ids, group=group, group_labels=[g.label for g in sc.fleet.groups],
@@ -230,3 +236,16 @@ def _availability(sc: Scenario, base_dir: Path | None, ids: list[str], labels: l
             raise ScenarioError(f"dynamics.availability.trace: {e}") from None
         return Availability("trace", n, intervals=intervals)
     return Availability("always", n)
+
+
+def round_time_noise(sc: Scenario, base_dir: Path | None, workload: Workload, plan: Plan, latency_s: float,
+                     efficiency: float) -> RoundTimes:
+    """Log round times and their state predictor (``devices.noise``) of a fresh fleet of ``sc`` running
+    ``plan`` on every device for the scenario's rounds (at least 2), with the run's own dynamics streams."""
+    fleet = build_fleet(sc, base_dir)
+    costs = [plan_cost(workload, plan, p.precision) for p in fleet.profiles]
+    per_device = [costs[g] for g in fleet.group]
+    cost = FixedPlanCost(*(np.array([float(getattr(c, k)) for c in per_device])
+                           for k in ("flops_per_step", "bytes_moved", "kernels", "bytes_down", "bytes_up")),
+                         local_steps=plan.local_steps)
+    return log_round_times(fleet, cost, max(2, sc.training.rounds), latency_s, efficiency)

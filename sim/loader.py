@@ -474,6 +474,10 @@ def resolved_dict(sc: Scenario) -> dict[str, Any]:
     for key in ("policies", "faults"):  # absent keys: same digest as before they existed
         if d.get(key) is None:
             d.pop(key, None)
+    dyn = d["dynamics"]  # keys of kinds added later, dropped where unused: same digest as before they existed
+    for section, key, kind in (("power_mode", "dwell_rounds", "dwell"), ("background_load", "phi", "ar1")):
+        if dyn[section]["kind"] != kind:
+            dyn[section].pop(key, None)
     return d
 
 

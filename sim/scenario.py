@@ -226,18 +226,42 @@ class Network(Strict):
         return v
 
 
+DwellRounds = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class DwellSpec(Strict):
+    """How long a mode persists (power_mode.kind: dwell), in rounds; devices.dynamics.Dwell draws it."""
+
+    kind: Literal["geometric", "uniform", "fixed"] = Field(
+        "geometric", description="dwell law: geometric with this mean (the Markov chain), uniform on low..high, or fixed = mean")
+    mean: Annotated[float, Field(ge=1, le=1_000_000, allow_inf_nan=False)] = Field(
+        20.0, description="geometric and fixed: mean dwell, rounds")
+    low: DwellRounds = Field(10, description="uniform: shortest dwell, rounds")
+    high: DwellRounds = Field(30, description="uniform: longest dwell, rounds")
+
+    @model_validator(mode="after")
+    def _range(self) -> "DwellSpec":
+        if self.low > self.high:
+            raise ValueError(f"low: {self.low} > high {self.high}; allowed: low <= high")
+        return self
+
+
 class PowerModeDynamics(Strict):
-    kind: Literal["fixed", "periodic", "markov"] = Field("periodic", description="how modes change between rounds")
+    kind: Literal["fixed", "periodic", "markov", "dwell"] = Field(
+        "periodic", description="how modes change between rounds (dwell: keep a mode for a drawn dwell time, then move to another)")
     every_rounds: Annotated[int, Field(ge=1)] = Field(20, description="periodic: redraw every N rounds")
     stay_prob: Prob = Field(0.8, description="markov: probability to keep the mode each round")
     initial: Literal["default", "random"] = Field("random", description="round-0 mode: catalog default or uniform")
     switch_outage_s: NonNegFloat = Field(0.0, description="delay before a device that switched mode can start (reboot)")
+    dwell_rounds: DwellSpec = Field(default_factory=DwellSpec)
 
 
 class BackgroundLoadSpec(Strict):
-    kind: Literal["none", "lognormal"] = Field("lognormal", description="multiplicative compute slowdown per round")
+    kind: Literal["none", "lognormal", "ar1"] = Field(
+        "lognormal", description="multiplicative compute slowdown: lognormal = fresh every round, ar1 = persistent (log-space AR(1))")
     mu: Annotated[float, Field(allow_inf_nan=False, ge=-5, le=5)] = Field(0.0, description="log-mean")
-    sigma: Annotated[float, Field(ge=0, le=5, allow_inf_nan=False)] = Field(0.3, description="log-std")
+    sigma: Annotated[float, Field(ge=0, le=5, allow_inf_nan=False)] = Field(0.3, description="log-std (ar1: the stationary one; innovation std sigma sqrt(1 - phi^2))")
+    phi: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(0.9, description="ar1: lag-one correlation of log load between rounds")
 
 
 class DropoutSpec(Strict):

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from devices.dynamics import Availability, BackgroundLoad, Dropout, PowerModeProcess
+from devices.dynamics import Availability, BackgroundLoad, Dropout, Dwell, PowerModeProcess
+from devices.noise import noise_fraction, one_lag_split
 from devices.rng import PerDeviceStream, generator, stream_key
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def draws(stream: PerDeviceStream, rounds: range) -> np.ndarray:
@@ -419,3 +424,258 @@ def test_trace_intervals():
     for t in np.linspace(-2, 35, 149):
         mask = av.available_mask(float(t))
         assert mask.tolist() == [av.window_at(d, float(t)) is not None for d in range(3)]
+
+
+# --------------------------------------------------------------------------- persistent load, dwell times, noise
+
+
+def ar1(n, phi, sigma=0.3, mu=0.0, seed=2):
+    return BackgroundLoad("ar1", mu, sigma, PerDeviceStream(seed, "load", n, "normal"), n, phi)
+
+
+def log_loads(bl, rounds):
+    return np.array([(bl.begin_round(r), np.log(bl.factor).copy())[1] for r in range(rounds)])
+
+
+def test_ar1_with_phi_zero_is_the_iid_lognormal_draw_for_draw():
+    n = 7
+    a, b = ar1(n, 0.0, 0.4, 0.1), BackgroundLoad("lognormal", 0.1, 0.4, PerDeviceStream(2, "load", n, "normal"), n)
+    for r in range(40):
+        a.begin_round(r)
+        b.begin_round(r)
+        np.testing.assert_allclose(a.factor, b.factor, rtol=1e-15)
+
+
+def test_ar1_recursion_on_the_stream():
+    n, phi, sigma, mu = 5, 0.9, 0.3, -0.2
+    bl, ref = ar1(n, phi, sigma, mu), PerDeviceStream(2, "load", n, "normal")
+    x = None
+    for r in range(50):
+        z = ref.draw(r)
+        x = z.copy() if r == 0 else phi * x + np.sqrt(1 - phi * phi) * z
+        bl.begin_round(r)
+        np.testing.assert_allclose(bl.factor, np.exp(mu + sigma * x), rtol=1e-12)
+
+
+@pytest.mark.parametrize("phi", [0.5, 0.9, 0.98])
+def test_ar1_is_stationary_with_the_lognormal_spread_and_correlation_phi(phi):
+    n, sigma, mu = 4000, 0.3, 0.1
+    y = log_loads(ar1(n, phi, sigma, mu), 30)
+    for r in (0, 29):  # the same law in the first round and later: it starts stationary
+        assert y[r].mean() == pytest.approx(mu, abs=0.02)
+        assert y[r].std() == pytest.approx(sigma, rel=0.05)
+    corr = np.corrcoef(y[:-1].ravel(), y[1:].ravel())[0, 1]
+    assert corr == pytest.approx(phi, abs=0.02)
+    innov = (y[1:] - mu) - phi * (y[:-1] - mu)
+    assert innov.std() == pytest.approx(sigma * np.sqrt(1 - phi * phi), rel=0.05)
+
+
+def test_ar1_predicted_factor_and_state_roundtrip():
+    n, phi = 4, 0.8
+    a = ar1(n, phi, 0.3, 0.05)
+    for r in range(6):
+        a.begin_round(r)
+    np.testing.assert_allclose(a.predicted_factor(), np.exp(0.05 + 0.3 * phi * a.x))
+    st = pickle.loads(pickle.dumps(a.state()))
+    ref = log_loads_from(a, 6, 40)
+    b = ar1(n, phi, 0.3, 0.05)
+    b.set_state(st)
+    np.testing.assert_array_equal(log_loads_from(b, 6, 40), ref)
+    iid = BackgroundLoad("lognormal", 0.2, 0.3, PerDeviceStream(2, "load", n, "normal"), n)
+    np.testing.assert_allclose(iid.predicted_factor(), np.exp(0.2))
+    assert "x" not in iid.state()  # an i.i.d. load's checkpoint holds what it always held
+
+
+def log_loads_from(bl, start, stop):
+    return np.array([(bl.begin_round(r), bl.factor.copy())[1] for r in range(start, stop)])
+
+
+@pytest.mark.parametrize("kind,kw,mean", [("geometric", {"mean": 25.0}, 25.0), ("uniform", {"low": 10, "high": 30}, 20.0),
+                                          ("fixed", {"mean": 12.0}, 12.0)])
+def test_dwell_draws_have_the_stated_law(kind, kw, mean):
+    dw = Dwell(kind, **kw)
+    d = dw.draw(np.random.default_rng(0).random(200_000))
+    assert d.min() >= 1 and d.dtype.kind == "i"
+    assert d.mean() == pytest.approx(mean, rel=0.01)
+    assert dw.mean_rounds == pytest.approx(mean)
+    if kind == "uniform":
+        assert d.min() == 10 and d.max() == 30
+        np.testing.assert_allclose(np.bincount(d, minlength=31)[10:] / len(d), 1 / 21, atol=0.002)
+    if kind == "fixed":
+        assert (d == 12).all()
+    if kind == "geometric":  # P(D = 1) = 1/mean
+        assert (d == 1).mean() == pytest.approx(1 / 25, abs=0.002)
+
+
+def test_dwell_residual_is_the_stationary_renewal_residual():
+    u = np.random.default_rng(1).random(200_000)
+    fixed = Dwell("fixed", mean=10).draw_residual(u)
+    np.testing.assert_allclose(np.bincount(fixed, minlength=11)[1:] / len(u), 0.1, atol=0.003)  # uniform 1..10
+    uni = Dwell("uniform", low=2, high=4).draw_residual(u)  # P(R=k) = P(D>=k)/3: 1/3, 1/3, 2/9, 1/9
+    np.testing.assert_allclose(np.bincount(uni, minlength=5)[1:] / len(u), [1 / 3, 1 / 3, 2 / 9, 1 / 9], atol=0.004)
+    geo = Dwell("geometric", mean=8).draw_residual(u)  # memoryless: the same law as D
+    np.testing.assert_array_equal(geo, Dwell("geometric", mean=8).draw(u))
+
+
+def dwell_pm(counts, dwell, initial=None, seed=0):
+    counts = np.asarray(counts)
+    initial = np.zeros(len(counts), dtype=int) if initial is None else np.asarray(initial)
+    return PowerModeProcess("dwell", counts, initial, 5, 0.8, PerDeviceStream(seed, "pm", len(counts)), dwell,
+                            PerDeviceStream(seed, "pm.dwell", len(counts)))
+
+
+@pytest.mark.parametrize("dwell", [Dwell("geometric", mean=15), Dwell("uniform", low=8, high=20), Dwell("fixed", mean=10)])
+def test_dwell_modes_persist_for_their_dwell_time_then_move(dwell):
+    n, rounds = 120, 1500  # long, so that dwells cut by the window's ends bias the mean little
+    counts = np.full(n, 4)
+    cur, sw = run_modes(dwell_pm(counts, dwell), rounds)
+    assert not sw[0].any()
+    assert sw[1:].mean() == pytest.approx(1 / dwell.mean_rounds, rel=0.08)  # one switch per dwell
+    lengths = [b - a for d in range(n) for a, b in zip(*[np.flatnonzero(sw[:, d])[k:] for k in (0, 1)])]
+    assert np.mean(lengths) == pytest.approx(dwell.mean_rounds, rel=0.05)  # complete dwells between switches
+    if dwell.kind != "geometric":
+        assert min(lengths) >= (dwell.low if dwell.kind == "uniform" else 10)
+        assert max(lengths) <= (dwell.high if dwell.kind == "uniform" else 10)
+    moved = np.flatnonzero(sw[1:].ravel())
+    assert (cur[1:].ravel()[moved] != cur[:-1].ravel()[moved]).all()  # a switch always changes mode
+
+
+def test_dwell_single_mode_never_moves_and_state_roundtrips():
+    counts = np.array([1, 3, 5, 2] * 5)
+    a = dwell_pm(counts, Dwell("geometric", mean=3), seed=3)
+    run_modes(a, 10)
+    st = pickle.loads(pickle.dumps(a.state()))
+    ref, ref_sw = run_modes(a, 60, start=10)
+    assert ref_sw.any() and not ref_sw[:, counts == 1].any()
+    b = dwell_pm(counts, Dwell("geometric", mean=3), seed=3)
+    b.set_state(st)
+    got, got_sw = run_modes(b, 60, start=10)
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(got_sw, ref_sw)
+
+
+def test_markov_draws_are_those_of_the_original_rule():
+    """The markov kind after the dwell refactor: the original inline rule, draw for draw."""
+    counts, stay = np.array([4, 3, 1, 6, 2] * 20), 0.7
+    proc, ref = pm("markov", counts, stay=stay, seed=9), PerDeviceStream(9, "pm", len(counts))
+    cur = np.zeros(len(counts), dtype=np.int64)
+    for r in range(60):
+        u = ref.draw(r)
+        if r:
+            move = (u >= stay) & (counts > 1)
+            v = (u - stay) / (1.0 - stay)
+            k = np.minimum((v * (counts - 1)).astype(np.int64), np.maximum(counts - 2, 0))
+            cur = np.where(move, np.where(k >= cur, k + 1, k), cur)
+        proc.begin_round(r)
+        np.testing.assert_array_equal(proc.current, cur)
+
+
+def test_one_lag_noise_fraction_of_known_processes():
+    rng = np.random.default_rng(4)
+    n, rounds, phi = 200, 1000, 0.8  # long: the per-device mean biases the slope by about -(1 + phi) / rounds
+    assert one_lag_split(rng.standard_normal((n, rounds))).noise_fraction == pytest.approx(1.0, abs=0.01)
+    ident = np.repeat(rng.standard_normal((n, 1)), rounds, axis=1)
+    assert one_lag_split(ident).noise_fraction == 0.0  # device identity alone: all persistent
+    x = np.empty((n, rounds))
+    x[:, 0] = rng.standard_normal(n)
+    for r in range(1, rounds):
+        x[:, r] = phi * x[:, r - 1] + np.sqrt(1 - phi * phi) * rng.standard_normal(n)
+    lag = one_lag_split(x)
+    assert lag.slope == pytest.approx(phi, abs=0.01)
+    assert lag.noise_fraction == pytest.approx(1 - phi * phi, abs=0.01)
+    assert noise_fraction(x, x) == 0.0 and noise_fraction(np.ones(5), np.zeros(5)) == 0.0
+    with pytest.raises(ValueError):
+        one_lag_split(np.ones((3, 1)))
+
+
+def world(load, power_mode, sigma_log=0.0, phi_bw=0.7, classes=None):
+    from sim.scenario import Scenario
+
+    return Scenario.model_validate({
+        "seed": 5, "training": {"rounds": 120},
+        "fleet": {"groups": [{"type": "tx2", "count": 30}, {"type": "xavier_nx", "count": 30, "placement": "near"}]},
+        "network": {"classes": classes or {"mid": {"mbps": [8, 15]}, "near": {"mbps": [20, 30]}},
+                    "fluctuation": {"phi": phi_bw, "sigma_log": sigma_log}},
+        "dynamics": {"background_load": load, "power_mode": power_mode}})
+
+
+def state_noise(sc):
+    from devices.plan import Plan
+    from sim.fleet import build_workload, round_time_noise
+
+    w = build_workload(sc, None)
+    return round_time_noise(sc, None, w, Plan(prune_ratio=0.3, lora_rank=8, lora_layers=None, local_steps=20, batch_size=16),
+                            0.01, 1.0)
+
+
+def test_noise_fraction_of_scenarios_orders_the_dynamics():
+    fixed = {"kind": "fixed", "initial": "default"}
+    still = state_noise(world({"kind": "none"}, fixed))
+    assert still.noise_fraction == 0.0 and np.isnan(still.yhat[:, 0]).all()
+    np.testing.assert_allclose(still.yhat[:, 1:], still.y[:, 1:], rtol=1e-12)  # nothing changes: all predicted
+    iid = state_noise(world({"kind": "lognormal", "sigma": 0.3}, fixed)).noise_fraction
+    persistent = state_noise(world({"kind": "ar1", "sigma": 0.3, "phi": 0.9}, fixed)).noise_fraction
+    # the same marginal spread; the persistent load leaves about (1 - phi^2) of its share as noise
+    assert 0 < persistent < 0.35 * iid
+    drift = state_noise(world({"kind": "none"}, {"kind": "dwell", "dwell_rounds": {"mean": 30}})).noise_fraction
+    churn = state_noise(world({"kind": "none"}, {"kind": "markov", "stay_prob": 0.5})).noise_fraction
+    assert 0 < drift < churn
+    bw = state_noise(world({"kind": "none"}, fixed, sigma_log=0.3, phi_bw=0.5))
+    assert 0 < bw.noise_fraction < 1 and (one_lag_split(bw.y).noise_fraction >= bw.noise_fraction - 0.02)
+
+
+def test_noise_trajectory_is_the_runs_own():
+    """y uses the fleet's named streams: the same scenario gives the same trajectory, another seed another."""
+    sc = world({"kind": "ar1", "sigma": 0.3, "phi": 0.9}, {"kind": "dwell", "dwell_rounds": {"mean": 10}})
+    a, b = state_noise(sc), state_noise(sc)
+    np.testing.assert_array_equal(a.y, b.y)
+    assert not np.array_equal(a.y, state_noise(sc.model_copy(update={"seed": 6})).y)
+
+
+def test_drifting_world_resumes_from_a_checkpoint_identically(tmp_path):
+    """Dwell counters and AR(1) load states go into checkpoints: a resumed run equals an uninterrupted one."""
+    from sim import checkpoint as ckpt
+    from sim.loader import load_scenario, scenario_digest
+    from sim.runner import simulate
+
+    sc, base = load_scenario(REPO / "scenarios" / "paper-fleet-80-drifting.yaml",
+                             ["training.rounds=12", "dynamics.power_mode.dwell_rounds.mean=3",
+                              "algorithm={name: fedspine, params: {prune_target: 0.3}}"])
+    path, digest = tmp_path / "checkpoint.bin", scenario_digest(sc)
+
+    def save_at_7(sim, next_round):
+        if next_round == 7:
+            ckpt.save(path, sim, next_round, digest)
+
+    _, ref = simulate(sc, base, checkpoint=save_at_7)
+    assert (ref.device_rounds.groupby("device_id", observed=True)["power_mode"].nunique() > 1).any()  # modes switched
+    _, resumed = simulate(sc, base, resume_from=path)
+    for name in ("rounds", "device_rounds"):
+        a, b = getattr(ref, name), getattr(resumed, name)
+        assert a.drop(columns=[c for c in a.columns if "host" in c]).equals(
+            b.drop(columns=[c for c in b.columns if "host" in c])), name
+
+
+def test_new_keys_leave_existing_scenarios_digest_alone():
+    """dwell_rounds and phi are dropped from the resolved scenario where their kind is not used."""
+    from sim.loader import load_scenario, resolved_dict
+
+    sc, _ = load_scenario(REPO / "scenarios" / "paper-fleet-80.yaml")
+    dyn = resolved_dict(sc)["dynamics"]
+    assert "dwell_rounds" not in dyn["power_mode"] and "phi" not in dyn["background_load"]
+    drifting, _ = load_scenario(REPO / "scenarios" / "paper-fleet-80-drifting.yaml")
+    dyn = resolved_dict(drifting)["dynamics"]
+    assert dyn["power_mode"]["dwell_rounds"]["mean"] == 30 and dyn["background_load"]["phi"] == 0.95
+
+
+def test_bad_dwell_range_is_one_clear_line():
+    from sim.scenario import ScenarioError
+    from sim.loader import validate
+
+    fleet = {"groups": [{"type": "tx2", "count": 2}]}
+    with pytest.raises(ScenarioError) as e:
+        validate({"fleet": fleet, "dynamics": {"power_mode": {"kind": "dwell",
+                                                              "dwell_rounds": {"kind": "uniform", "low": 9, "high": 3}}}})
+    assert "dynamics.power_mode.dwell_rounds.low: 9 > high 3; allowed: low <= high" in str(e.value).splitlines()
+    with pytest.raises(ScenarioError, match="dynamics.background_load.phi"):
+        validate({"fleet": fleet, "dynamics": {"background_load": {"kind": "ar1", "phi": 1.0}}})
