@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import sys
@@ -20,9 +21,10 @@ from learning.api import Learner, NullLearner
 from learning.config import EvalConfig, ImportanceConfig, LearnerConfig, PartitionConfig
 from sim import __version__
 from sim.engine import RunOutput, Simulation
-from sim.loader import resolved_dict, scenario_digest
+from sim.loader import ScenarioError, resolved_dict, scenario_digest
+from sim.lock import DirectoryLock
 from sim.scenario import LearningSpec, Scenario
-from sim.store import atomic_write_json, atomic_write_parquet, atomic_write_yaml, new_run_dir
+from sim.store import RUN_FILES, atomic_write_json, atomic_write_parquet, atomic_write_yaml, new_run_dir, read_regular
 from sim.verify import verify
 
 log = logging.getLogger(__name__)
@@ -182,13 +184,38 @@ def run_scenario(sc: Scenario, base_dir: Path | None = None, out_root: Path | No
     """Simulate ``sc`` and write its run directory under ``out_root`` (default ``sc.output.dir``),
     or into ``run_dir`` (an existing, empty directory) when given. With ``resume``, ``run_dir`` is a
     run directory of this scenario with a checkpoint, and the run continues from it (the results are
-    those of an uninterrupted run). A finished run removes its checkpoint."""
+    those of an uninterrupted run). A finished run removes its checkpoint.
+
+    The run holds ``run_dir``'s writer lock (:class:`sim.lock.DirectoryLock`) while it writes: a second
+    writer raises :class:`sim.lock.DirectoryBusy` at once; with the lock held, temporary files that
+    killed writers left there are removed."""
     from sim import checkpoint as ckpt  # noqa: PLC0415
 
-    digest = scenario_digest(sc)
     if run_dir is None:
         root = Path(out_root if out_root is not None else sc.output.dir)
         run_dir = new_run_dir(root, sc.name or "scenario", run_id_of(sc))
+    with DirectoryLock(run_dir, "run") as lock:  # a second writer (two --resume) refuses: DirectoryBusy
+        lock.remove_leftovers((*RUN_FILES, ckpt.FILENAME))  # temp files of killed writers
+        if resume and _status_of(run_dir) == "finished":  # another --resume finished it meanwhile
+            raise ScenarioError(f"--resume {run_dir}: this run already finished; nothing to resume")
+        return _run_locked(sc, base_dir, run_dir, progress, resume)
+
+
+def _status_of(run_dir: Path) -> str | None:
+    """The ``status`` field of a run directory's ``status.json`` (None if absent or unreadable)."""
+    try:
+        doc = json.loads(read_regular(run_dir / "status.json", 1 << 20))
+    except (OSError, ValueError):
+        return None
+    return doc.get("status") if isinstance(doc, dict) else None
+
+
+def _run_locked(sc: Scenario, base_dir: Path | None, run_dir: Path, progress: bool | None,
+                resume: bool) -> RunResult:
+    """The body of :func:`run_scenario`, under the run directory's lock."""
+    from sim import checkpoint as ckpt  # noqa: PLC0415
+
+    digest = scenario_digest(sc)
     ckpt_path = run_dir / ckpt.FILENAME
     if resume:
         ckpt.read_header(ckpt_path, payload=False)  # refuse a missing or foreign one before touching the run's files

@@ -12,19 +12,29 @@ Layout of one run::
         summary.json           final metrics + host facts
         status.json            running | finished | failed (+ error)
         plots/                 PNG figures
+
+A writer holds the directory's lock (:mod:`sim.lock`) while it writes; readers open only regular
+files (:func:`open_regular`: no FIFO, device or symlink can make a reader hang or read elsewhere).
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
+
+
+RUN_FILES = ("scenario.yaml", "status.json", "summary.json", "rounds.parquet", "device_rounds.parquet",
+             "evals.parquet", "partition.parquet", "traceback.txt")
+"""The files a run writes into its directory (besides its checkpoint and ``plots/``)."""
 
 
 def _read_umask() -> int:
@@ -84,14 +94,45 @@ def atomic_write_yaml(path: Path, obj: Any) -> None:
     atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
 
 
+def open_regular(path: Path) -> io.BufferedReader:
+    """``path`` opened for reading if it is a regular file (a symlink, FIFO, socket or device raises
+    ``OSError``; opening never blocks). Close it, or use it in a ``with``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "not a regular file (a symbolic link)", str(path)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return os.fdopen(fd, "rb")
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_regular`); ``ValueError`` when it holds
+    more than ``max_bytes``."""
+    with open_regular(path) as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes} bytes")
+    return data
+
+
+def safe_name(n: str) -> str:
+    """``n`` if it is one path component that stays in its directory (not empty, ``.``, ``..``, and no
+    separator or NUL), else ``ValueError``."""
+    if not n or n in (".", "..") or "/" in n or "\\" in n or "\x00" in n:
+        raise ValueError(f"unsafe path component {n!r}")
+    return n
+
+
 def safe_child(root: Path, *names: str) -> Path:
     """``root / names...``, refusing any component that would leave ``root``."""
     root_r = Path(root).resolve()
     out = root_r
     for n in names:
-        if not n or n in (".", "..") or "/" in n or "\\" in n or "\x00" in n:
-            raise ValueError(f"unsafe path component {n!r}")
-        out = out / n
+        out = out / safe_name(n)
     if root_r not in out.resolve().parents and out.resolve() != root_r:
         raise ValueError(f"{out} escapes {root_r}")
     return out

@@ -3,9 +3,17 @@
 A cell is one scenario run into ``<cells dir>/<cell id>/``: a sweep cell (``cells/<cell id>/``) or a
 child of a comparison of policies (``<parent>/<label>/``). It is computed in
 ``<cells dir>/.<cell id>.<pid>.tmp/<cell id>/`` (so the run's own name, the ``run_id`` of its
-``summary.json``, is the cell id) and renamed into place when it ends, finished or failed, so a cell
-directory is always complete. A rerun skips every cell whose directory says finished, retries failed
-ones, and discards leftover temporary directories of a killed run.
+``summary.json``, is the cell id) and renamed into place when it ends, finished or failed.
+
+The sweep or comparison that runs cells holds its directory's writer lock (:mod:`sim.lock`) for the
+whole time, so no other process writes the same cells; it removes the temporary cell directories of
+killed runs only while holding that lock (:meth:`sim.lock.DirectoryLock.remove_leftovers`).
+
+A rerun skips every cell that is finished *and complete* (:func:`cell_state`: ``status.json`` says
+finished, ``summary.json`` and ``scenario.yaml`` parse, ``rounds.parquet`` and
+``device_rounds.parquet`` (and, with real learning, ``evals.parquet`` and ``partition.parquet``) have
+readable parquet footers, and the two tables have the row counts the summary states). A cell that
+says finished but fails this check is logged and recomputed (repaired); failed cells are retried.
 """
 
 from __future__ import annotations
@@ -14,19 +22,22 @@ import json
 import logging
 import os
 import shutil
+import stat
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sim.store import atomic_write_json, atomic_write_text, safe_child
+import yaml
+
+from sim.store import atomic_write_json, atomic_write_text, open_regular, read_regular, safe_child, safe_name
 from sim.studies.executors import Executor
 
 log = logging.getLogger(__name__)
 
-METRICS = ["final_accuracy", "time_to_target_s", "sim_time_s", "mean_idle_fraction", "mean_round_s", "bytes_total",
-           "final_mean_prune_ratio", "rounds_completed", "stop_reason"]
+METRICS = ["final_accuracy", "time_to_target_s", "sim_time_s", "mean_idle_fraction", "mean_idle_fastest",
+           "mean_straggler_gap", "mean_round_s", "bytes_total", "final_mean_prune_ratio", "rounds_completed", "stop_reason"]
 
 
 @dataclass(frozen=True)
@@ -46,20 +57,104 @@ def cell_row(summary: dict) -> dict[str, Any]:
     return row
 
 
-def read_cell(cell_dir: Path) -> dict[str, Any] | None:
-    """(status, error, metrics) of a completed cell directory, or None if it has not completed."""
+MAX_CELL_JSON_BYTES = 64 * 2**20
+"""The most bytes of a cell's ``status.json``, ``summary.json`` or ``scenario.yaml`` read back."""
+TABLES = ("rounds.parquet", "device_rounds.parquet")
+LEARNING_TABLES = ("evals.parquet", "partition.parquet")
+
+
+class IncompleteCell(Exception):
+    """A cell file that is missing or unreadable; ``str(e)`` names the file and what is wrong."""
+
+
+def cell_state(cell_dir: Path) -> tuple[dict[str, Any] | None, str]:
+    """``(index fields, "")`` of a completed cell (finished and complete, or failed), else ``(None, why)``:
+    why is empty for a cell that never completed (absent, running) and names the defect of one whose
+    status says finished but whose files are not all present and readable."""
     try:
-        st = json.loads((cell_dir / "status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
-        return None
-    if st.get("status") == "finished":
-        try:
-            return {"status": "finished", "error": "", **cell_row(json.loads((cell_dir / "summary.json").read_text()))}
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        if not stat.S_ISDIR(os.lstat(cell_dir).st_mode):
+            return None, "not a directory"
+        st = _json(cell_dir / "status.json", missing_ok=True)
+    except FileNotFoundError:
+        return None, ""
+    except IncompleteCell as e:
+        return None, str(e)
+    if st is None:
+        return None, ""
     if st.get("status") == "failed":
-        return {"status": "failed", "error": st.get("error", "")}
-    return None
+        return {"status": "failed", "error": str(st.get("error", ""))}, ""
+    if st.get("status") != "finished":
+        return None, ""
+    try:
+        return {"status": "finished", "error": "", **cell_row(_complete_summary(cell_dir))}, ""
+    except IncompleteCell as e:
+        return None, str(e)
+
+
+def read_cell(cell_dir: Path) -> dict[str, Any] | None:
+    """(status, error, metrics) of a completed cell directory, or None if it has not completed
+    (or says finished but is incomplete: see :func:`cell_state`)."""
+    return cell_state(cell_dir)[0]
+
+
+def _complete_summary(cell_dir: Path) -> dict:
+    """The summary of a finished cell once every file it must hold is present and readable."""
+    summary = _json(cell_dir / "summary.json")
+    assert summary is not None
+    try:
+        if not isinstance(yaml.safe_load(read_regular(cell_dir / "scenario.yaml", MAX_CELL_JSON_BYTES)), dict):
+            raise IncompleteCell("scenario.yaml: not a mapping")
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise IncompleteCell(f"scenario.yaml: {_why(e)}") from None
+    tables = TABLES + (LEARNING_TABLES if summary.get("learning") == "real" else ())
+    rows = {name: _parquet_rows(cell_dir / name) for name in tables}
+    for name, key in (("rounds.parquet", "rounds_completed"), ("device_rounds.parquet", "device_rounds")):
+        if rows[name] != summary.get(key):
+            raise IncompleteCell(f"{name}: {rows[name]} rows, summary.json says {key} = {summary.get(key)!r}")
+    return summary
+
+
+def _json(path: Path, missing_ok: bool = False) -> dict | None:
+    """A JSON object from a regular file (None when absent and ``missing_ok``); IncompleteCell when
+    missing or unreadable."""
+    try:
+        doc = json.loads(read_regular(path, MAX_CELL_JSON_BYTES))
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise IncompleteCell(f"{path.name}: missing") from None
+    except (OSError, ValueError) as e:
+        raise IncompleteCell(f"{path.name}: {_why(e)}") from None
+    if not isinstance(doc, dict):
+        raise IncompleteCell(f"{path.name}: not a JSON object")
+    return doc
+
+
+def _parquet_rows(path: Path) -> int:
+    """Rows of a parquet file, from its footer (IncompleteCell when missing or unreadable)."""
+    import pyarrow as pa  # noqa: PLC0415 - pandas loads it anyway; kept out of import time
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    try:
+        with open_regular(path) as f:
+            return int(pq.read_metadata(f).num_rows)
+    except (ValueError, pa.ArrowException):  # before OSError: pyarrow's IO errors are both
+        raise IncompleteCell(f"{path.name}: not a readable parquet file") from None
+    except OSError as e:  # missing, a link, a FIFO
+        raise IncompleteCell(f"{path.name}: {_why(e)}") from None
+
+
+def _why(e: Exception) -> str:
+    """A short reason that quotes nothing of the file's content."""
+    if isinstance(e, FileNotFoundError):
+        return "missing"
+    if isinstance(e, OSError):
+        return e.strerror if e.strerror and "regular file" in e.strerror else f"unreadable ({e.strerror or 'I/O error'})"
+    if isinstance(e, yaml.YAMLError):
+        return "not valid YAML"
+    if isinstance(e, json.JSONDecodeError):
+        return f"not valid JSON (line {e.lineno}, column {e.colno})"
+    return "too large" if "larger than" in str(e) else "unreadable"
 
 
 def run_cell(task: CellTask) -> dict[str, Any]:
@@ -70,7 +165,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
     from sim.runner import run_scenario  # noqa: PLC0415 - keeps the parent light
 
     cells = Path(task.cells_dir)
-    final = safe_child(cells, task.cell_id)
+    final = cells / safe_name(task.cell_id)  # not resolved: a link left there is replaced, never followed
     wrapper = safe_child(cells, f".{task.cell_id}.{os.getpid()}.tmp")
     if wrapper.exists():
         shutil.rmtree(wrapper)
@@ -83,28 +178,32 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         st = tmp / "status.json"
         if not st.is_file() or json.loads(st.read_text()).get("status") != "failed":
             atomic_write_json(st, {"status": "failed", "error": f"{type(e).__name__}: {e}"})
-    if final.exists():
+    if final.is_symlink() or final.is_file():
+        final.unlink()
+    elif final.exists():  # an earlier, failed or incomplete, attempt
         shutil.rmtree(final)
     os.replace(tmp, final)
     wrapper.rmdir()
-    row = read_cell(final)
-    assert row is not None
+    row, why = cell_state(final)
+    if row is None:  # a run that says finished must have written every file; this one did not
+        return {"status": "failed", "error": f"the finished run is incomplete: {why}"}
     return row
 
 
-def finished_cells(cells_dir: Path, cell_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Cell id -> index fields of every cell among ``cell_ids`` whose directory under ``cells_dir``
-    says finished (these are skipped by a rerun). Also discards the temporary directories of cells a
-    killed run was computing."""
-    for leftover in Path(cells_dir).glob(".*.tmp"):
-        if leftover.is_dir():  # not a file being written atomically beside the cells
-            shutil.rmtree(leftover, ignore_errors=True)
-    rows = {}
+def finished_cells(cells_dir: Path, cell_ids: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """``(rows, repaired)``: cell id -> index fields of every cell among ``cell_ids`` whose directory
+    under ``cells_dir`` is finished and complete (a rerun skips these), and the ids of cells whose
+    status says finished but whose files are not all present and readable (logged; a rerun recomputes
+    them)."""
+    rows, repaired = {}, []
     for cid in cell_ids:
-        done = read_cell(safe_child(Path(cells_dir), cid))
+        done, why = cell_state(Path(cells_dir) / safe_name(cid))  # lstat: a link there is incomplete
         if done is not None and done["status"] == "finished":
             rows[cid] = done
-    return rows
+        elif why:
+            log.warning("cell %s is incomplete (%s); recomputing it", cid, why)
+            repaired.append(cid)
+    return rows, repaired
 
 
 def run_cells(todo: dict[str, Any], cells_dir: Path, executor: Executor, base_dir: Path | None,

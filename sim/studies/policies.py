@@ -8,7 +8,9 @@ named, so policies see identical device draws.
 
 The children are cells of :mod:`sim.studies.cells` (cell id = label, cells directory = the parent),
 so they run on any executor (serial, a local process pool, Ray) with results independent of it, and
-a comparison resumes: :func:`run_policies` with ``parent`` set skips every child that finished.
+a comparison resumes: :func:`run_policies` with ``parent`` set skips every child that finished (and
+is complete). One process at a time writes a parent: the comparison holds its lock (:mod:`sim.lock`),
+and a second writer (``fedfleet run --resume`` of the same parent, say) refuses at once.
 The parent holds ``scenario.yaml`` (the scenario with its ``policies``), ``compare.md`` and
 ``compare.csv`` (:func:`sim.views.compare.compare_table` over the finished children, in label order)
 and ``status.json`` (finished | failed | interrupted, the labels, the failures, and ``base_dir``:
@@ -28,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from sim.loader import resolved_dict, scenario_digest
+from sim.lock import DirectoryLock
 from sim.scenario import Scenario
 from sim.store import atomic_write_json, atomic_write_text, atomic_write_yaml, new_run_dir
 from sim.studies.cells import StudyInterrupted, finished_cells, run_cells
@@ -74,24 +77,46 @@ def comparison_base_dir(parent: Path) -> Path | None:
     return Path(base) if isinstance(base, str) and base else None
 
 
+PARENT_FILES = ("scenario.yaml", "status.json", "compare.md", "compare.csv")
+"""The files a comparison writes into its parent directory (besides one directory per policy)."""
+
+
 def run_policies(sc: Scenario, base_dir: Path | None = None, out_root: Path | None = None,
                  executor: Executor | None = None, parent: Path | None = None,
                  on_cell: Callable[[dict, int, int], None] | None = None) -> Comparison:
     """Run every policy of ``sc`` as a cell of one parent directory (a new one under ``out_root``, or
     ``parent`` to resume it: finished children are kept); returns the :class:`Comparison`.
 
-    A policy whose run fails is logged and recorded in ``failures``; the others go on. ``on_cell(row,
-    done, total)`` is called after each completed child. Ctrl-C writes the table and status of what
-    finished and raises :class:`~sim.studies.cells.StudyInterrupted`."""
+    Holds the parent's writer lock throughout (:class:`sim.lock.DirectoryLock`): a second writer of
+    the same parent raises :class:`sim.lock.DirectoryBusy` at once (and this one's executor is
+    closed); with the lock held, what killed writers left there is removed. A policy whose run fails
+    is logged and recorded in ``failures``; the others go on. ``on_cell(row, done, total)`` is called
+    after each completed child. Ctrl-C writes the table and status of what finished and raises
+    :class:`~sim.studies.cells.StudyInterrupted`."""
     executor = executor or SerialExecutor()
     resumed = parent is not None
-    parent = Path(parent) if resumed else comparison_dir(sc, out_root)
+    try:
+        parent = Path(parent) if resumed else comparison_dir(sc, out_root)
+        lock = DirectoryLock(parent, "comparison").acquire()
+    except BaseException:
+        executor.close()
+        raise
+    try:
+        lock.remove_leftovers(PARENT_FILES, temp_cells=True)
+        return _run_locked(sc, base_dir, executor, parent, resumed, on_cell)
+    finally:
+        lock.release()
+
+
+def _run_locked(sc: Scenario, base_dir: Path | None, executor: Executor, parent: Path, resumed: bool,
+                on_cell: Callable[[dict, int, int], None] | None) -> Comparison:
+    """The body of :func:`run_policies`, under the parent directory's lock."""
     children = policy_scenarios(sc)
-    rows = finished_cells(parent, list(children))
+    rows, repaired = finished_cells(parent, list(children))
     todo = {label: child for label, child in children.items() if label not in rows}
     started = time.time()
-    log.info("%s: %d policies, %d already finished, %d to run on %s x%d", parent, len(children), len(rows),
-             len(todo), executor.name, executor.workers)
+    log.info("%s: %d policies, %d already finished, %d incomplete (recomputed), %d to run on %s x%d", parent,
+             len(children), len(rows), len(repaired), len(todo), executor.name, executor.workers)
     _write_status(parent, "running", children, rows, started, base_dir, resumed)
 
     def on_row(label: str, row: dict[str, Any]) -> None:

@@ -211,3 +211,41 @@ def test_cli_errors(tmp_path):
     assert r.returncode == 2 and "only for --backend ray" in r.stderr
     r = fedfleet("sweep", str(tmp_path / "missing.yaml"))
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_incomplete_finished_cells_are_recomputed_and_the_log_says_so(tmp_path, caplog):
+    """A cell whose status says finished is counted only when every file is present and readable; the
+    others are repaired by the rerun (and only they are recomputed)."""
+    p = sweep_file(tmp_path, rounds=3)
+    spec, cells = load_sweep_file(p)
+    d = run_sweep(spec, cells, tmp_path / "out", SerialExecutor(), base_dir=tmp_path)
+    clean = pd.read_parquet(d / "sweep.parquet")
+    ids = list(clean["cell_id"])
+    cd = [d / "cells" / c for c in ids]
+    (cd[0] / "scenario.yaml").unlink()
+    (cd[1] / "rounds.parquet").write_bytes((cd[1] / "rounds.parquet").read_bytes()[:200])  # truncated
+    pd.read_parquet(cd[2] / "device_rounds.parquet").head(3).to_parquet(cd[2] / "device_rounds.parquet")
+    (cd[3] / "summary.json").write_text('{"rounds_completed": ')
+    (cd[4] / "status.json").unlink()
+    os.mkfifo(cd[4] / "status.json")  # must not hang the rerun
+    (cd[5] / "device_rounds.parquet").unlink()
+    (cd[5] / "device_rounds.parquet").symlink_to(cd[6] / "device_rounds.parquet")
+    stamps = {c: os.stat(d / "cells" / c / "summary.json").st_mtime_ns for c in ids[6:]}
+    with caplog.at_level("WARNING", logger="sim.studies.cells"):
+        run_sweep(spec, cells, tmp_path / "out", SerialExecutor(), base_dir=tmp_path)
+    why = {r.getMessage().split()[1]: r.getMessage() for r in caplog.records if "incomplete" in r.getMessage()}
+    assert set(why) == set(ids[:6])
+    assert "scenario.yaml: missing" in why[ids[0]] and "rounds.parquet: not a readable parquet file" in why[ids[1]]
+    assert "device_rounds.parquet: 3 rows, summary.json says device_rounds = 18" in why[ids[2]]
+    assert "summary.json: not valid JSON" in why[ids[3]] and "status.json: not a regular file" in why[ids[4]]
+    assert "device_rounds.parquet: not a regular file (a symbolic link)" in why[ids[5]]
+    assert all("recomputing it" in m for m in why.values())
+    st = json.loads((d / "status.json").read_text())
+    assert st["status"] == "finished" and st["repaired_incomplete"] == 6 and st["skipped_already_finished"] == 2
+    assert all(os.stat(d / "cells" / c / "summary.json").st_mtime_ns == t for c, t in stamps.items())
+    pd.testing.assert_frame_equal(pd.read_parquet(d / "sweep.parquet"), clean)
+    from sim.studies.cells import cell_state
+
+    states = [cell_state(c) for c in cd]
+    assert all(row is not None and row["status"] == "finished" and why == "" for row, why in states)
+    assert not (cd[5] / "device_rounds.parquet").is_symlink()
