@@ -87,7 +87,8 @@ def load_trace(path: Path) -> Trace:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or not {"time_s", "mbps"} <= set(reader.fieldnames):
-                raise DeviceInputError(f"{path}: header must contain time_s,mbps (got {reader.fieldnames})")
+                raise DeviceInputError(f"{path}: not a time_s,mbps CSV (the first line is not a header naming "
+                                       "the columns time_s and mbps)")
             for n, row in enumerate(reader, start=2):
                 if n > MAX_TRACE_ROWS:
                     raise DeviceInputError(f"{path}: more than {MAX_TRACE_ROWS} rows")

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from devices.errors import DeviceInputError
+from devices.errors import DeviceInputError, excerpt
 
 MODELS_DIR = Path(__file__).resolve().parent / "data" / "models"
 ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
@@ -79,7 +79,7 @@ class ModelArch:
         mtype = cfg.get("model_type")
         if mtype not in ENCODER_TYPES + DECODER_TYPES:
             raise DeviceInputError(
-                f"model_type {mtype!r} is not supported; allowed: {', '.join(ENCODER_TYPES + DECODER_TYPES)}"
+                f"model_type {excerpt(mtype)} is not supported; allowed: {', '.join(ENCODER_TYPES + DECODER_TYPES)}"
             )
         need = ["num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size"]
         missing = [k for k in need if type(cfg.get(k)) is not int or cfg.get(k) <= 0]  # bool is not a size
@@ -118,7 +118,7 @@ def load_arch(model: str, base_dir: Path | None = None) -> ModelArch:
     if p.is_dir():
         p = p / "config.json"
     if not p.is_file():
-        raise DeviceInputError(f"{model!r} is neither a preset ({', '.join(preset_names())}) nor a config.json file")
+        raise DeviceInputError(f"{excerpt(model)} is neither a preset ({', '.join(preset_names())}) nor a config.json file")
     size = p.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise DeviceInputError(f"{p}: {size} bytes exceeds the {MAX_CONFIG_BYTES}-byte limit for a config.json")

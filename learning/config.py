@@ -44,6 +44,7 @@ class LearnerConfig:
     """The real learner's settings: proxy model, data, optimiser, LoRA, pruning, evaluation, host."""
 
     model: str = "minilm"  # proxy: packaged name, Hugging Face name or local folder
+    allow_download: bool = False  # a Hub name missing from the local cache may be downloaded (else offline)
     dataset: str = "rotten_tomatoes"
     test_size: int = 1000  # held-out test examples
     train_examples: int | None = None  # cap on the training pool (None: all)

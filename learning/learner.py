@@ -191,7 +191,7 @@ class RealLearner(Learner):
         """The proxy model, its architecture adapter and slicer, and the forward it runs."""
         cfg = self.config
         pm = load_proxy(cfg.model, self.dataset.n_classes, stream_seed(self.seed, "learn.init"),
-                        dropout=cfg.model_dropout, layers=cfg.proxy_layers)
+                        dropout=cfg.model_dropout, layers=cfg.proxy_layers, allow_download=cfg.allow_download)
         self.model, self.tok = pm.model.to(self.torch_device), pm.tokenizer
         self.model_source = pm.source
         self.adapter = ArchAdapter.for_model(self.model)

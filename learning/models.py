@@ -9,8 +9,10 @@ Names (``learning.model``):
 - ``tiny-bert`` / ``tiny-llama``: randomly initialised small configs (for tests and fast studies) with
   the MiniLM tokenizer; ``tiny-llama`` has grouped-query attention (4 query heads, 2 key/value heads).
 - anything else: a Hugging Face model name or a local folder, loaded with
-  ``AutoModelForSequenceClassification`` and ``trust_remote_code=False`` (a Hub name needs network
-  access or the local Hub cache).
+  ``AutoModelForSequenceClassification`` and ``trust_remote_code=False``. Loading is offline
+  (``local_files_only=True``; ``learning/__init__.py`` sets the offline environment before any Hugging
+  Face import): a Hub name must be in the local Hub cache, unless ``allow_download`` is set, which is
+  the only way this module reaches the network.
 
 Random initialisation (tiny configs, new classification heads) runs under a forked torch RNG seeded
 from the run's seed, so loading is deterministic and leaves the global RNG untouched.
@@ -18,9 +20,10 @@ from the run's seed, so loading is deterministic and leaves the global RNG untou
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
-import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,9 +57,21 @@ def packaged_dir(name: str = "minilm") -> Path:
     return path
 
 
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+@contextlib.contextmanager
+def _hub_access(allow_download: bool) -> Iterator[None]:
+    """Offline unless ``allow_download``: then ``huggingface_hub``'s offline switch (set from the environment
+    that ``learning/__init__.py`` fixed at import) is lifted for the duration of the load, and restored."""
+    if not allow_download:
+        yield
+        return
+    from huggingface_hub import constants  # noqa: PLC0415
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = False
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def tiny_config(name: str, num_labels: int, vocab_size: int, pad_token_id: int):
@@ -73,14 +88,15 @@ def tiny_config(name: str, num_labels: int, vocab_size: int, pad_token_id: int):
                        num_labels=num_labels, pad_token_id=pad_token_id, tie_word_embeddings=False)
 
 
-def load_proxy(name: str, num_labels: int, seed: int, dropout: bool = True, layers: int | None = None) -> ProxyModel:
+def load_proxy(name: str, num_labels: int, seed: int, dropout: bool = True, layers: int | None = None,
+               allow_download: bool = False) -> ProxyModel:
     """Load model + tokenizer; freeze everything (LoRA and the head are trained by the learner).
 
     ``layers``: keep only the first N transformer layers (embeddings, the kept layers' pretrained weights
     and the head are unchanged; ``config.num_hidden_layers`` is set to N). A shallower proxy trades
-    fidelity for host time; it must not exceed the model's depth.
+    fidelity for host time; it must not exceed the model's depth. ``allow_download``: a Hub name missing from
+    the local cache may be downloaded (otherwise loading never touches the network).
     """
-    _offline()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: PLC0415
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
@@ -90,24 +106,28 @@ def load_proxy(name: str, num_labels: int, seed: int, dropout: bool = True, laye
         torch.manual_seed(seed)
         if name in PACKAGED:
             path = packaged_dir(name)
-            tok = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+            tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
+                                                                       local_files_only=True)
             source = f"{PACKAGED[name][1]} ({path})"
         elif name in TINY:
-            tok = AutoTokenizer.from_pretrained(packaged_dir("minilm"))
+            tok = AutoTokenizer.from_pretrained(packaged_dir("minilm"), local_files_only=True)
             cfg = tiny_config(name, num_labels, len(tok), tok.pad_token_id)
             model = AutoModelForSequenceClassification.from_config(cfg)
             source = f"random init ({name}), tokenizer {PACKAGED['minilm'][1]}"
         else:
             local = Path(name).expanduser()
             ref = str(local) if local.exists() else name
+            offline = not allow_download
             try:
-                tok = AutoTokenizer.from_pretrained(ref, trust_remote_code=False)
-                model = AutoModelForSequenceClassification.from_pretrained(ref, num_labels=num_labels,
-                                                                           trust_remote_code=False)
+                with _hub_access(allow_download):
+                    tok = AutoTokenizer.from_pretrained(ref, trust_remote_code=False, local_files_only=offline)
+                    model = AutoModelForSequenceClassification.from_pretrained(
+                        ref, num_labels=num_labels, trust_remote_code=False, local_files_only=offline)
             except OSError as e:
                 raise RuntimeError(f"cannot load model {name!r} (not a packaged name {MODEL_NAMES}, a local folder "
-                                   f"or a cached Hugging Face model): {e}") from e
+                                   f"or a cached Hugging Face model; learning.allow_download: true fetches a Hub "
+                                   f"name when online): {e}") from e
             source = ref
     if layers is not None:
         truncate_layers(model, layers)

@@ -1,12 +1,15 @@
 """``fedfleet`` command line.
 
-Exit codes: 0 success; 2 bad input (scenario file, YAML, schema, override), with a message and no
-traceback; 1 a run that failed (message; ``--debug`` shows the traceback).
+Exit codes: 0 success; 2 bad input (scenario file, YAML, schema, override, an output path that cannot be
+written, a results file that cannot be read), with one line and no traceback; 1 a run that failed (one
+line; ``--debug`` anywhere on the command line shows the traceback). Messages name files but never quote
+more than a short, escaped excerpt of their contents.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,6 +25,26 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a k
 def _fail(msg: str, code: int = 2) -> None:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(code)
+
+
+def _writable_dir(path: Path, what: str) -> None:
+    """Create ``path`` (and its parents) or exit 2 naming ``what`` (the option or key that chose it)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        _fail(f"{what} {path}: not a directory")
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        _fail(f"{what} {path}: cannot create a directory there ({getattr(e, 'strerror', None) or e})")
+    if not os.access(path, os.W_OK | os.X_OK):
+        _fail(f"{what} {path}: not writable")
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of an unexpected error, on one line, control characters escaped, at most ``limit``
+    characters (an error raised while reading a user file must not print the file back)."""
+    text = f"{type(e).__name__}: {e}"
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit])
+    return shown + ("…" if len(text) > limit else "")
 
 
 def _load(path: Path, sets: list[str] | None):
@@ -77,6 +100,8 @@ def run(
     else:
         sc, base = _load(scenario, set_)
     if sc.policies:
+        if resume is None:
+            _writable_dir(out if out is not None else Path(sc.output.dir), "--out" if out is not None else "output.dir")
         return _run_policies(sc, base, out, resume, _executor(backend, workers, address), quiet)
     if workers != 1 or backend != "local" or address:
         _fail("--workers, --backend and --address run the policies of a scenario with policies:; this one has none")
@@ -87,13 +112,13 @@ def _run_single(sc, base, out: Path | None, resume: Path | None, quiet: bool, de
     """One run (or the resume of one) and its headline figures."""
     from sim.checkpoint import CheckpointError  # noqa: PLC0415
     from sim.loader import ScenarioError  # noqa: PLC0415
-    from sim.lock import LockError  # noqa: PLC0415
     from sim.runner import run_scenario  # noqa: PLC0415
 
+    run_dir = resume if resume is not None else _new_run_dir(sc, out)
     try:
-        res = run_scenario(sc, base, out, progress=not quiet and sc.output.progress,
-                           run_dir=resume, resume=resume is not None)
-    except (ScenarioError, CheckpointError, LockError) as e:
+        res = run_scenario(sc, base, progress=not quiet and sc.output.progress,
+                           run_dir=run_dir, resume=resume is not None)
+    except (ScenarioError, CheckpointError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
@@ -101,8 +126,9 @@ def _run_single(sc, base, out: Path | None, resume: Path | None, quiet: bool, de
         if debug:
             raise
         notes = "".join(f"\n{n}" for n in getattr(e, "__notes__", ()))
-        _fail(f"run failed: {type(e).__name__}: {e} (see status.json in the run directory; --debug for a traceback)"
-              f"{notes}", 1)
+        status = run_dir / "status.json"
+        where = f"see {status}; " if status.is_file() else ""
+        _fail(f"run failed: {_one_line(e)} ({where}--debug for a traceback){notes}", 1)
     s = res.summary
     typer.echo(str(res.run_dir))
     if not quiet:
@@ -111,6 +137,19 @@ def _run_single(sc, base, out: Path | None, resume: Path | None, quiet: bool, de
                    f"mean round {s['mean_round_s']:.1f} s, mean idle {100 * idle:.1f}%, "
                    f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f} MB moved, "
                    f"host {s['host']['host_time_s']:.2f} s" if idle is not None else f"{s['rounds_completed']} rounds")
+
+
+def _new_run_dir(sc, out: Path | None) -> Path:
+    """A fresh run directory under ``--out`` (or the scenario's output.dir); exit 2 if it cannot be made."""
+    from sim.runner import run_id_of  # noqa: PLC0415
+    from sim.store import new_run_dir  # noqa: PLC0415
+
+    root, what = (out, "--out") if out is not None else (Path(sc.output.dir), "output.dir")
+    _writable_dir(root, what)
+    try:
+        return new_run_dir(root, sc.name or "scenario", run_id_of(sc))
+    except OSError as e:
+        _fail(f"{what} {root}: cannot create the run directory ({e.strerror or e})")
 
 
 def _resume_target(run_dir: Path, scenario_of_run):
@@ -157,15 +196,12 @@ def _run_policies(sc, base, out: Path | None, resume: Path | None, executor, qui
     """Every policy of ``sc`` as a cell of one comparison directory; prints it and the table."""
     from sim.progress import CellProgress  # noqa: PLC0415
     from sim.studies.cells import StudyInterrupted  # noqa: PLC0415
-    from sim.lock import LockError  # noqa: PLC0415
     from sim.studies.policies import run_policies  # noqa: PLC0415
     from sim.views.compare import format_table  # noqa: PLC0415
 
     try:
         with CellProgress(len(sc.policies), enabled=not quiet and sc.output.progress and sys.stderr.isatty()) as bar:
             res = run_policies(sc, base, out, executor, parent=resume, on_cell=bar.update)
-    except LockError as e:  # another process writes this comparison
-        _fail(str(e))
     except StudyInterrupted as e:
         _fail(str(e), 130)
     typer.echo(str(res.parent))
@@ -210,7 +246,6 @@ def sweep(
     Writes OUT/<sweep name>/sweep.parquet (one row per cell) and cells/<cell id>/ run directories."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from sim.loader import ScenarioError  # noqa: PLC0415
-    from sim.lock import LockError  # noqa: PLC0415
     from sim.progress import CellProgress  # noqa: PLC0415
     from sim.studies.cells import StudyInterrupted  # noqa: PLC0415
     from sim.studies.sweep import load_sweep_file  # noqa: PLC0415
@@ -222,12 +257,11 @@ def sweep(
         _fail(str(e))
     executor = _executor(backend, workers, address)
     root = out if out is not None else Path(cells[0].scenario.output.dir)
+    _writable_dir(root, "--out" if out is not None else "output.dir")
     try:
         with CellProgress(len(cells), enabled=not quiet and sys.stderr.isatty()) as bar:
             sweep_dir = run_sweep(spec, cells, root, executor, base_dir=sweep_file.resolve().parent,
                                   on_cell=bar.update)
-    except LockError as e:  # another process writes this sweep directory
-        _fail(str(e))
     except StudyInterrupted as e:
         _fail(str(e), 130)
     import json  # noqa: PLC0415
@@ -246,21 +280,30 @@ TargetOpt = Annotated[Optional[float], typer.Option("--target-acc", help="accura
 
 
 def _figures(path: Path, target_acc: float | None, rounds: list[int] | None, reference: str) -> list[Path]:
+    """The figures of a results directory; a file that cannot be read, or a figures folder that cannot be
+    written, is exit 2 naming the file."""
     from sim.views.figures import plot_runs  # noqa: PLC0415
-    from sim.views.results import collect, kind_of, load_sweep  # noqa: PLC0415
+    from sim.views.results import ResultsError, collect, kind_of, load_sweep  # noqa: PLC0415
 
     if target_acc is not None and not 0.0 <= target_acc <= 1.0:
         _fail(f"--target-acc {target_acc}: must be a fraction in [0, 1]")
     try:
         kind = kind_of(path)
         runs = collect(path)
-    except (FileNotFoundError, NotADirectoryError) as e:
+    except (FileNotFoundError, NotADirectoryError, ResultsError) as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(f"{e.filename or path}: cannot read ({e.strerror})")
     if not runs:
         _fail(f"{path}: no finished run to plot")
-    sweep = load_sweep(path) if kind == "sweep" else None
-    return plot_runs(runs, path / "figures", sweep=sweep, target_acc=target_acc, reference=reference,
-                     timeline_rounds=rounds or None)
+    try:
+        sweep = load_sweep(path) if kind == "sweep" else None
+        return plot_runs(runs, path / "figures", sweep=sweep, target_acc=target_acc, reference=reference,
+                         timeline_rounds=rounds or None)
+    except ResultsError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{e.filename or path / 'figures'}: cannot {'write' if e.filename else 'read or write'} ({e.strerror})")
 
 
 @app.command()
@@ -292,9 +335,26 @@ def report(
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     from sim.views.report import write_report  # noqa: PLC0415
 
+    if out is not None:
+        _report_target(out)
     written = _figures(path, target_acc, None, reference)
-    page = write_report(path, [p for p in written if p.suffix == ".png"], out, target_acc=target_acc)
+    try:
+        page = write_report(path, [p for p in written if p.suffix == ".png"], out, target_acc=target_acc)
+    except OSError as e:
+        _fail(f"--out {e.filename or out or path / 'report.html'}: cannot write ({e.strerror})")
     typer.echo(str(page))
+
+
+def _report_target(out: Path) -> None:
+    """Exit 2 unless ``out`` can be written as a page: its folder exists and is writable, and ``out`` is
+    absent or a regular file."""
+    parent = out.parent
+    if not parent.is_dir():
+        _fail(f"--out {out}: no such directory {parent}")
+    if out.exists() and not out.is_file():
+        _fail(f"--out {out}: not a regular file")
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        _fail(f"--out {out}: not writable")
 
 
 @app.command()
@@ -427,7 +487,18 @@ def strategies() -> None:
 
 
 def main() -> None:
-    app()
+    """The ``fedfleet`` entry point: any error a command did not handle is one line (exit 2 for an OS error
+    on a path the user gave, 1 otherwise), never a traceback unless ``--debug`` is on the command line."""
+    try:
+        app()
+    except Exception as e:  # noqa: BLE001 - the last line of defence; typer's own exits are SystemExit
+        if "--debug" in sys.argv[1:]:
+            raise
+        if isinstance(e, OSError):
+            typer.echo(f"error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or _one_line(e)}", err=True)
+            raise SystemExit(2) from None
+        typer.echo(f"error: failed: {_one_line(e)} (--debug for a traceback)", err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

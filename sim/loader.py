@@ -85,7 +85,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 dup = False
             if dup:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+                    None, None, f"duplicate key {_short(key)}", key_node.start_mark)
             try:
                 seen.add(key)
             except TypeError:
@@ -189,7 +189,10 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         raise ScenarioError(f"--set {assignment!r}: empty key")
     try:
         value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else ""  # noqa: S506 - safe subclass
-    except yaml.YAMLError:
+    except yaml.constructor.ConstructorError:  # a tag (``!!python/...``, ``!foo``): refused, never a string
+        raise ScenarioError(f"--set {key.strip()}: YAML tags (!!python/..., !name) are not allowed in overrides; "
+                            "quote the value to pass it as text") from None
+    except yaml.YAMLError:  # not YAML (``a: b: c``, ``{a``): the text itself
         value = raw
     except RecursionError:
         raise ScenarioError(f"--set {key.strip()}: value nested too deeply") from None
@@ -277,7 +280,7 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
         typ = e["type"]
         if typ == "extra_forbidden":
             allowed = _allowed_keys(model, tuple(e["loc"]))
-            msg = f"unknown key {loc[-1]!r}" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+            msg = f"unknown key {_short(loc[-1])}" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
             lines.append(f"{_loc(loc[:-1])}: {msg}")
             continue
         msg = e["msg"]
@@ -351,7 +354,7 @@ def _check_learning(sc: Scenario, origin: str) -> None:
     from learning.data import load_dataset  # noqa: PLC0415 (numpy only)
 
     ln = sc.learning
-    _check_proxy_model(ln.model, origin)
+    _check_proxy_model(ln.model, origin, ln.allow_download)
     try:
         n = len(load_dataset(ln.dataset).labels)
     except (FileNotFoundError, RuntimeError) as e:
@@ -423,7 +426,7 @@ _PROXY_NAMES = ("minilm", "tiny-bert", "tiny-llama")
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
 
 
-def _check_proxy_model(name: str, origin: str) -> None:
+def _check_proxy_model(name: str, origin: str, allow_download: bool = False) -> None:
     """learning.model must be a packaged name, an existing local folder with a config.json, or a Hugging Face
     name (``org/model``): no URLs, no control characters, no paths that do not exist (which transformers would
     take for a Hub name). Local paths resolve as learning.models.load_proxy resolves them (working directory);
@@ -445,6 +448,23 @@ def _check_proxy_model(name: str, origin: str) -> None:
     if not _HUB_NAME.fullmatch(name) or ".." in name or "--" in name:
         raise ScenarioError(f"{bad}{_short(name)} is not a packaged model, an existing local folder or a "
                             f"Hugging Face name; {allowed}")
+    if not allow_download and not _in_hub_cache(name):
+        raise ScenarioError(f"{bad}{_short(name)} is not available offline (not packaged, not a local folder, not in "
+                            "the Hugging Face cache); provide it as a local folder with its config.json, tokenizer "
+                            "and weights (learning.model: /path/to/folder), or set learning.allow_download: true "
+                            "to download it when online")
+
+
+def _in_hub_cache(name: str) -> bool:
+    """Whether the local Hugging Face cache holds ``name``'s config.json (a file lookup, no network; the offline
+    environment is set by ``learning/__init__.py``, imported before huggingface_hub)."""
+    import learning  # noqa: F401, PLC0415 - sets HF_HUB_OFFLINE before huggingface_hub is imported
+    from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # huggingface_hub refuses the repository id
+        return False
 
 
 def _file_refs(sc: Scenario) -> list[tuple[str, str]]:

@@ -30,6 +30,22 @@ NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 Prob = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
+MAX_TIME_S = 1e9
+"""Longest simulated time a key may name (about 32 years): beyond it, float seconds lose sub-ms resolution."""
+MAX_MBPS = 100_000.0
+"""Fastest link rate, Mbit/s (100 Gbit/s: above any Wi-Fi or Ethernet an edge device has)."""
+MAX_RTT_MS = 10_000.0
+"""Longest round-trip time, ms (10 s: beyond geostationary satellite links, about 0.6 s)."""
+MAX_COUNT = 100_000_000
+"""Largest count of examples, devices or rounds a key may name."""
+MAX_FACTOR = 1e6
+"""Largest dimensionless multiplier or ratio (speed factors, deadline factors, Beta shapes)."""
+TimeS = Annotated[float, Field(ge=0, le=MAX_TIME_S, allow_inf_nan=False)]
+PosTimeS = Annotated[float, Field(gt=0, le=MAX_TIME_S, allow_inf_nan=False)]
+Mbps = Annotated[float, Field(gt=0, le=MAX_MBPS, allow_inf_nan=False)]
+Factor = Annotated[float, Field(gt=0, le=MAX_FACTOR, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
@@ -81,12 +97,12 @@ class CustomMode(Strict):
     """A power mode defined by the user (for boards or settings the catalog lacks)."""
 
     name: str = Field(description="mode name, used in power_modes and records")
-    fp32_tflops: PosFloat = Field(description="FP32 peak, TFLOP/s")
-    fp16_tflops: PosFloat | None = Field(None, description="FP16 peak, TFLOP/s (default 2 x fp32: half2)")
+    fp32_tflops: Annotated[float, Field(gt=0, le=10_000, allow_inf_nan=False)] = Field(description="FP32 peak, TFLOP/s")
+    fp16_tflops: Annotated[float, Field(gt=0, le=10_000, allow_inf_nan=False)] | None = Field(None, description="FP16 peak, TFLOP/s (default 2 x fp32: half2)")
     fp16_on_tensor_cores: bool = Field(False, description="fp16 peak is a tensor-core figure (sets default efficiency 0.20)")
-    mem_bw_gbps: PosFloat = Field(description="DRAM bandwidth, GB/s")
-    cpu_max_ghz: PosFloat = Field(2.0, description="CPU clock (kernel-launch overhead scales with 2 GHz / this)")
-    cpu_cores_online: Annotated[int, Field(ge=1)] = Field(4, description="CPU cores on (fewer than 4: overhead x 1.2)")
+    mem_bw_gbps: Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)] = Field(description="DRAM bandwidth, GB/s")
+    cpu_max_ghz: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = Field(2.0, description="CPU clock (kernel-launch overhead scales with 2 GHz / this)")
+    cpu_cores_online: Annotated[int, Field(ge=1, le=1024)] = Field(4, description="CPU cores on (fewer than 4: overhead x 1.2)")
 
 
 class Calibration(Strict):
@@ -97,10 +113,10 @@ class Calibration(Strict):
 
     efficiency: Fraction | None = Field(
         None, description="achieved fraction of peak FLOP/s in every mode (default: 0.35 fp32 / half2, 0.20 tensor cores)")
-    speed_factor: PosFloat = Field(1.0, description="multiplies the achieved FLOP/s and bandwidth (a measured/datasheet ratio)")
+    speed_factor: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = Field(1.0, description="multiplies the achieved FLOP/s and bandwidth (a measured/datasheet ratio)")
     mem_efficiency: Fraction = Field(DEFAULT_EFFICIENCY_MEM, description="achieved fraction of peak DRAM bandwidth")
-    runtime_reserve_gb: NonNegFloat = Field(DEFAULT_RUNTIME_RESERVE_GIB, description="OS + CUDA + framework memory, GiB")
-    ram_gb: PosFloat | None = Field(None, description="module memory, GiB (default: the catalog's)")
+    runtime_reserve_gb: Annotated[float, Field(ge=0, le=4096, allow_inf_nan=False)] = Field(DEFAULT_RUNTIME_RESERVE_GIB, description="OS + CUDA + framework memory, GiB")
+    ram_gb: Annotated[float, Field(gt=0, le=4096, allow_inf_nan=False)] | None = Field(None, description="module memory, GiB (default: the catalog's)")
     precision: Literal["auto", "fp32", "amp", "fp16"] = Field("auto", description="compute precision for this group (auto: workload.precision)")
     custom_modes: list[CustomMode] = Field(default_factory=list, description="extra power modes for this group")
 
@@ -180,8 +196,8 @@ class Fleet(Strict):
 class BandwidthClass(Strict):
     """A placement class: where devices sit relative to the access point."""
 
-    mbps: tuple[PosFloat, PosFloat] = Field(description="[low, high] range of per-device mean uplink, Mbit/s (uniform)")
-    down_up_ratio: PosFloat = Field(1.0, description="downlink / uplink rate")
+    mbps: tuple[Mbps, Mbps] = Field(description="[low, high] range of per-device mean uplink, Mbit/s (uniform)")
+    down_up_ratio: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = Field(1.0, description="downlink / uplink rate")
     trace: str | None = Field(None, description="CSV (time_s,mbps) whose shape is replayed, rescaled to each device's mean")
 
     @model_validator(mode="after")
@@ -203,16 +219,16 @@ class Fluctuation(Strict):
     """log-AR(1) per round: x_t = phi x_{t-1} + sigma eps."""
 
     phi: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(0.7, description="AR(1) coefficient")
-    sigma_log: NonNegFloat = Field(0.3, description="innovation std of log-bandwidth")
+    sigma_log: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = Field(0.3, description="innovation std of log-bandwidth")
 
 
 class Network(Strict):
     classes: dict[str, BandwidthClass] = Field(default_factory=_default_classes, description="placement classes")
     fluctuation: Fluctuation = Field(default_factory=Fluctuation)
-    rtt_ms: NonNegFloat = Field(5.0, description="round-trip time, ms")
-    k_rtt: NonNegFloat = Field(2.0, description="round trips per transfer (handshake + request/ack)")
+    rtt_ms: Annotated[float, Field(ge=0, le=MAX_RTT_MS, allow_inf_nan=False)] = Field(5.0, description="round-trip time, ms")
+    k_rtt: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)] = Field(2.0, description="round trips per transfer (handshake + request/ack)")
     efficiency: Fraction = Field(1.0, description="goodput / link rate (1 for iperf-measured rates)")
-    min_mbps: PosFloat = Field(0.1, description="floor of any link rate, Mbit/s")
+    min_mbps: Mbps = Field(0.1, description="floor of any link rate, Mbit/s")
     contention: Literal["none", "shared", "per_class"] = Field(
         "none", description="shared medium: concurrent transfers on one AP (shared) or one AP per class get equal throughput 1/sum(1/R_k)")
 
@@ -249,10 +265,10 @@ class DwellSpec(Strict):
 class PowerModeDynamics(Strict):
     kind: Literal["fixed", "periodic", "markov", "dwell"] = Field(
         "periodic", description="how modes change between rounds (dwell: keep a mode for a drawn dwell time, then move to another)")
-    every_rounds: Annotated[int, Field(ge=1)] = Field(20, description="periodic: redraw every N rounds")
+    every_rounds: Count = Field(20, description="periodic: redraw every N rounds")
     stay_prob: Prob = Field(0.8, description="markov: probability to keep the mode each round")
     initial: Literal["default", "random"] = Field("random", description="round-0 mode: catalog default or uniform")
-    switch_outage_s: NonNegFloat = Field(0.0, description="delay before a device that switched mode can start (reboot)")
+    switch_outage_s: TimeS = Field(0.0, description="delay before a device that switched mode can start (reboot)")
     dwell_rounds: DwellSpec = Field(default_factory=DwellSpec)
 
 
@@ -266,12 +282,12 @@ class BackgroundLoadSpec(Strict):
 
 class DropoutSpec(Strict):
     prob: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(0.0, description="per-round failure probability")
-    beta: tuple[PosFloat, PosFloat] | None = Field(None, description="per-device probability ~ Beta(a, b), replaces prob")
+    beta: tuple[Factor, Factor] | None = Field(None, description="per-device probability ~ Beta(a, b), replaces prob")
 
 
 class AvailabilitySpec(Strict):
     kind: Literal["always", "periodic", "trace"] = Field("always", description="when devices are on")
-    period_s: PosFloat = Field(86400.0, description="periodic: cycle length, s")
+    period_s: PosTimeS = Field(86400.0, description="periodic: cycle length, s")
     on_fraction: Fraction = Field(1.0, description="periodic: fraction of the cycle a device is on")
     trace: str | None = Field(None, description="trace: CSV device,start_s,end_s (device = id, group label or *)")
 
@@ -310,17 +326,17 @@ class Training(Strict):
     rounds: Annotated[int, Field(ge=1, le=1_000_000)] = Field(100, description="round limit")
     local_steps: Annotated[int, Field(ge=1, le=100000)] = Field(20, description="local steps tau per round")
     target_accuracy: Fraction | None = Field(None, description="stop when the evaluated accuracy reaches this")
-    time_budget_s: PosFloat | None = Field(None, description="stop once simulated time passes this")
-    eval_every: Annotated[int, Field(ge=1)] = Field(1, description="evaluate every N rounds (real learning)")
+    time_budget_s: PosTimeS | None = Field(None, description="stop once simulated time passes this")
+    eval_every: Count = Field(1, description="evaluate every N rounds (real learning)")
 
 
 class RoundSpec(Strict):
     """How the server closes a synchronous round."""
 
     policy: Literal["all", "deadline", "first_k"] = Field("all", description="wait for all, until a deadline, or for the first k reports")
-    deadline_s: PosFloat | None = Field(None, description="deadline: fixed seconds after the round start")
-    deadline_factor: PosFloat | None = Field(None, description="deadline: factor x median device time of the previous round, late devices counted as +inf (round 0 waits for all)")
-    k: Annotated[int, Field(ge=1)] | None = Field(None, description="first_k: reports that close the round")
+    deadline_s: PosTimeS | None = Field(None, description="deadline: fixed seconds after the round start")
+    deadline_factor: Factor | None = Field(None, description="deadline: factor x median device time of the previous round, late devices counted as +inf (round 0 waits for all)")
+    k: Count | None = Field(None, description="first_k: reports that close the round")
     over_selection: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] = Field(1.3, description="first_k: select ceil(k x this) devices")
     participation: Fraction = Field(1.0, description="fraction of available devices selected per round (policies all, deadline)")
 
@@ -342,8 +358,8 @@ class PartitionSpec(Strict):
     """How the training set is split over devices (learning/partition.py)."""
 
     kind: Literal["iid", "dirichlet", "quantity"] = Field("dirichlet", description="iid; dirichlet label skew; quantity skew (sizes ~ Dir(alpha))")
-    alpha: PosFloat = Field(0.5, description="Dirichlet concentration (smaller = more skew)")
-    min_size: Annotated[int, Field(ge=1)] = Field(16, description="fewest training examples a device may hold")
+    alpha: Factor = Field(0.5, description="Dirichlet concentration (smaller = more skew)")
+    min_size: Count = Field(16, description="fewest training examples a device may hold")
 
 
 class ImportanceSpec(Strict):
@@ -352,14 +368,14 @@ class ImportanceSpec(Strict):
     criterion: Literal["lora_grad", "magnitude", "random"] = Field("lora_grad", description="LoRA-guided first-order estimate (LoRAPrune), weight magnitude, or random")
     beta: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(0.9, description="EMA coefficient over local steps")
     scope: Literal["layer", "global"] = Field("layer", description="rank groups within each layer, or across layers")
-    protected_layers: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list, description="proxy layers never pruned")
+    protected_layers: list[Annotated[int, Field(ge=0, le=1000)]] = Field(default_factory=list, description="proxy layers never pruned")
     order: Literal["prune_first", "tune_prune_tune"] = Field("prune_first", description="prune at round start, or after tau/2 steps")
     calibration_batches: Annotated[int, Field(ge=0, le=1000)] = Field(2, description="prune_first: gradient-only batches that measure importance before a device's first pruning")
 
 
 class EvalSpec(Strict):
-    examples: Annotated[int, Field(ge=1)] | None = Field(None, description="fixed, seeded subset of the test set (default: all of it)")
-    devices: Annotated[int, Field(ge=1)] | None = Field(None, description="devices evaluated per evaluation, a seeded sample (default: all)")
+    examples: Count | None = Field(None, description="fixed, seeded subset of the test set (default: all of it)")
+    devices: Count | None = Field(None, description="devices evaluated per evaluation, a seeded sample (default: all)")
     batch_size: Annotated[int, Field(ge=1, le=4096)] = Field(64, description="evaluation batch (length-sorted, dynamic padding)")
 
 
@@ -368,16 +384,17 @@ class LearningSpec(Strict):
 
     kind: Literal["none", "real"] = Field("none", description="none = timing only; real = prune and LoRA-tune the proxy model on real data")
     model: str = Field("minilm", description="proxy: minilm (packaged all-MiniLM-L6-v2), tiny-bert, tiny-llama, or a Hugging Face name / local folder")
+    allow_download: bool = Field(False, description="let a Hugging Face model name missing from the local cache be downloaded (needs network access); false: loading never touches the network and an uncached name is refused at validation")
     dataset: Literal["rotten_tomatoes", "bbc_news", "tweets"] = Field("rotten_tomatoes", description="packaged dataset")
-    test_size: Annotated[int, Field(ge=1)] = Field(1000, description="held-out test examples (seeded split, digest recorded)")
-    train_examples: Annotated[int, Field(ge=1)] | None = Field(None, description="cap the training pool (seeded subset; default: all)")
+    test_size: Count = Field(1000, description="held-out test examples (seeded split, digest recorded)")
+    train_examples: Count | None = Field(None, description="cap the training pool (seeded subset; default: all)")
     max_len: Annotated[int, Field(ge=8, le=8192)] | None = Field(None, description="tokens per example (default: 64 for RT and tweets, 128 for BBC)")
     partition: PartitionSpec = Field(default_factory=PartitionSpec)
-    lr: PosFloat = Field(1e-3, description="AdamW learning rate (LoRA and head)")
-    head_lr: PosFloat | None = Field(None, description="learning rate of the classification head (default: lr)")
-    weight_decay: NonNegFloat = Field(0.0, description="AdamW weight decay")
-    grad_clip: PosFloat | None = Field(1.0, description="gradient-norm clip (null: none)")
-    lora_alpha: PosFloat = Field(16.0, description="LoRA alpha; scaling s = alpha / rank")
+    lr: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = Field(1e-3, description="AdamW learning rate (LoRA and head)")
+    head_lr: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] | None = Field(None, description="learning rate of the classification head (default: lr)")
+    weight_decay: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = Field(0.0, description="AdamW weight decay")
+    grad_clip: Factor | None = Field(1.0, description="gradient-norm clip (null: none)")
+    lora_alpha: Factor = Field(16.0, description="LoRA alpha; scaling s = alpha / rank")
     lora_dropout: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(0.0, description="dropout on the LoRA input")
     model_dropout: bool = Field(True, description="keep the proxy's own dropout while training")
     pooling: Literal["cls", "mean"] = Field(
@@ -440,8 +457,8 @@ class StragglerSpec(Strict):
 
 class NetworkPartitionSpec(Strict):
     placement: str = Field(description="placement class that cannot reach the server")
-    start_s: NonNegFloat = Field(description="simulated time the partition begins, s")
-    end_s: PosFloat = Field(description="simulated time it ends, s (exclusive)")
+    start_s: TimeS = Field(description="simulated time the partition begins, s")
+    end_s: PosTimeS = Field(description="simulated time it ends, s (exclusive)")
 
     @model_validator(mode="after")
     def _order(self) -> "NetworkPartitionSpec":

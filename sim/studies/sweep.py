@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sim.loader import (
     ScenarioError,
@@ -42,7 +42,8 @@ from sim.loader import (
     scenario_digest,
     validate,
 )
-from sim.scenario import Scenario
+from devices.errors import excerpt
+from sim.scenario import NAME_RE, Scenario
 from sim.studies.policies import policy_scenarios
 
 MAX_CELLS = 100_000
@@ -51,11 +52,19 @@ MAX_CELLS = 100_000
 class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     base: str = Field(description="scenario file, relative to the sweep file")
-    name: str | None = None
+    name: str | None = Field(None, description="sweep directory name: letters, digits, '.', '_', '-' (no path)")
     set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value for every cell")
     matrix: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
     seeds: Annotated[list[Annotated[int, Field(ge=0, le=2**63 - 1)]], Field(min_length=1)] = Field(
         default_factory=lambda: [0])
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and (not NAME_RE.fullmatch(v) or v in (".", "..")):
+            raise ValueError(f"{excerpt(v)} must match {NAME_RE.pattern} (letters, digits, '.', '_', '-'; "
+                             "no path separators)")
+        return v
 
 
 @dataclass(frozen=True)
@@ -83,10 +92,11 @@ def load_sweep_file(path: str | Path) -> tuple[SweepSpec, list[SweepCell]]:
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(x) for x in first["loc"])
-        raise ScenarioError(f"{p}: invalid sweep\n{loc}: {first['msg']} "
-                            "(allowed keys: base, name, set, matrix, seeds)") from None
-    if spec.name is None:
-        spec.name = p.stem
+        allowed = " (allowed keys: base, name, set, matrix, seeds)" if first["type"] == "extra_forbidden" else ""
+        raise ScenarioError(f"{p}: invalid sweep\n{loc}: {first['msg'].removeprefix('Value error, ')}{allowed}") from None
+    if spec.name is None:  # the file stem, reduced to what NAME_RE allows
+        stem = "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in p.stem)[:100]
+        spec.name = stem if NAME_RE.fullmatch(stem) else "sweep"
     return spec, expand(spec, p.resolve().parent)
 
 

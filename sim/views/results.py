@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +24,77 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
+
+MAX_TEXT_BYTES = 50_000_000
+"""Largest JSON or YAML results file read back (a scenario.yaml or summary.json is a few kB)."""
+
+
+class ResultsError(ValueError):
+    """A results file that is missing, not a regular file, or not readable as what it should be.
+    ``str(e)`` names the file and never quotes its contents."""
+
+
+def _regular(path: Path) -> Path:
+    """``path`` if it is a regular file (a FIFO or device would block or stream forever)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: missing") from None
+    except OSError as e:
+        raise ResultsError(f"{path}: cannot read ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ResultsError(f"{path}: not a regular file")
+    return path
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A parquet results table; a truncated or foreign file is a :class:`ResultsError`."""
+    try:
+        return pd.read_parquet(_regular(path))
+    except (OSError, ValueError, pa.ArrowException) as e:
+        if isinstance(e, ResultsError):
+            raise
+        raise ResultsError(f"{path}: not a readable parquet file") from None
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        with _regular(path).open("rb") as f:
+            raw = f.read(MAX_TEXT_BYTES + 1)
+    except OSError as e:
+        raise ResultsError(f"{path}: cannot read ({e.strerror})") from None
+    if len(raw) > MAX_TEXT_BYTES:
+        raise ResultsError(f"{path}: larger than {MAX_TEXT_BYTES} bytes, not a fedfleet {what} file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path}: not a readable {what} file (not UTF-8)") from None
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON results file holding an object (``summary.json``, ``sweep.json``)."""
+    try:
+        d = json.loads(_read_text(path, "JSON"))
+    except (ValueError, RecursionError) as e:
+        if isinstance(e, ResultsError):
+            raise
+        raise ResultsError(f"{path}: not a readable JSON file") from None
+    if not isinstance(d, dict):
+        raise ResultsError(f"{path}: not a JSON object")
+    return d
+
+
+def read_yaml_mapping(path: Path) -> dict:
+    """A YAML results file holding a mapping (``scenario.yaml``), read with the safe loader."""
+    try:
+        d = yaml.safe_load(_read_text(path, "YAML"))
+    except (yaml.YAMLError, RecursionError):
+        raise ResultsError(f"{path}: not a readable YAML file") from None
+    if not isinstance(d, dict):
+        raise ResultsError(f"{path}: not a YAML mapping")
+    return d
 
 
 @dataclass
@@ -39,26 +110,26 @@ class RunData:
     @cached_property
     def scenario(self) -> dict:
         """The resolved scenario (every default filled in), without the ``_meta`` block."""
-        d = yaml.safe_load((self.run_dir / "scenario.yaml").read_text())
+        d = read_yaml_mapping(self.run_dir / "scenario.yaml")
         d.pop("_meta", None)
         return d
 
     @cached_property
     def summary(self) -> dict:
-        return json.loads((self.run_dir / "summary.json").read_text())
+        return read_json_object(self.run_dir / "summary.json")
 
     @cached_property
     def rounds(self) -> pd.DataFrame:
-        return pd.read_parquet(self.run_dir / "rounds.parquet")
+        return read_table(self.run_dir / "rounds.parquet")
 
     @cached_property
     def device_rounds(self) -> pd.DataFrame:
-        return pd.read_parquet(self.run_dir / "device_rounds.parquet")
+        return read_table(self.run_dir / "device_rounds.parquet")
 
     @cached_property
     def evals(self) -> pd.DataFrame | None:
         p = self.run_dir / "evals.parquet"
-        return pd.read_parquet(p) if p.is_file() else None
+        return read_table(p) if p.exists() else None
 
     @property
     def has_accuracy(self) -> bool:
@@ -109,8 +180,7 @@ def load_sweep(sweep_dir: str | Path) -> SweepData:
     d = Path(sweep_dir)
     if not (d / "sweep.parquet").is_file():
         raise FileNotFoundError(f"{d}: not a sweep directory (no sweep.parquet)")
-    spec = json.loads((d / "sweep.json").read_text())
-    return SweepData(d, spec, pd.read_parquet(d / "sweep.parquet"))
+    return SweepData(d, read_json_object(d / "sweep.json"), read_table(d / "sweep.parquet"))
 
 
 def kind_of(path: str | Path) -> str:

@@ -554,8 +554,13 @@ def test_good_learning_model_names_are_accepted(model: str, tmp_path: Path) -> N
         (tmp_path / "m").mkdir()
         (tmp_path / "m" / "config.json").write_text("{}")
         model = str(tmp_path / "m")
-    d = base_scenario(learning={**REAL, "model": model})
+    hub = model in ("org/model", "bert-base-uncased")  # not in the local cache: valid names only when online
+    d = base_scenario(learning={**REAL, "model": model, **({"allow_download": True} if hub else {})})
     assert validate(d, "<model>", REPO).learning.model == model
+    if hub:  # offline (the default) refuses them at validation, saying how to provide them
+        d["learning"].pop("allow_download")
+        err = clean(lambda: validate(d, "<model>", REPO), "<model>")
+        assert isinstance(err, ScenarioError) and "learning.allow_download: true" in str(err)
 
 
 @pytest.mark.parametrize("where", ["learning", "workload", "top"])

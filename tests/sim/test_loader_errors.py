@@ -222,7 +222,7 @@ OVERRIDE_CASES = [
     Bad("set_nan", GROUP, ("seed", "nan", "finite"), ("seed=.nan",)),
     Bad("set_unknown_key", GROUP, ("training", "unknown key 'roundz'", "rounds"), ("training.roundz=3",)),
     Bad("set_unknown_type", GROUP, ("fleet.groups[0].type", "'tx3'", "xavier_nx"), ("fleet.groups.0.type=tx3",)),
-    Bad("set_python_tag_is_plain_text", GROUP, ("fleet.groups[0].type", "unknown device type", "python/object"),
+    Bad("set_python_tag_refused", GROUP, ("--set fleet.groups.0.type", "YAML tags", "not allowed"),
         ('fleet.groups.0.type=!!python/object/apply:os.system ["touch @TMP@/pwned"]',)),
     Bad("set_run_name_traversal", GROUP, ("output.run_name", "'../x'"), ("output.run_name=../x",)),
     Bad("set_second_bad_override", GROUP, ("--set 'bar'",), ("training.rounds=3", "bar")),
