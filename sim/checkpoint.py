@@ -12,20 +12,34 @@ update (each round starts them from the global state), so a round boundary holds
 RNG is never carried between rounds (every local update seeds its own streams). Hence a resumed run
 produces the same result files, byte for byte, as an uninterrupted one (tested by killing runs).
 
-File format (``RUN_DIR/checkpoint.bin``), written atomically (temporary file, fsync, rename)::
+A checkpoint is data, never code: nothing on the load path unpickles or evaluates anything. File
+format (``RUN_DIR/checkpoint.bin``, format 3), written atomically (temporary file, fsync, rename)::
 
     FEDFLEET-CHECKPOINT\\n
-    {"format": 2, "digest": <scenario digest>, "round": r + 1, "sha256": <of the payload>,
-     "payload_bytes": n, "fedfleet": <version>}\\n
-    <payload: a pickle>
+    {"format": 3, "digest": <scenario digest>, "round": r + 1, "now_s": t, "json_bytes": j,
+     "arrays_bytes": a, "fedfleet": <version>}\\n
+    <SHA-256, 64 hex digits, of every byte above and below this line>\\n
+    <j bytes: the state as a JSON document>
+    <a bytes: its arrays, an uncompressed .npz (numpy's .npy records in a zip, no pickles)>
 
-The payload is read only after the header's magic, format, scenario digest, length and SHA-256 all
-match, and then with an unpickler that accepts classes from fedfleet's own packages, numpy, torch
-and a few standard-library modules only; anything else (a foreign or corrupt file) is refused with
-:class:`CheckpointError` and a message that says why. The payload is plain data: the simulation's
-:meth:`~sim.engine.Simulation.state` (which holds its learner's :meth:`~learning.api.Learner.state`),
-dicts, lists, numbers, numpy arrays and tensors (written as raw bytes); a resumed run rebuilds every
-live object from its scenario and hands it its state (``set_state``).
+The JSON document is :meth:`~sim.engine.Simulation.state` (which holds its learner's
+:meth:`~learning.api.Learner.state`). Plain JSON values stand for themselves; the few other values a
+state holds are JSON objects with one reserved key ``"$t"`` naming their kind: ``float`` (a NaN or
+infinity, as its IEEE-754 bit pattern, so a NaN's sign survives), ``scalar`` (a numpy scalar and its
+dtype), ``tuple``, ``map`` (a dict whose keys are not strings, as ``[key, value]`` pairs),
+``ndarray`` and ``tensor`` (entry ``i`` of the .npz; a tensor is stored as its raw bytes with its torch
+dtype and shape, so bfloat16 survives), and ``strings`` (a 1-D numpy object array of strings).
+PCG64 bit-generator states are dicts of plain integers, so they round-trip exactly.
+
+Loading refuses (with :class:`CheckpointError` and a message saying why) anything but a regular file
+(a FIFO, device or symlink at ``checkpoint.bin`` is refused without blocking), a file over
+:data:`MAX_CHECKPOINT_BYTES`, a bad magic, format, length or SHA-256 (which covers the header, so
+editing ``now_s`` is refused), a scenario digest of another scenario, an unknown tag, a NaN or
+Infinity literal, an array of an object or unknown dtype, a compressed .npz entry, or an entry whose
+declared shape does not match its bytes (so a forged document can never allocate more memory than
+the file holds). Finally the decoded state must have the structure of the freshly built
+simulation's own state (same keys, the same fixed list lengths, array and tensor dtypes and shapes)
+before any ``set_state`` sees it; what ``set_state`` still rejects is refused too.
 """
 
 from __future__ import annotations
@@ -33,101 +47,117 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import pickle
+import math
+import os
+import stat
+import struct
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from sim import __version__
 from sim.store import atomic_write_bytes
 
 MAGIC = b"FEDFLEET-CHECKPOINT\n"
-FORMAT = 2  # 2: the payload is plain data from Simulation.state()
+FORMAT = 3  # 3: JSON + .npz, SHA-256 over header and payload (2 was a pickle)
 FILENAME = "checkpoint.bin"
 MAX_HEADER_BYTES = 4096
-
-# What the unpickler accepts: classes of fedfleet's own packages and of numpy/pydantic/collections,
-# plain builtin types, and the few reconstructor functions numpy and pickle itself use. Tensors never
-# go through pickle's reducers (torch's would call ``torch.load``): they are written as raw bytes.
-_CLASS_ROOTS = {"sim", "devices", "algorithms", "learning", "numpy", "collections", "pydantic", "pydantic_core",
-                "enum", "datetime", "pathlib"}
-_BUILTIN_TYPES = {"set", "frozenset", "list", "dict", "tuple", "slice", "complex", "range", "bytearray", "bytes",
-                  "str", "int", "float", "bool"}
-_FUNCTIONS = {("copyreg", "_reconstructor"), ("numpy.core.multiarray", "_reconstruct"),
-              ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-              ("numpy._core.multiarray", "scalar"), ("numpy.random._pickle", "__generator_ctor"),
-              ("numpy.random._pickle", "__bit_generator_ctor"), ("numpy.random._pickle", "__randomstate_ctor"),
-              ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
-              ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"), ("_codecs", "encode")}
+MAX_CHECKPOINT_BYTES = 8 * 1024**3  # 8 GiB: 100,000 devices x 500 rounds of records, or a 1B-parameter model
+_SHA_LINE = 65  # 64 hex digits and a newline
+_TAG = "$t"
+# numpy dtypes an array entry may have (never object, never structured); torch dtypes a tensor may have
+_ARRAY_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                           "float16", "float32", "float64"})
+_TENSOR_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "float16", "bfloat16",
+                            "float32", "float64"})
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same state gives the same bytes
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be used (missing, corrupt, foreign, or of another scenario)."""
+    """A checkpoint that cannot be used (missing, corrupt, foreign, forged, or of another scenario)."""
 
 
-class _Pickler(pickle.Pickler):
-    """Writes tensors, dtypes and torch devices as persistent ids (raw bytes), never through torch's reducers."""
+# ------------------------------------------------------------------------------------------ encoding
+def _float_tag(x: float) -> dict:
+    """A NaN or infinity as its 64-bit IEEE-754 pattern (``struct``, little-endian), exact to the sign bit."""
+    return {_TAG: "float", "bits": struct.unpack("<Q", struct.pack("<d", x))[0]}
 
-    def __init__(self, f):
-        super().__init__(f, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def persistent_id(self, obj: Any) -> Any:
+class _Encoder:
+    """Turns a state (dicts, lists, numbers, strings, numpy arrays and scalars, tensors) into a JSON
+    document plus a list of arrays; anything else is a programming error (``TypeError``)."""
+
+    def __init__(self):
+        self.arrays: list[np.ndarray] = []
+
+    def _entry(self, arr: np.ndarray) -> int:
+        self.arrays.append(np.ascontiguousarray(arr))
+        return len(self.arrays) - 1
+
+    def encode(self, x: Any) -> Any:  # noqa: PLR0911 - one branch per kind of value
+        if x is None or isinstance(x, (bool, str)) or type(x) is int:
+            return x
+        if type(x) is float:
+            return x if math.isfinite(x) else _float_tag(x)
+        if isinstance(x, dict):
+            if all(type(k) is str for k in x) and _TAG not in x:
+                return {k: self.encode(v) for k, v in x.items()}
+            return {_TAG: "map", "items": [[self.encode(k), self.encode(v)] for k, v in x.items()]}
+        if isinstance(x, list):
+            return [self.encode(v) for v in x]
+        if isinstance(x, tuple):
+            return {_TAG: "tuple", "items": [self.encode(v) for v in x]}
+        if isinstance(x, np.ndarray):
+            return self._array(x)
+        if isinstance(x, np.generic) and x.dtype.name in _ARRAY_DTYPES:
+            return {_TAG: "scalar", "dtype": x.dtype.name, "value": self.encode(x.item())}
         torch = sys.modules.get("torch")  # no tensors exist unless torch was imported (timing-only runs never do)
-        if torch is None:
-            return None
-        if isinstance(obj, torch.Tensor):
-            t = obj.detach().cpu().contiguous()
-            raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-            return ("tensor", str(t.dtype).removeprefix("torch."), tuple(t.shape), raw)
-        if isinstance(obj, torch.dtype):
-            return ("dtype", str(obj).removeprefix("torch."))
-        if isinstance(obj, torch.device):
-            return ("device", str(obj))
-        return None
+        if torch is not None and isinstance(x, torch.Tensor):
+            return self._tensor(x, torch)
+        raise TypeError(f"a checkpoint cannot hold a {type(x).__module__}.{type(x).__qualname__}")
+
+    def _array(self, x: np.ndarray) -> dict:
+        if x.dtype == object:
+            if x.ndim != 1 or not all(type(v) is str for v in x):
+                raise TypeError("a checkpoint holds object arrays of strings (1-D) only")
+            return {_TAG: "strings", "items": list(x)}
+        if x.dtype.name not in _ARRAY_DTYPES:
+            raise TypeError(f"a checkpoint cannot hold arrays of dtype {x.dtype}")
+        return {_TAG: "ndarray", "entry": self._entry(x)}
+
+    def _tensor(self, x, torch) -> dict:
+        t = x.detach().cpu().contiguous()
+        dtype = str(t.dtype).removeprefix("torch.")
+        if dtype not in _TENSOR_DTYPES:
+            raise TypeError(f"a checkpoint cannot hold tensors of dtype {dtype}")
+        raw = t.reshape(-1).view(torch.uint8).numpy() if t.numel() else np.zeros(0, np.uint8)
+        return {_TAG: "tensor", "dtype": dtype, "shape": list(t.shape), "entry": self._entry(raw)}
 
 
-class _Unpickler(pickle.Unpickler):
-    """Reads what :class:`_Pickler` wrote; refuses every class outside the allowed roots."""
-
-    def persistent_load(self, pid: Any) -> Any:
-        if isinstance(pid, tuple) and pid and pid[0] in ("tensor", "dtype", "device"):
-            import torch  # noqa: PLC0415 - only checkpoints of real-learning runs hold tensors
-        if isinstance(pid, tuple) and pid and pid[0] == "tensor":
-            _, dtype, shape, raw = pid
-            t = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
-            dt = getattr(torch, str(dtype), None)
-            if not isinstance(dt, torch.dtype):
-                raise CheckpointError(f"checkpoint names tensor dtype {dtype!r}")
-            return t.view(dt).reshape(shape).clone()
-        if isinstance(pid, tuple) and pid and pid[0] == "dtype":
-            dt = getattr(torch, str(pid[1]), None)
-            if not isinstance(dt, torch.dtype):
-                raise CheckpointError(f"checkpoint names dtype {pid[1]!r}")
-            return dt
-        if isinstance(pid, tuple) and pid and pid[0] == "device":
-            return torch.device(pid[1])
-        raise CheckpointError(f"checkpoint refers to {pid!r}, which a fedfleet checkpoint never contains")
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _FUNCTIONS:
-            return super().find_class(module, name)
-        ok = module == "builtins" and name in _BUILTIN_TYPES or module.split(".")[0] in _CLASS_ROOTS
-        obj = super().find_class(module, name) if ok else None
-        if not isinstance(obj, type):
-            raise CheckpointError(f"checkpoint names {module}.{name}, which a fedfleet checkpoint never contains; "
-                                  "refusing to load it")
-        return obj
+def _write_npz(arrays: list[np.ndarray]) -> bytes:
+    """An uncompressed .npz of ``arrays`` (entries ``0.npy``, ``1.npy``, ...), written without pickles."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for i, arr in enumerate(arrays):
+            with zf.open(zipfile.ZipInfo(f"{i}.npy", date_time=_ZIP_EPOCH), "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, arr, allow_pickle=False)
+    return buf.getvalue()
 
 
 def dumps(sim, next_round: int, digest: str) -> bytes:
-    """A checkpoint file's bytes (header + payload) of ``sim`` at the boundary before round ``next_round``."""
-    buf = io.BytesIO()
-    _Pickler(buf).dump({"next_round": next_round, "sim": sim.state()})
-    payload = buf.getvalue()
+    """A checkpoint file's bytes of ``sim`` at the boundary before round ``next_round``."""
+    enc = _Encoder()
+    doc = json.dumps(enc.encode({"next_round": next_round, "sim": sim.state()}), allow_nan=False,
+                     separators=(",", ":")).encode()
+    arrays = _write_npz(enc.arrays)
     header = {"format": FORMAT, "digest": digest, "round": next_round, "now_s": float(sim.env.now),
-              "payload_bytes": len(payload),
-              "sha256": hashlib.sha256(payload).hexdigest(), "fedfleet": __version__}
-    return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+              "json_bytes": len(doc), "arrays_bytes": len(arrays), "fedfleet": __version__}
+    head = MAGIC + json.dumps(header, sort_keys=True, allow_nan=False).encode() + b"\n"
+    sha = hashlib.sha256(head + doc + arrays).hexdigest().encode()
+    return head + sha + b"\n" + doc + arrays
 
 
 def save(path: Path, sim, next_round: int, digest: str) -> int:
@@ -137,68 +167,257 @@ def save(path: Path, sim, next_round: int, digest: str) -> int:
     return len(data)
 
 
-def read_header(path: Path, payload: bool = True) -> tuple[dict, bytes | None]:
-    """(header, payload) of a checkpoint file, checked for magic, format, length and SHA-256. With
-    ``payload=False`` only the header is read and the length checked from the file size (a cheap
-    check before a resume; :func:`load` reads and hashes the payload once)."""
+# ------------------------------------------------------------------------------------------ reading
+def _read_regular(path: Path, limit: int) -> tuple[bytes, int]:
+    """(at most ``limit`` first bytes, size) of ``path`` if it is a regular file: opened without following
+    a symlink and without blocking (a FIFO or device is refused by ``fstat`` before any read)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        with open(path, "rb") as f:
-            data = f.read() if payload else f.read(len(MAGIC) + MAX_HEADER_BYTES)
-            size = f.seek(0, 2)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no checkpoint (was the run started with output.checkpoint_every > 0, "
                               "and did it finish a round?)") from None
+    except OSError as e:  # ELOOP: a symlink
+        raise CheckpointError(f"{path}: cannot open the checkpoint ({e.strerror}; "
+                              "only a regular file is read)") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"{path}: not a regular file; a checkpoint is never a FIFO, device or directory")
+        if st.st_size > MAX_CHECKPOINT_BYTES:
+            raise CheckpointError(f"{path}: {st.st_size} bytes, over the checkpoint size limit of "
+                                  f"{MAX_CHECKPOINT_BYTES} bytes")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(min(limit, st.st_size)), st.st_size
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot read the checkpoint: {e}") from None
+        raise CheckpointError(f"{path}: cannot read the checkpoint: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _parse_header(path: Path, data: bytes) -> tuple[dict, int]:
+    """(header, offset of the SHA line) of a checkpoint's first bytes, checked for magic and format."""
     if not data.startswith(MAGIC):
         raise CheckpointError(f"{path}: not a fedfleet checkpoint (bad magic)")
     end = data.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER_BYTES)
     if end < 0:
         raise CheckpointError(f"{path}: corrupt checkpoint (no header line)")
     try:
-        header = json.loads(data[len(MAGIC):end])
-        fmt, n, sha = header["format"], int(header["payload_bytes"]), str(header["sha256"])
-    except (ValueError, KeyError, TypeError):
+        header = json.loads(data[len(MAGIC):end], parse_constant=_no_constant)
+        fmt = header["format"]
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise CheckpointError(f"{path}: corrupt checkpoint (unreadable header)") from None
     if fmt != FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {fmt!r}; this fedfleet reads format {FORMAT}")
-    got = size - (end + 1)
-    if got != n:
-        raise CheckpointError(f"{path}: truncated checkpoint ({got} of {n} payload bytes)")
+        raise CheckpointError(f"{path}: checkpoint format {str(fmt)[:20]!r}; this fedfleet reads format {FORMAT}")
+    for key in ("json_bytes", "arrays_bytes", "round"):
+        if type(header.get(key)) is not int or header[key] < 0:
+            raise CheckpointError(f"{path}: corrupt checkpoint (header field {key})")
+    now = header.get("now_s")
+    if type(now) not in (int, float) or not 0.0 <= now < math.inf:
+        raise CheckpointError(f"{path}: corrupt checkpoint (header field now_s)")
+    return header, end + 1
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number a checkpoint writes as a literal")
+
+
+def read_header(path: Path, payload: bool = True) -> tuple[dict, bytes | None]:
+    """(header, payload) of a checkpoint file, checked for file type, size, magic, format, length and the
+    SHA-256 over header and payload. With ``payload=False`` only the header is read and the length
+    checked from the file size (a cheap check before a resume; :func:`load` reads and hashes it all)."""
+    data, size = _read_regular(path, MAX_CHECKPOINT_BYTES if payload else len(MAGIC) + MAX_HEADER_BYTES)
+    header, sha_at = _parse_header(path, data)
+    want = sha_at + _SHA_LINE + header["json_bytes"] + header["arrays_bytes"]
+    if size != want:
+        raise CheckpointError(f"{path}: truncated checkpoint ({size} of {want} bytes)" if size < want else
+                              f"{path}: corrupt checkpoint ({size - want} bytes more than its header says)")
     if not payload:
         return header, None
-    body = data[end + 1:]
-    if hashlib.sha256(body).hexdigest() != sha:
-        raise CheckpointError(f"{path}: corrupt checkpoint (SHA-256 of the payload does not match its header)")
+    sha = data[sha_at:sha_at + _SHA_LINE]
+    body = data[sha_at + _SHA_LINE:]
+    if hashlib.sha256(data[:sha_at] + body).hexdigest().encode() + b"\n" != sha:
+        raise CheckpointError(f"{path}: corrupt checkpoint (the SHA-256 of its header and payload does not match)")
     return header, body
 
 
+def _read_npz(data: bytes) -> list[np.ndarray]:
+    """The arrays of a .npz written by :func:`_write_npz`: uncompressed entries ``0.npy``..``n-1.npy``,
+    each of a plain dtype whose declared shape needs exactly the bytes the entry holds."""
+    if not data:
+        return []
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = zf.infolist()
+        if [i.filename for i in infos] != [f"{k}.npy" for k in range(len(infos))]:
+            raise CheckpointError("its arrays are not entries 0.npy, 1.npy, ... in order")
+        return [_read_entry(zf, info) for info in infos]
+
+
+def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One .npy entry, read only after its header proved that the data fit the entry's stored bytes."""
+    if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+        raise CheckpointError(f"array {info.filename} is compressed; fedfleet writes stored entries only")
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise CheckpointError(f"array {info.filename}: .npy version {version}")
+        shape, fortran, dtype = read(f, max_header_size=1024)
+        if dtype.name not in _ARRAY_DTYPES or dtype.hasobject or dtype.fields is not None:
+            raise CheckpointError(f"array {info.filename} has dtype {str(dtype)[:40]}")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes != info.file_size - f.tell():
+            raise CheckpointError(f"array {info.filename}: shape {shape} does not match its {info.file_size} bytes")
+        raw = f.read(nbytes)
+    if len(raw) != nbytes:
+        raise CheckpointError(f"array {info.filename} is short")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+# ------------------------------------------------------------------------------------------ decoding
+class _Decoder:
+    """Turns a JSON document and its arrays back into a state; refuses unknown tags and misused entries."""
+
+    def __init__(self, arrays: list[np.ndarray]):
+        self.arrays = arrays
+        self.used: set[int] = set()
+
+    def decode(self, x: Any) -> Any:
+        if isinstance(x, list):
+            return [self.decode(v) for v in x]
+        if not isinstance(x, dict):
+            return x
+        if _TAG not in x:
+            return {k: self.decode(v) for k, v in x.items()}
+        kind = x[_TAG]
+        tagged = {"float": self._float, "scalar": self._scalar, "tuple": self._tuple, "map": self._map,
+                  "ndarray": self._ndarray, "tensor": self._tensor, "strings": self._strings}
+        if not isinstance(kind, str) or kind not in tagged:
+            raise CheckpointError(f"unknown value kind {str(kind)[:40]!r}")
+        return tagged[kind](x)
+
+    def _float(self, x: dict) -> float:
+        bits = x.get("bits")
+        if type(bits) is not int or not 0 <= bits < 2**64:
+            raise CheckpointError("a float tag without 64 bits")
+        return struct.unpack("<d", struct.pack("<Q", bits))[0]
+
+    def _scalar(self, x: dict) -> np.generic:
+        v = self.decode(x.get("value"))
+        if x.get("dtype") not in _ARRAY_DTYPES or type(v) not in (bool, int, float):
+            raise CheckpointError("a numpy scalar of an unknown dtype or value")
+        return np.dtype(x["dtype"]).type(v)
+
+    def _tuple(self, x: dict) -> tuple:
+        return tuple(self._items(x))
+
+    def _map(self, x: dict) -> dict:
+        items = self._items(x)
+        if not all(isinstance(kv, list) and len(kv) == 2 for kv in items):
+            raise CheckpointError("a map whose items are not [key, value] pairs")
+        pairs = [(self.decode(k), self.decode(v)) for k, v in items]
+        if not all(isinstance(k, (str, int, float, bool, tuple)) or k is None for k, _ in pairs):
+            raise CheckpointError("a map key that is not a number, string or tuple")
+        return dict(pairs)
+
+    def _items(self, x: dict) -> list:
+        items = x.get("items")
+        if not isinstance(items, list):
+            raise CheckpointError("a tagged value without items")
+        return [self.decode(v) for v in items] if x[_TAG] != "map" else items
+
+    def _entry(self, x: dict) -> np.ndarray:
+        i = x.get("entry")
+        if type(i) is not int or not 0 <= i < len(self.arrays) or i in self.used:
+            raise CheckpointError(f"array entry {str(i)[:20]} does not exist or is used twice")
+        self.used.add(i)
+        return self.arrays[i]
+
+    def _ndarray(self, x: dict) -> np.ndarray:
+        return self._entry(x)
+
+    def _strings(self, x: dict) -> np.ndarray:
+        items = x.get("items")
+        if not isinstance(items, list) or not all(type(v) is str for v in items):
+            raise CheckpointError("a string array that holds something else")
+        out = np.empty(len(items), dtype=object)
+        out[:] = items
+        return out
+
+    def _tensor(self, x: dict):
+        raw, dtype, shape = self._entry(x), x.get("dtype"), x.get("shape")
+        if dtype not in _TENSOR_DTYPES or not isinstance(shape, list) or \
+                not all(type(n) is int and n >= 0 for n in shape) or raw.dtype != np.uint8 or raw.ndim != 1:
+            raise CheckpointError("a tensor of an unknown dtype or shape")
+        import torch  # noqa: PLC0415 - only checkpoints of real-learning runs hold tensors
+
+        dt = getattr(torch, dtype)
+        if math.prod(shape) * torch.empty(0, dtype=dt).element_size() != raw.size:
+            raise CheckpointError(f"a tensor of shape {shape[:8]} that does not match its {raw.size} bytes")
+        if not raw.size:
+            return torch.empty(shape, dtype=dt)
+        return torch.frombuffer(bytearray(raw.tobytes()), dtype=torch.uint8).view(dt).reshape(shape).clone()
+
+
 def load(path: Path, digest: str) -> dict[str, Any]:
-    """Check ``path`` against the run's scenario ``digest`` and unpickle its state."""
+    """Check ``path`` against the run's scenario ``digest`` and decode its state (``next_round``, ``sim``)."""
     header, payload = read_header(path)
     if header.get("digest") != digest:
         raise CheckpointError(f"{path}: checkpoint of another scenario (digest {str(header.get('digest'))[:12]}, "
                               f"this run's {digest[:12]})")
-    now = header.get("now_s")
-    if not isinstance(now, (int, float)) or not now >= 0.0:
-        raise CheckpointError(f"{path}: corrupt checkpoint (clock {now!r})")
+    n = header["json_bytes"]
     try:
-        state = _Unpickler(io.BytesIO(payload)).load()
-    except CheckpointError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a refused checkpoint
-        raise CheckpointError(f"{path}: cannot restore the checkpoint: {type(e).__name__}: {e}") from None
-    if not isinstance(state, dict) or not isinstance(state.get("sim"), dict) or "next_round" not in state:
+        doc = json.loads(payload[:n], parse_constant=_no_constant)
+        state = _Decoder(_read_npz(payload[n:])).decode(doc)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: refused checkpoint: {e}") from None
+    except (ValueError, TypeError, RecursionError, zipfile.BadZipFile, EOFError, OverflowError, MemoryError) as e:
+        raise CheckpointError(f"{path}: corrupt checkpoint payload ({type(e).__name__})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("sim"), dict) or \
+            type(state.get("next_round")) is not int:
         raise CheckpointError(f"{path}: checkpoint payload is not a fedfleet run state")
-    if state["sim"].get("now_s") != now:
-        raise CheckpointError(f"{path}: corrupt checkpoint (the header's clock differs from the payload's)")
+    if state["sim"].get("now_s") != header["now_s"] or state["next_round"] != header["round"]:
+        raise CheckpointError(f"{path}: corrupt checkpoint (the header's clock or round differs from the payload's)")
     return state
+
+
+# ------------------------------------------------------------------------------------------ restoring
+def _conforms(template: Any, value: Any, where: str) -> None:
+    """Raise :class:`CheckpointError` unless ``value`` has the structure of ``template`` (a fresh
+    simulation's own state): dicts have its keys, non-empty lists its length, numbers stay numbers,
+    arrays and tensors keep its dtype, number of dimensions and (when it is not empty) shape. A part
+    that is ``None`` or empty in the template (not yet known before round 0) is not constrained here."""
+    if template is None:
+        return
+    if isinstance(template, dict):
+        if not isinstance(value, dict) or any(k not in value for k in template):
+            raise CheckpointError(f"state {where or '/'}: not the structure of this run's state")
+        for k, t in template.items():
+            _conforms(t, value[k], f"{where}/{k}")
+    elif isinstance(template, list):
+        if not isinstance(value, list) or (template and len(value) != len(template)):
+            raise CheckpointError(f"state {where}: a list of another length")
+        for i, (t, v) in enumerate(zip(template, value)):
+            _conforms(t, v, f"{where}/{i}")
+    elif isinstance(template, np.ndarray):
+        if not isinstance(value, np.ndarray) or value.dtype != template.dtype or value.ndim != template.ndim or \
+                (template.size and value.shape != template.shape):
+            raise CheckpointError(f"state {where}: an array of another dtype or shape")
+    elif isinstance(template, (bool, str)) and type(value) is not type(template):
+        raise CheckpointError(f"state {where}: a {type(value).__name__} where a {type(template).__name__} belongs")
+    elif isinstance(template, (int, float)) and not isinstance(template, bool) and \
+            (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise CheckpointError(f"state {where}: {type(value).__name__} where a number belongs")
+    elif type(template).__name__ == "Tensor" and (type(value) is not type(template) or value.dtype != template.dtype
+                                                   or value.shape != template.shape):
+        raise CheckpointError(f"state {where}: a tensor of another dtype or shape")
 
 
 def restore(sim, state: dict[str, Any]) -> int:
     """Put a state from :func:`load` onto a freshly built ``sim`` (same scenario); returns the next round."""
+    _conforms(sim.state(), state["sim"], "")
     try:
         sim.set_state(state["sim"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint state does not fit this run: {type(e).__name__}: {e}") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint state does not fit this run: {type(e).__name__}: {str(e)[:200]}") from None
     return int(state["next_round"])
