@@ -9,13 +9,12 @@ run has a time to it).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from sim.views.results import load_sweep, time_to_target
+from sim.views.results import load_sweep, read_json_object, read_table, time_to_target
 
 COLUMNS = ["policy", "algorithm", "final_accuracy", "time_to_target_s", "mean_idle_fraction", "bytes_total",
            "final_sparsity", "rounds", "sim_time_s", "host_time_s"]
@@ -57,8 +56,8 @@ def compare_table(run_dirs: list[Path], target_acc: float | None = None, labels:
     rows, frames = [], []
     for i, d in enumerate(run_dirs):
         d = Path(d)
-        s = json.loads((d / "summary.json").read_text())
-        r = pd.read_parquet(d / "rounds.parquet")
+        s = read_json_object(d / "summary.json")
+        r = read_table(d / "rounds.parquet")
         frames.append(r)
         idle = s.get("mean_idle_fraction")
         rows.append({
