@@ -49,7 +49,6 @@ import io
 import json
 import math
 import os
-import stat
 import struct
 import sys
 import zipfile
@@ -59,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from sim import __version__
-from sim.store import atomic_write_bytes
+from sim.store import atomic_write_bytes, open_regular
 
 MAGIC = b"FEDFLEET-CHECKPOINT\n"
 FORMAT = 3  # 3: JSON + .npz, SHA-256 over header and payload (2 was a pickle)
@@ -169,30 +168,21 @@ def save(path: Path, sim, next_round: int, digest: str) -> int:
 
 # ------------------------------------------------------------------------------------------ reading
 def _read_regular(path: Path, limit: int) -> tuple[bytes, int]:
-    """(at most ``limit`` first bytes, size) of ``path`` if it is a regular file: opened without following
-    a symlink and without blocking (a FIFO or device is refused by ``fstat`` before any read)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    """(at most ``limit`` first bytes, size) of ``path`` if it is a regular file (:func:`sim.store.open_regular`:
+    no symlink is followed, and a FIFO or device is refused by ``fstat`` before any read, never blocking)."""
     try:
-        fd = os.open(path, flags)
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_CHECKPOINT_BYTES:
+                raise CheckpointError(f"{path}: {size} bytes, over the checkpoint size limit of "
+                                      f"{MAX_CHECKPOINT_BYTES} bytes")
+            return f.read(min(limit, size)), size
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no checkpoint (was the run started with output.checkpoint_every > 0, "
                               "and did it finish a round?)") from None
-    except OSError as e:  # ELOOP: a symlink
-        raise CheckpointError(f"{path}: cannot open the checkpoint ({e.strerror}; "
-                              "only a regular file is read)") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise CheckpointError(f"{path}: not a regular file; a checkpoint is never a FIFO, device or directory")
-        if st.st_size > MAX_CHECKPOINT_BYTES:
-            raise CheckpointError(f"{path}: {st.st_size} bytes, over the checkpoint size limit of "
-                                  f"{MAX_CHECKPOINT_BYTES} bytes")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(min(limit, st.st_size)), st.st_size
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot read the checkpoint: {e.strerror}") from None
-    finally:
-        os.close(fd)
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror}; a checkpoint is a regular "
+                              "file, never a symlink, FIFO or device)") from None
 
 
 def _parse_header(path: Path, data: bytes) -> tuple[dict, int]:

@@ -32,7 +32,7 @@ import pandas as pd
 from sim.loader import resolved_dict, scenario_digest
 from sim.lock import DirectoryLock
 from sim.scenario import Scenario
-from sim.store import atomic_write_json, atomic_write_text, atomic_write_yaml, new_run_dir
+from sim.store import atomic_write_json, atomic_write_text, atomic_write_yaml, new_run_dir, read_regular
 from sim.studies.cells import StudyInterrupted, finished_cells, run_cells
 from sim.studies.executors import Executor, SerialExecutor
 from sim.views.compare import compare_table, format_table
@@ -71,7 +71,7 @@ def comparison_dir(sc: Scenario, out_root: Path | None = None) -> Path:
 def comparison_base_dir(parent: Path) -> Path | None:
     """The ``base_dir`` recorded in a comparison's ``status.json`` (None if absent)."""
     try:
-        base = json.loads((Path(parent) / "status.json").read_text()).get("base_dir")
+        base = json.loads(read_regular(Path(parent) / "status.json", 1 << 20)).get("base_dir")  # never a FIFO
     except (OSError, ValueError, AttributeError):
         return None
     return Path(base) if isinstance(base, str) and base else None

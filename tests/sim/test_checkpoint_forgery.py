@@ -189,13 +189,13 @@ def test_not_a_regular_file_is_refused_at_once(run, tmp_path):
     p.unlink()
     os.mkfifo(p)
     t0 = time.monotonic()
-    with pytest.raises(ckpt.CheckpointError, match="not a regular file"):
+    with pytest.raises(ckpt.CheckpointError, match="not a regular file; a checkpoint is a regular file"):
         ckpt.read_header(p)
     assert time.monotonic() - t0 < 1.0
     refused(run, "not a regular file", timeout=30)
     p.unlink()
     p.symlink_to(good)  # a symlink, even to a valid checkpoint, is not followed
-    refused(run, "only a regular file")
+    refused(run, "(a symbolic link)")
 
 
 # ------------------------------------------------------------------------------------------ fuzz
@@ -248,3 +248,11 @@ def test_fuzzed_checkpoints_are_refused_or_resume_identically(stopped, tmp_path)
         subprocess.run(["cp", "-a", str(rd), str(copy)], check=True)
         (copy / ckpt.FILENAME).write_bytes(mutated)
         refused(copy, "checkpoint")
+
+
+def test_a_fifo_at_status_json_does_not_hang_resume(run):
+    """``--resume`` reads status.json (finished?) before the checkpoint: a FIFO there is skipped, not waited on."""
+    (run / "status.json").unlink()
+    os.mkfifo(run / "status.json")
+    (run / ckpt.FILENAME).unlink()
+    refused(run, "no checkpoint", timeout=30)
