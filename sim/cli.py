@@ -159,11 +159,12 @@ def _resume_target(run_dir: Path, scenario_of_run):
 
     from sim.checkpoint import FILENAME, CheckpointError, read_header  # noqa: PLC0415
     from sim.loader import ScenarioError  # noqa: PLC0415
+    from sim.store import read_regular  # noqa: PLC0415
 
     if not run_dir.is_dir():
         _fail(f"--resume {run_dir}: no such run directory")
     try:
-        status = json.loads((run_dir / "status.json").read_text()).get("status")
+        status = json.loads(read_regular(run_dir / "status.json", 1 << 20)).get("status")  # never a FIFO
     except (OSError, ValueError, AttributeError):
         status = None
     if status == "finished":
