@@ -103,6 +103,19 @@ class FleetView:
     last: RoundReports | None = None
 
 
+class Oracle(ABC):
+    """What a strategy that is not prior-free (``prior_free = False``: the oracle) may read beyond a
+    real server's view. The engine implements it (:class:`sim.engine.FleetOracle`)."""
+
+    profiles: Sequence[Any]  # per device group: devices.timing.DeviceProfile
+    device_types: Sequence[str]  # per device: catalog type id
+
+    @abstractmethod
+    def predict_round_s(self, devices: np.ndarray, plan: Plan) -> np.ndarray:
+        """Expected round time (s) of ``plan`` on each of ``devices`` from the fleet's current state;
+        +inf where the plan does not fit the device's memory."""
+
+
 @dataclass
 class StrategyContext:
     """Run constants a strategy may use (no device profiles here)."""
@@ -114,7 +127,16 @@ class StrategyContext:
     num_layers: int
     rng: np.random.Generator
     learning: bool = False  # a real learner trains (losses and LoRA updates are in the reports)
-    oracle: Any = field(default=None, repr=False)  # sim.engine.FleetOracle, only for prior_free = False strategies
+    oracle: Oracle | None = field(default=None, repr=False)  # only for prior_free = False strategies
+
+
+def declared(params: BaseModel, name: str, default: Any = None) -> Any:
+    """The value of parameter ``name`` if the strategy's ``Params`` schema declares it, else ``default``.
+
+    Some parameters are optional across strategies (``lora_depth``, ``ranks``, ``aggregator``,
+    ``weighting``, ``local_steps``, ``batch_size``, ``rank_prune_decay``): a strategy opts in by
+    declaring the field. This reads the schema (pydantic ``model_fields``), not arbitrary attributes."""
+    return params.model_dump(include={name})[name] if name in type(params).model_fields else default
 
 
 class Strategy(ABC):
@@ -134,11 +156,11 @@ class Strategy(ABC):
         """Checks that need the target model or the learner: (param key, message) for each problem.
         ``learning`` is True when the scenario trains a real model (``learning.kind: real``)."""
         out = []
-        depth = getattr(params, "lora_depth", None)
+        depth = declared(params, "lora_depth")
         if depth is not None and depth > num_layers:
             out.append(("lora_depth", f"{depth} exceeds the target model's {num_layers} layers"))
-        ranks = getattr(params, "ranks", None)
-        if getattr(params, "aggregator", None) == "fedavg" and ranks is not None and len(set(ranks)) > 1:
+        ranks = declared(params, "ranks")
+        if declared(params, "aggregator") == "fedavg" and ranks is not None and len(set(ranks)) > 1:
             out.append(("aggregator", f"'fedavg' needs one rank for all devices, got ranks {ranks}; "
                                       "use 'svd' or 'zero_pad'"))
         return out
@@ -149,17 +171,17 @@ class Strategy(ABC):
         self.params = params
         self.ctx = ctx
         # a strategy may let the scenario choose the aggregation (params.aggregator / params.weighting)
-        self.aggregator = getattr(params, "aggregator", type(self).aggregator)
-        self.weighting = getattr(params, "weighting", type(self).weighting)
+        self.aggregator = declared(params, "aggregator", type(self).aggregator)
+        self.weighting = declared(params, "weighting", type(self).weighting)
 
     def plan_shape(self) -> tuple[tuple[int, ...] | None, int, int]:
         """(LoRA layers, local steps, batch size): the params' ``lora_depth`` / ``local_steps`` /
         ``batch_size`` where a strategy has and sets them, else all layers and the run's values."""
         p = self.params
-        depth = getattr(p, "lora_depth", None)
+        depth = declared(p, "lora_depth")
         layers = None if depth is None else top_layers(depth, self.ctx.num_layers)
-        return (layers, getattr(p, "local_steps", None) or self.ctx.local_steps,
-                getattr(p, "batch_size", None) or self.ctx.batch_size)
+        return (layers, declared(p, "local_steps") or self.ctx.local_steps,
+                declared(p, "batch_size") or self.ctx.batch_size)
 
     @abstractmethod
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:

@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from algorithms.base import Aggregator, FleetView, RoundReports, Strategy
+from algorithms.base import Aggregator, FleetView, RoundReports, Strategy, declared
 from algorithms.capacity import StepTimes, rank_tiers
 from algorithms.common import CommonParams, Rank
 from algorithms.registry import register
@@ -48,7 +48,7 @@ class HeteroRank(Strategy):
     @classmethod
     def check_params(cls, params, num_layers: int, learning: bool = False) -> list[tuple[str, str]]:
         out = super().check_params(params, num_layers, learning)
-        if params.aggregator == "fedavg" and getattr(params, "rank_prune_decay", 1.0) < 1.0:
+        if params.aggregator == "fedavg" and declared(params, "rank_prune_decay", 1.0) < 1.0:
             out.append(("aggregator", "'fedavg' needs equal ranks, but rank self-pruning (rank_prune_decay < 1) "
                                       "makes them differ; use 'zero_pad' or 'svd'"))
         if params.initial_rank is not None and params.initial_rank not in params.ranks:

@@ -53,7 +53,7 @@ class Legend(Strategy):
     def check_params(cls, params, num_layers: int, learning: bool = False) -> list[tuple[str, str]]:
         out = super().check_params(params, num_layers, learning)
         for key in ("min_depth", "initial_depth"):
-            v = getattr(params, key)
+            v = params.min_depth if key == "min_depth" else params.initial_depth
             if v is not None and v > num_layers:
                 out.append((key, f"{v} exceeds the target model's {num_layers} layers"))
         if params.lora_depth is not None:

@@ -1,4 +1,4 @@
-"""Host seconds of timing-only runs at fleet scale (issue 2, must-show 6; goal: 10,000 x 100 < 60 s).
+"""Host seconds of timing-only runs at fleet scale (goal: 10,000 devices x 100 rounds < 60 s).
 
 Runs the paper fleet's device mix and dynamics scaled to N devices (same 30/40/10 shares), 100 rounds,
 in memory (simulate + verify; no files), and prints host seconds, device-rounds per host second, and

@@ -1,4 +1,4 @@
-"""Timing model: seconds per local step, per transfer, and the memory-fit check.
+"""Timing model: seconds per local step and the memory-fit check.
 
 A roofline plus a fixed kernel-launch overhead (assumed form and constants;
 ``docs/device-model.md`` section 4)::
@@ -9,9 +9,8 @@ A roofline plus a fixed kernel-launch overhead (assumed form and constants;
              tau_launch = 15 us at f_cpu_ref = 2 GHz; c_cores = 1.2 with fewer than 4 CPU cores online, else 1
     t_step = (max(t_comp, t_mem) + t_ovh) * rho          rho = background-load factor (dynamics)
 
-One transfer at a constant rate (B in Mbit/s, decimal; eta_net = 1 for measured goodput)::
-
-    t_xfer = 8 S / (B_mbps * 1e6 * eta_net) + k_rtt * RTT
+A transfer's time, and a whole round's (download + tau x t_step + upload), are answered by
+:mod:`devices.completion`, the one function every caller uses.
 
 Memory (``docs/device-model.md`` section 5): fits iff weights + trainable + activations + logits
 + runtime reserve <= RAM.
@@ -89,11 +88,6 @@ class DeviceProfile:
 
     def fits(self, cost: PlanCost) -> bool:
         return self.peak_memory_bytes(cost) <= self.capacity_bytes
-
-
-def transfer_time_s(size_bytes: float, bandwidth_mbps: float, rtt_s: float, k_rtt: float, eta_net: float = 1.0) -> float:
-    """Seconds to move ``size_bytes`` at a constant ``bandwidth_mbps`` (Mbit/s, decimal)."""
-    return 8.0 * size_bytes / (bandwidth_mbps * 1e6 * eta_net) + k_rtt * rtt_s
 
 
 @dataclass(frozen=True)

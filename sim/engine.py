@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import simpy
 
-from algorithms.base import FleetView, RoundReports, StrategyContext
+from algorithms.base import FleetView, Oracle, RoundReports, StrategyContext
 from algorithms.registry import make_strategy
 from devices.completion import completion_times
 from devices.cost import plan_cost
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 OK = STATUS_CODE["ok"]
 
 
-class FleetOracle:
+class FleetOracle(Oracle):
     """What a non-prior-free strategy (the oracle) may read: the fleet's device profiles and a
     predictor of each device's round time under a plan."""
 

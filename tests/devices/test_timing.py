@@ -14,7 +14,8 @@ import pytest
 from devices.catalog import GIB, device_type, load_catalog
 from devices.cost import plan_cost
 from devices.plan import Plan
-from devices.timing import DeviceProfile, ModeTable, transfer_time_s
+from devices.completion import transfer_s
+from devices.timing import DeviceProfile, ModeTable
 from devices.workload import ModelArch, Workload, load_arch
 
 ROBERTA = load_arch("roberta-base")
@@ -318,17 +319,18 @@ def test_pruning_makes_llama_fit_16gb_class():
 
 
 def test_transfer_time_formula():
-    assert transfer_time_s(1_000_000, 8.0, 0.0, 0.0) == pytest.approx(1.0)
-    assert transfer_time_s(1_000_000, 8.0, 0.005, 2.0) == pytest.approx(1.01)
-    assert transfer_time_s(1_000_000, 8.0, 0.0, 2.0, eta_net=0.5) == pytest.approx(2.0)
+    """transfer = k_rtt x RTT + 8 S / (R x 1e6 x eta): latency_s is k_rtt x RTT."""
+    assert transfer_s(1_000_000, 8.0, 0.0, 1.0) == pytest.approx(1.0)
+    assert transfer_s(1_000_000, 8.0, 2.0 * 0.005, 1.0) == pytest.approx(1.01)
+    assert transfer_s(1_000_000, 8.0, 0.0, 0.5) == pytest.approx(2.0)
     s, bw, rtt, k, eta = 3_553_818, 12.5, 0.007, 3.0, 0.6
-    assert transfer_time_s(s, bw, rtt, k, eta) == pytest.approx(8 * s / (bw * 1e6 * eta) + k * rtt, rel=1e-15)
-    assert transfer_time_s(0, 5.0, 0.004, 2.0) == pytest.approx(0.008)
+    assert transfer_s(s, bw, k * rtt, eta) == pytest.approx(8 * s / (bw * 1e6 * eta) + k * rtt, rel=1e-15)
+    assert transfer_s(0, 5.0, 2.0 * 0.004, 1.0) == pytest.approx(0.008)
 
 
 def test_transfer_time_examples():
     """At 10 Mb/s: RoBERTa-base r=8 LoRA (1.18 MB) -> 0.94 s, LLaMA-7B r=8 fp16 (8.4 MB) -> 6.7 s, 500 MB -> 400 s."""
     lora = plan_cost(Workload(ROBERTA, 128, train_head=False, message_overhead_bytes=0), plan(), "amp").bytes_down
-    assert transfer_time_s(lora, 10.0, 0.0, 0.0) == pytest.approx(0.94, abs=0.005)
-    assert transfer_time_s(8.4e6, 10.0, 0.0, 0.0) == pytest.approx(6.7, abs=0.05)
-    assert transfer_time_s(500e6, 10.0, 0.0, 0.0) == pytest.approx(400.0)
+    assert transfer_s(lora, 10.0, 0.0, 1.0) == pytest.approx(0.94, abs=0.005)
+    assert transfer_s(8.4e6, 10.0, 0.0, 1.0) == pytest.approx(6.7, abs=0.05)
+    assert transfer_s(500e6, 10.0, 0.0, 1.0) == pytest.approx(400.0)

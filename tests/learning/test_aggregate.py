@@ -1,4 +1,5 @@
-"""learning/aggregate.py against fedspine-method.md §2.2(d) and §2.2(e).
+"""learning/aggregate.py against the aggregation rules of docs/method.md (heterogeneous-rank aggregation and
+rank resizing: FlexLoRA, arXiv 2402.11505; HetLoRA, arXiv 2401.06432).
 
 Expected values are computed independently of the module: dense ΔW_i = s_i·B_i·A_i built by hand with
 explicit index loops / slicing, truncated SVDs via ``torch.linalg.svd``, and HetLoRA products expanded
@@ -171,7 +172,7 @@ def test_svd_aggregation_rejects_empty_and_bad_previous() -> None:
         aggregate_svd([u], [1.0], SHAPE, previous=torch.zeros(3, 3))
 
 
-# ----------------------------------------------------------------------- zero-pad bias vs svd (§2.2e)
+# ----------------------------------------------------------------------- zero-pad bias vs svd
 
 
 def test_zero_pad_is_pulled_toward_high_rank_device_while_svd_is_not() -> None:
@@ -260,7 +261,7 @@ def test_fedavg_equal_ranks_and_mismatched_ranks() -> None:
         aggregate_fedavg([u1, u2, u3], [1.0, 1.0, 1.0], SHAPE)
 
 
-# ----------------------------------------------------------------------------------- factor_svd (§2.2d)
+# ----------------------------------------------------------------------------------- factor_svd
 
 
 @pytest.mark.parametrize("rank", [1, 3, 5])
@@ -328,7 +329,7 @@ def test_factor_svd_of_device_block_after_svd_aggregation() -> None:
         )
 
 
-# ----------------------------------------------------------------------------- factor_truncate (§2.2d)
+# ----------------------------------------------------------------------------- factor_truncate
 
 
 def test_factor_truncate_round_trip_from_zero_pad() -> None:

@@ -164,7 +164,7 @@ def test_split_digest_definition_and_stability():
 
 
 def test_rt_reference_split_digest_golden():
-    # The split used in shared/reference (1,000 test of 12,752, seed 0 via default_rng): a change here
+    # The recorded reference split (1,000 test of 12,752, seed 0 via default_rng): a change here
     # means recorded splits are no longer reproducible (numpy permutation or the split rule changed).
     tr, te = train_test_split(len(load_dataset("rotten_tomatoes")), 1_000, np.random.default_rng(0))
     assert split_digest(te) == "5c95c3a2334b9a4e"

@@ -1,4 +1,4 @@
-"""Same scenario and seed -> byte-identical result files; another seed differs (must-show 3)."""
+"""Same scenario and seed -> byte-identical result files; another seed differs."""
 
 from __future__ import annotations
 

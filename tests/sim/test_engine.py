@@ -9,7 +9,7 @@ import pytest
 from fleet_helpers import base_scenario, run_dict
 
 # Independent closed form for RoBERTa-base (L12, h768, a12, f3072), LoRA on query+value, trained
-# 2-class head, b=16, s=128, unpruned, LoRA on every layer (devices.md 7.1):
+# 2-class head, b=16, s=128, unpruned, LoRA on every layer (the cost model of docs/device-model.md):
 L, H, F, S, B, R = 12, 768, 3072, 128, 16, 8
 F_LIN = 2 * (4 * H * H) + 2 * 2 * H * F
 F_ATTN = 2 * 2 * S * H

@@ -1,4 +1,4 @@
-"""paper-fleet-80 timing-only with the fixed strategy (issue must-show 2)."""
+"""paper-fleet-80 timing-only with the fixed strategy: the fleet, its types and its round times."""
 
 from __future__ import annotations
 
