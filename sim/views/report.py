@@ -27,7 +27,16 @@ import yaml
 
 from sim.store import atomic_write_text
 from sim.views.compare import compare_table, fmt_dur, fmt_num, is_missing
-from sim.views.results import RunData, SweepData, collect, kind_of, load_sweep
+from sim.views.results import (
+    ResultsError,
+    RunData,
+    SweepData,
+    collect,
+    kind_of,
+    load_sweep,
+    read_json_object,
+    read_yaml_mapping,
+)
 
 log = logging.getLogger(__name__)
 
@@ -313,21 +322,21 @@ def _short(v: Any) -> str:
 
 
 def _read_yaml(p: Path) -> dict | None:
+    """A YAML mapping, or None (with a warning naming the file, never quoting it) when it cannot be read."""
     try:
-        d = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        log.warning("cannot read %s: %s", p.name, e)
+        return read_yaml_mapping(p)
+    except ResultsError as e:
+        log.warning("%s", e)
         return None
-    return d if isinstance(d, dict) else None
 
 
 def _read_json(p: Path) -> dict | None:
+    """A JSON object, or None when it cannot be read (the reason, which names the file, is logged at debug)."""
     try:
-        d = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        log.debug("cannot read %s: %s", p, e)
+        return read_json_object(p)
+    except ResultsError as e:
+        log.debug("%s", e)
         return None
-    return d if isinstance(d, dict) else None
 
 
 def _digest(d: dict | None) -> str:

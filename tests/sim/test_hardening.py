@@ -168,6 +168,16 @@ def test_plot_of_a_truncated_rounds_parquet_is_bad_input(tmp_path: Path, finishe
     assert_clean(fedfleet("plot", str(run)), 2, f"{run}/rounds.parquet: not a readable parquet file")
 
 
+def test_compare_of_a_corrupt_summary_names_the_file_and_quotes_nothing(tmp_path: Path, finished_run: Path) -> None:
+    import shutil  # noqa: PLC0415
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    (run / "summary.json").write_text(f"\x1b[2J{{ {SECRET}")
+    err = assert_clean(fedfleet("compare", str(run)), 2, f"{run}/summary.json: not a readable JSON file")
+    assert SECRET not in err and "\x1b" not in err
+
+
 def test_report_out_under_proc_is_bad_input(finished_run: Path) -> None:
     assert_clean(fedfleet("report", str(finished_run), "--out", "/proc/self/r.html"), 2, "--out",
                  "/proc/self/r.html")
