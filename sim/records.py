@@ -6,6 +6,20 @@ categorical string columns, so the same run always yields byte-identical parquet
 
 Times are simulated seconds (``_s``), sizes bytes, rates Mbit/s. A phase the device never reached
 has NaN start and end. ``idle_s`` = round end - report time, for devices that reported (ok, oom).
+
+Idle per round (:func:`round_idle`), over the devices whose update reached the server (status
+``ok``) with device time ``T_i`` = report time - round start:
+
+* ``idle_fastest = 1 - T_min / T_max``: the share of the slowest reporting device's time that the
+  fastest one waits. FedSpine (arXiv 2501.02438) motivates per-device plans with this
+  figure: under a uniform configuration the strongest board sits idle for about 30% of the round.
+* ``idle_mean``: the mean over reporting devices (ok, oom) of ``(round end - report) / duration``
+  (the same value as ``mean_idle_fraction``).
+* ``straggler_gap = T_max / T_median``: how far the slowest reporting device trails the median one.
+
+``max_idle_fraction`` (max over ok and oom devices of ``(round end - report) / duration``) equals
+``idle_fastest`` only when the round ends at its last ``ok`` report and no device failed after it
+or reported out of memory; a deadline or first-k cut, a late failure or an OOM report makes them differ.
 """
 
 from __future__ import annotations
@@ -77,6 +91,32 @@ def plan_columns(plans: list[Plan]) -> dict[str, np.ndarray]:
         "local_steps": np.array([p.local_steps for p in plans], dtype=np.int64),
         "batch_size": np.array([p.batch_size for p in plans], dtype=np.int64),
     }
+
+
+IDLE_SUMMARY = {"mean_idle_fastest": "idle_fastest", "mean_idle_mean": "idle_mean",
+                "mean_straggler_gap": "straggler_gap"}
+"""``summary.json`` key -> the ``rounds`` column it averages over rounds (:func:`idle_summary`)."""
+
+
+def round_idle(device_time_s: np.ndarray, idle_mean: float) -> dict[str, float]:
+    """``idle_fastest``, ``idle_mean`` and ``straggler_gap`` of one round (module docstring) from the
+    device times ``T_i`` (s) of its ``ok`` devices; NaN when no device reported or ``T_max`` is 0."""
+    t = np.asarray(device_time_s, dtype=float)
+    t_max = float(t.max()) if len(t) else NAN
+    if not t_max > 0:
+        return {"idle_fastest": NAN, "idle_mean": idle_mean, "straggler_gap": NAN}
+    return {"idle_fastest": 1.0 - float(t.min()) / t_max, "idle_mean": idle_mean,
+            "straggler_gap": t_max / float(np.median(t))}
+
+
+def idle_summary(rounds: pd.DataFrame) -> dict[str, float | None]:
+    """The run-level idle metrics of ``summary.json``: each :data:`IDLE_SUMMARY` column's mean over
+    the rounds where it is defined (every round weighs the same); None when no round defines it."""
+    out: dict[str, float | None] = {}
+    for key, col in IDLE_SUMMARY.items():
+        v = rounds[col].to_numpy(dtype=float) if col in rounds else np.array([])
+        out[key] = float(np.nanmean(v)) if np.isfinite(v).any() else None
+    return out
 
 
 class Recorder:
@@ -159,6 +199,7 @@ class Recorder:
         ok = st == STATUS_CODE["ok"]
         reported = ok | (st == STATUS_CODE["oom"])
         dev_time = buf.t_report_s[ok] - buf.t_start_s
+        idle_mean = float(np.nanmean(cols["idle_fraction"])) if reported.any() else NAN
         return {
             "round": buf.round,
             "t_start_s": buf.t_start_s,
@@ -170,8 +211,9 @@ class Recorder:
             "deadline_s": deadline_s,
             "median_device_time_s": float(np.median(dev_time)) if len(dev_time) else NAN,
             "max_device_time_s": float(dev_time.max()) if len(dev_time) else NAN,
-            "mean_idle_fraction": float(np.nanmean(cols["idle_fraction"])) if reported.any() else NAN,
+            "mean_idle_fraction": idle_mean,
             "max_idle_fraction": float(np.nanmax(cols["idle_fraction"])) if reported.any() else NAN,
+            **round_idle(dev_time, idle_mean),
             "bytes_down": int(buf.bytes_down.sum()),
             "bytes_up": int(buf.bytes_up.sum()),
             "mean_prune_ratio": float(cols["prune_ratio"][ok].mean()) if ok.any() else NAN,

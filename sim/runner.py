@@ -23,6 +23,7 @@ from sim import __version__
 from sim.engine import RunOutput, Simulation
 from sim.loader import ScenarioError, resolved_dict, scenario_digest
 from sim.lock import DirectoryLock
+from sim.records import idle_summary
 from sim.scenario import LearningSpec, Scenario
 from sim.store import RUN_FILES, atomic_write_json, atomic_write_parquet, atomic_write_yaml, new_run_dir, read_regular
 from sim.verify import verify
@@ -96,6 +97,7 @@ def summarize(sc: Scenario, out: RunOutput, run_id: str) -> dict:
         "bytes_down_total": int(rounds["bytes_down"].sum()) if len(rounds) else 0,
         "mean_round_s": float(rounds["duration_s"].mean()) if len(rounds) else None,
         "mean_idle_fraction": float(np.nanmean(rounds["mean_idle_fraction"])) if len(rounds) and rounds["mean_idle_fraction"].notna().any() else None,
+        **idle_summary(rounds),
         "final_mean_prune_ratio": float(rounds["mean_prune_ratio"].dropna().iloc[-1]) if len(rounds) and rounds["mean_prune_ratio"].notna().any() else None,
         "device_rounds": int(len(dev)),
         "status_counts": {k: int(v) for k, v in status_counts.items()},

@@ -26,6 +26,11 @@ Figures (file stem; ``<label>`` is the group label with anything but ``[A-Za-z0-
   finish all rounds (``sim_time_s`` of the summary).
 * ``device_type_times``: per device type and group, the mean time from round start to report and
   the mean idle fraction (%) over ``ok`` device-rounds (per run, then mean ± std over seeds).
+* ``idle``: per group, two bars: the fastest reporting device's idle fraction (hatched;
+  ``mean_idle_fastest`` = mean over rounds of ``1 - T_min / T_max``, FedSpine's "~30% idle" figure)
+  and the mean idle fraction over reporting devices (solid; ``mean_idle_mean``), in %, each the mean
+  over seeds of the per-run value with an error bar ±1 std; runs written before ``idle_fastest``
+  existed get no fastest-device bar.
 * ``heatmap_<label>`` (first seed of each group, at most :data:`MAX_DETAIL_GROUPS` groups): prune
   ratio and LoRA rank per device (rows, by type then id) and round (columns); grey = the device was
   not selected or did not report (status other than ``ok``).
@@ -37,7 +42,7 @@ Figures (file stem; ``<label>`` is the group label with anything but ``[A-Za-z0-
 * ``memory``: per device type and group, the highest modelled peak memory over all device-rounds and
   seeds (GiB), with the type's memory capacity as a dashed line.
 * ``sweep_<metric>`` (a sweep with matrix keys; metric in ``final_accuracy`` when present,
-  ``sim_time_s``, ``mean_idle_fraction``; finished cells of the sweep index): with one matrix key,
+  ``sim_time_s``, ``mean_idle_fastest``, ``mean_idle_fraction``; finished cells of the sweep index): with one matrix key,
   the metric vs the key per policy (mean over seeds; a line with a band ±1 std for a numeric key,
   points with error bars ±1 std for categories); with two or more, per policy (up to
   :data:`MAX_SWEEP_PANELS` panels) a heatmap of the mean metric over the first two keys (first on y,
@@ -61,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from sim.records import idle_summary
 from sim.views.results import time_to_target
 from sim.views.style import MAX_TIMELINE_DEVICES, gantt, phase_legend, save_figure, styled
 
@@ -272,6 +278,7 @@ def plot_runs(runs: list[RunData], out_dir: Path, *, sweep: SweepData | None = N
             if len(acc_groups) < len(groups):
                 draw(_progress_figures, groups, ref)
             draw(_device_type_figure, groups)
+            draw(_idle_figure, groups)
             if len(groups) > MAX_DETAIL_GROUPS:
                 log.warning("heatmaps and timelines for the first %d of %d groups only", MAX_DETAIL_GROUPS, len(groups))
             for g in groups[:MAX_DETAIL_GROUPS]:
@@ -585,6 +592,40 @@ def _memory_figure(plt: Any, save: Callable, groups: list[Group]) -> None:
     save(fig, "memory")
 
 
+# ---------------------------------------------------------------------------------------------- idle
+
+IDLE_BARS = (("mean_idle_fastest", "fastest device: 1 - T_min/T_max", 0.5, "//"),
+             ("mean_idle_mean", "mean over reporting devices", 0.0, None))
+"""(summary key, legend label, shade towards white, hatch) of the two bars of the idle figure."""
+
+
+def _idle_figure(plt: Any, save: Callable, groups: list[Group]) -> None:
+    """Per group the fastest device's and the mean idle fraction (%), mean ± std over seeds."""
+    per = {g.label: [idle_summary(r.rounds) for r in g.runs] for g in groups}
+    if not any(v is not None for runs in per.values() for s in runs for v in s.values()):
+        log.warning("no reporting device in any round: no idle figure")
+        return
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(groups) + 3), 4.6), layout="constrained")
+    offs, w = _bar_offsets(len(IDLE_BARS), 0.8)
+    for i, g in enumerate(groups):
+        for (key, _, shade, hatch), off in zip(IDLE_BARS, offs):
+            x = np.array([math.nan if s[key] is None else 100 * s[key] for s in per[g.label]], dtype=float)
+            if not np.isfinite(x).any():
+                continue
+            sd = _std(x)
+            ax.bar(i + off, float(np.nanmean(x)), w, color=_shade(g.color, shade), edgecolor="black", lw=0.6,
+                   hatch=hatch, yerr=sd if math.isfinite(sd) else None, capsize=3)
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=_shade("#737373", shade), edgecolor="black", lw=0.6, hatch=hatch)
+               for _, _, shade, hatch in IDLE_BARS]
+    fig.legend(handles, [lab for _, lab, _, _ in IDLE_BARS], loc="outside lower center", frameon=False, ncol=2)
+    _category_ticks(ax, [g.label for g in groups])
+    ax.set_ylabel("idle fraction of the round (%)")
+    ax.grid(axis="x", visible=False)
+    _title(ax, "Idle time per round: the fastest reporting device and the mean over reporting devices",
+           f"per run the mean over rounds; {_seed_note(groups)}", fig.get_figwidth())
+    save(fig, "idle")
+
+
 # ---------------------------------------------------------------------------------------------- figure 6
 
 def _bytes_figure(plt: Any, save: Callable, groups: list[Group]) -> None:
@@ -705,7 +746,8 @@ def _timeline_figure(plt: Any, save: Callable, g: Group, timeline_rounds: list[i
 # ---------------------------------------------------------------------------------------------- figure 8
 
 _SWEEP_METRICS = {"final_accuracy": "final test accuracy", "sim_time_s": "simulated time to finish",
-                  "mean_idle_fraction": "mean idle fraction per round"}
+                  "mean_idle_fastest": "fastest device's idle fraction per round (1 - T_min/T_max)",
+                  "mean_idle_fraction": "mean idle fraction per round (over reporting devices)"}
 
 
 def _metric_scale(metric: str, values: pd.Series) -> tuple[float, str]:

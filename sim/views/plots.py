@@ -1,7 +1,9 @@
 """Run plots written by ``fedfleet run`` into ``<run dir>/plots/`` (PNG). They read only the result files
 and use the one style of :mod:`sim.views.style` (the figures over runs use it too).
 
-* ``round_times.png``: round duration and mean idle fraction over rounds;
+* ``round_times.png``: round duration, the fastest reporting device's idle fraction
+  (``idle_fastest`` = 1 - T_min / T_max) and the mean idle fraction over reporting devices
+  (``idle_mean``) over rounds (a run written before ``idle_fastest`` existed: the mean only);
 * ``device_types.png``: per-step compute time and time to report per device type (boxes);
 * ``timeline.png``: the last round as a Gantt chart (download, compute, upload, idle) for up to
   40 devices, sorted by report time;
@@ -40,18 +42,23 @@ def plot_run(run_dir: Path) -> list[Path]:
 
 
 def _round_times(plt: Any, rounds: pd.DataFrame) -> Any:
-    """Round duration (left axis) and mean idle fraction (right axis) per round."""
+    """Round duration (left axis); fastest-device and mean idle fraction (right axis) per round."""
     fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
     ax.plot(rounds["round"], rounds["duration_s"], marker="o", ms=3, label="round duration")
     ax.set_xlabel("round")
     ax.set_ylabel("round duration (s, simulated)")
     ax2 = ax.twinx()
-    ax2.plot(rounds["round"], 100 * rounds["mean_idle_fraction"], color="#C44E52", ls="--", label="mean idle")
-    ax2.set_ylabel("mean idle fraction (%)")
+    if "idle_fastest" in rounds:
+        ax2.plot(rounds["round"], 100 * rounds["idle_fastest"], color="#8172B3", ls=":",
+                 label="fastest device idle (1 - T_min/T_max)")
+    ax2.plot(rounds["round"], 100 * rounds["mean_idle_fraction"], color="#C44E52", ls="--",
+             label="mean idle over reporting devices")
+    ax2.set_ylabel("idle fraction of the round (%)")
+    ax2.set_ylim(0, 100)
     ax2.grid(False)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
+    fig.legend(h1 + h2, l1 + l2, fontsize=8, loc="outside lower center", ncol=3, frameon=False)
     ax.set_title("Round time and idle time")
     return fig
 

@@ -40,6 +40,7 @@ def test_policies_run_side_by_side_and_the_table_matches_each_summary(tmp_path):
         s = json.loads((parent / row.policy / "summary.json").read_text())
         assert row.algorithm == s["algorithm"]
         assert row.mean_idle_fraction == s["mean_idle_fraction"]
+        assert row.mean_idle_fastest == s["mean_idle_fastest"] > row.mean_idle_fraction
         assert row.bytes_total == s["bytes_up_total"] + s["bytes_down_total"]
         assert row.final_sparsity == s["final_mean_prune_ratio"]
         assert row.sim_time_s == s["sim_time_s"]
@@ -91,6 +92,30 @@ def test_cli_compare_and_bad_inputs(tmp_path):
     assert r.returncode == 2 and "allowed: text, md, csv" in r.stderr
 
 
+def idle_run(d, **summary) -> None:
+    """A run directory with a summary holding ``summary`` (and no accuracy)."""
+    d.mkdir()
+    pd.DataFrame({"round": [0], "t_end_s": [10.0]}).to_parquet(d / "rounds.parquet")
+    (d / "summary.json").write_text(json.dumps({"algorithm": "fedapt", "bytes_up_total": 0, "bytes_down_total": 0,
+                                                "rounds_completed": 1, "sim_time_s": 10.0, **summary}))
+
+
+def test_the_fastest_device_idle_stands_beside_the_mean_idle(tmp_path):
+    idle_run(tmp_path / "new", mean_idle_fastest=0.306, mean_idle_fraction=0.121)
+    idle_run(tmp_path / "old", mean_idle_fraction=0.2)  # written before mean_idle_fastest existed
+    t = compare_table([tmp_path / "new", tmp_path / "old"])
+    cols = list(t.columns)
+    assert cols.index("mean_idle_fastest") + 1 == cols.index("mean_idle_fraction")
+    assert t["mean_idle_fastest"].iloc[0] == 0.306 and math.isnan(t["mean_idle_fastest"].iloc[1])
+    md = [[c.strip() for c in ln.strip("|").split("|")] for ln in format_table(t, "md").splitlines()[:4]]
+    assert md[0][4:6] == ["fastest idle %", "mean idle %"]
+    assert md[2][4:6] == ["30.6", "12.1"] and md[3][4:6] == ["-", "20.0"]
+    assert format_table(t, "csv").splitlines()[0].split(",")[4:6] == ["mean_idle_fastest", "mean_idle_fraction"]
+    idle_run(tmp_path / "bad", mean_idle_fastest="0.3")
+    with pytest.raises(ValueError, match=r"summary\.json: mean_idle_fastest = '0\.3'; allowed: a number or null"):
+        compare_table([tmp_path / "bad"])
+
+
 def test_bad_policies_name_the_key(tmp_path):
     d = comparison(tmp_path)
     d["policies"]["apt"]["params"]["rank"] = 0
@@ -118,9 +143,10 @@ def test_latex_format_escapes_and_keeps_the_numbers(tmp_path):
         s = json.loads((parent / row.policy / "summary.json").read_text())
         line = next(x for x in tex.splitlines() if x.startswith(row.policy + " & "))
         cells = [c.strip().removesuffix("\\\\").strip() for c in line.split("&")]
-        assert cells[4] == f"{100 * s['mean_idle_fraction']:.1f}"
-        assert cells[5] == f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f}"
-        assert cells[7] == str(s["rounds_completed"])
+        assert cells[4] == f"{100 * s['mean_idle_fastest']:.1f}"
+        assert cells[5] == f"{100 * s['mean_idle_fraction']:.1f}"
+        assert cells[6] == f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f}"
+        assert cells[8] == str(s["rounds_completed"])
     r = fedfleet("compare", str(parent), "--format", "html")
     assert r.returncode == 2 and "allowed: text, md, csv, latex" in r.stderr
 

@@ -33,7 +33,7 @@ from sim.views.results import RunData, load_sweep, time_to_target
 
 POLICIES = ["fedspine", "fedapt", "fedlora"]
 SEEDS = [0, 1]
-PER_RUN = ["device_type_times", "bytes", "memory"]  # figures every set of runs gets
+PER_RUN = ["device_type_times", "idle", "bytes", "memory"]  # figures every set of runs gets
 
 
 def small_fleet(**over) -> dict:
@@ -85,8 +85,8 @@ def accuracy_runs(comparison, tmp_path_factory) -> list[RunData]:
     return out
 
 
-METRICS = ["final_accuracy", "time_to_target_s", "sim_time_s", "mean_idle_fraction", "mean_round_s", "bytes_total",
-           "final_mean_prune_ratio", "rounds_completed"]
+METRICS = ["final_accuracy", "time_to_target_s", "sim_time_s", "mean_idle_fraction", "mean_idle_fastest",
+           "mean_round_s", "bytes_total", "final_mean_prune_ratio", "rounds_completed"]
 
 
 def make_sweep(root, matrix: dict[str, list], seeds: list[int]):
@@ -114,7 +114,8 @@ def make_sweep(root, matrix: dict[str, list], seeds: list[int]):
             rows.append({"cell_index": len(rows), "policy": values.get("algorithm.name", "fedspine"), **values, "seed": seed, "cell_id": cell_id,
                          "status": "finished", "error": None, "final_accuracy": s["final_accuracy"],
                          "time_to_target_s": s["time_to_target_s"], "sim_time_s": s["sim_time_s"],
-                         "mean_idle_fraction": s["mean_idle_fraction"], "mean_round_s": s["mean_round_s"],
+                         "mean_idle_fraction": s["mean_idle_fraction"], "mean_idle_fastest": s["mean_idle_fastest"],
+                         "mean_round_s": s["mean_round_s"],
                          "bytes_total": s["bytes_up_total"] + s["bytes_down_total"],
                          "final_mean_prune_ratio": s["final_mean_prune_ratio"],
                          "rounds_completed": s["rounds_completed"]})
@@ -228,7 +229,8 @@ def test_sweep_one_key(tmp_path):
     out = tmp_path / "figs"
     written = plot_runs(runs, out, sweep=sweep, timeline_rounds=[0])
     labels = [safe_label(f"fedspine (prune_target={e})") for e in ("0.2", "0.4")]
-    stems = ["progress_vs_time", "time_to_finish", *PER_RUN, "sweep_sim_time_s", "sweep_mean_idle_fraction",
+    stems = ["progress_vs_time", "time_to_finish", *PER_RUN, "sweep_sim_time_s", "sweep_mean_idle_fastest",
+             "sweep_mean_idle_fraction",
              *(f"{k}_{lab}" for lab in labels for k in ("heatmap", "timeline"))]
     check_written(out, written, stems)  # timing only: no sweep_final_accuracy
 
@@ -238,7 +240,7 @@ def test_sweep_two_keys_heatmaps(tmp_path, monkeypatch, caplog):
                                           "training.local_steps": [5, 10]}, [0])
     out = tmp_path / "figs"
     written = plot_runs([], out, sweep=sweep)  # the sweep figures alone
-    check_written(out, written, ["sweep_sim_time_s", "sweep_mean_idle_fraction"])
+    check_written(out, written, ["sweep_sim_time_s", "sweep_mean_idle_fastest", "sweep_mean_idle_fraction"])
 
     def broken(*_a, **_k):
         raise ValueError("bad data")
@@ -264,7 +266,7 @@ def test_swept_algorithm_name_is_the_policy_not_an_axis(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sim.views.figures, "_sweep_heatmaps", no_heatmaps)
     written = plot_runs([], tmp_path / "figs", sweep=sweep)
-    check_written(tmp_path / "figs", written, ["sweep_sim_time_s", "sweep_mean_idle_fraction"])
+    check_written(tmp_path / "figs", written, ["sweep_sim_time_s", "sweep_mean_idle_fastest", "sweep_mean_idle_fraction"])
 
 
 def test_importing_the_module_does_not_import_matplotlib():
