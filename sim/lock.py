@@ -154,8 +154,11 @@ class DirectoryLock:
         assert self._fd is not None
         doc = {"pid": os.getpid(), "host": socket.gethostname(), "started_unix": time.time(), "what": self.what}
         data = json.dumps(doc).encode()
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, data, 0)
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, data, 0)
+        except OSError as e:  # e.g. a full disk: the lock holds all the same; a refusal then names no pid
+            log.warning("could not record the holder in %s: %s", self.path, e.strerror)
 
 
 def _same_file(fd: int, path: Path) -> bool:
