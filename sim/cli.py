@@ -112,13 +112,14 @@ def _run_single(sc, base, out: Path | None, resume: Path | None, quiet: bool, de
     """One run (or the resume of one) and its headline figures."""
     from sim.checkpoint import CheckpointError  # noqa: PLC0415
     from sim.loader import ScenarioError  # noqa: PLC0415
+    from sim.lock import LockError  # noqa: PLC0415
     from sim.runner import run_scenario  # noqa: PLC0415
 
     run_dir = resume if resume is not None else _new_run_dir(sc, out)
     try:
         res = run_scenario(sc, base, progress=not quiet and sc.output.progress,
                            run_dir=run_dir, resume=resume is not None)
-    except (ScenarioError, CheckpointError) as e:
+    except (ScenarioError, CheckpointError, LockError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
@@ -197,12 +198,15 @@ def _run_policies(sc, base, out: Path | None, resume: Path | None, executor, qui
     """Every policy of ``sc`` as a cell of one comparison directory; prints it and the table."""
     from sim.progress import CellProgress  # noqa: PLC0415
     from sim.studies.cells import StudyInterrupted  # noqa: PLC0415
+    from sim.lock import LockError  # noqa: PLC0415
     from sim.studies.policies import run_policies  # noqa: PLC0415
     from sim.views.compare import format_table  # noqa: PLC0415
 
     try:
         with CellProgress(len(sc.policies), enabled=not quiet and sc.output.progress and sys.stderr.isatty()) as bar:
             res = run_policies(sc, base, out, executor, parent=resume, on_cell=bar.update)
+    except LockError as e:  # another process writes this comparison
+        _fail(str(e))
     except StudyInterrupted as e:
         _fail(str(e), 130)
     typer.echo(str(res.parent))
@@ -247,6 +251,7 @@ def sweep(
     Writes OUT/<sweep name>/sweep.parquet (one row per cell) and cells/<cell id>/ run directories."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from sim.loader import ScenarioError  # noqa: PLC0415
+    from sim.lock import LockError  # noqa: PLC0415
     from sim.progress import CellProgress  # noqa: PLC0415
     from sim.studies.cells import StudyInterrupted  # noqa: PLC0415
     from sim.studies.sweep import load_sweep_file  # noqa: PLC0415
@@ -263,6 +268,8 @@ def sweep(
         with CellProgress(len(cells), enabled=not quiet and sys.stderr.isatty()) as bar:
             sweep_dir = run_sweep(spec, cells, root, executor, base_dir=sweep_file.resolve().parent,
                                   on_cell=bar.update)
+    except LockError as e:  # another process writes this sweep directory
+        _fail(str(e))
     except StudyInterrupted as e:
         _fail(str(e), 130)
     import json  # noqa: PLC0415
