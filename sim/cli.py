@@ -22,6 +22,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a key: dotted.key=value (repeatable)")]
 
 
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="show the traceback of any error "
+                                                            "(fedfleet --debug COMMAND ...)")] = False) -> None:
+    """fedfleet: simulate heterogeneous Jetson fleets doing federated LoRA fine-tuning with pruning."""
+    # read by main(), which sees the whole command line; nothing to do here
+
+
 def _fail(msg: str, code: int = 2) -> None:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(code)

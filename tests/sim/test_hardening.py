@@ -192,6 +192,20 @@ def test_a_fifo_in_a_results_directory_is_never_opened(tmp_path: Path) -> None:
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
 
 
+def test_an_unhandled_error_is_one_bounded_line_and_debug_shows_the_traceback() -> None:
+    """The entry point's last line of defence (sim.cli.main): any error no command handled is exit 1 with one
+    escaped line of at most ~300 characters; ``fedfleet --debug COMMAND`` shows the traceback instead."""
+    code = ("import sim.cli as c, sim.views.compare as v\n"
+            "def boom(*a, **k): raise RuntimeError('x' * 1000 + '\\x1b[2J')\n"
+            "v.labelled_runs = boom\nc.main()")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    quiet, loud = (subprocess.run([sys.executable, "-c", code, *extra, "compare", str(ROOT)], cwd=ROOT, env=env,
+                                  capture_output=True, text=True, timeout=60) for extra in ([], ["--debug"]))
+    err = assert_clean(quiet, 1, "failed: RuntimeError", "--debug for a traceback")
+    assert len(err) < 400 and "\x1b" not in err
+    assert loud.returncode == 1 and "Traceback" in loud.stderr and "boom" in loud.stderr
+
+
 # ---- item 7: Python tags in --set -----------------------------------------------------------------
 
 def test_python_tag_in_set_is_refused_and_creates_nothing(tmp_path: Path) -> None:
