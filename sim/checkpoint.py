@@ -38,8 +38,10 @@ editing ``now_s`` is refused), a scenario digest of another scenario, an unknown
 Infinity literal, an array of an object or unknown dtype, a compressed .npz entry, or an entry whose
 declared shape does not match its bytes (so a forged document can never allocate more memory than
 the file holds). Finally the decoded state must have the structure of the freshly built
-simulation's own state (same keys, the same fixed list lengths, array and tensor dtypes and shapes)
-before any ``set_state`` sees it; what ``set_state`` still rejects is refused too.
+simulation's own state (same keys, the same fixed list lengths, array and tensor dtypes and shapes),
+and its growing parts must fit the scenario (exactly ``next_round`` rounds recorded, fewer than
+``training.rounds``; every per-device column 1-D and no longer than the fleet) before any
+``set_state`` sees it; what ``set_state`` still rejects is refused too.
 """
 
 from __future__ import annotations
@@ -403,9 +405,31 @@ def _conforms(template: Any, value: Any, where: str) -> None:
         raise CheckpointError(f"state {where}: a tensor of another dtype or shape")
 
 
+def _within_run(sim, st: dict[str, Any], next_round: int) -> None:
+    """The parts that grow during a run, bounded by the scenario: ``next_round`` (1 .. rounds - 1)
+    rounds recorded, each round's device columns and the last reports 1-D and at most one entry per
+    device of the fleet, at most as many plans as devices."""
+    rounds, n = sim.sc.training.rounds, sim.fleet.n
+    rec = st["recorder"]
+    if not 0 < next_round < rounds or not isinstance(rec, dict) or \
+            not all(isinstance(rec.get(k), list) and len(rec[k]) == next_round for k in ("rounds", "device_rounds")):
+        raise CheckpointError(f"state: {next_round} rounds recorded do not fit this run of {rounds} rounds")
+    last = st["last_reports"] if isinstance(st["last_reports"], dict) else {}
+    columns = [c for row in rec["device_rounds"] if isinstance(row, dict) for c in row.values()]
+    extra = last.get("extra") if isinstance(last.get("extra"), dict) else {}
+    columns += [*last.values(), *extra.values()]
+    for c in columns:
+        if isinstance(c, np.ndarray) and (c.ndim != 1 or len(c) > n) or isinstance(c, list) and len(c) > n:
+            raise CheckpointError(f"state: a per-device column longer than this fleet of {n} devices")
+
+
 def restore(sim, state: dict[str, Any]) -> int:
     """Put a state from :func:`load` onto a freshly built ``sim`` (same scenario); returns the next round."""
-    _conforms(sim.state(), state["sim"], "")
+    try:
+        _conforms(sim.state(), state["sim"], "")
+        _within_run(sim, state["sim"], state["next_round"])
+    except CheckpointError as e:
+        raise CheckpointError(f"checkpoint state does not fit this run: {e}") from None
     try:
         sim.set_state(state["sim"])
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, RuntimeError) as e:

@@ -256,3 +256,18 @@ def test_a_fifo_at_status_json_does_not_hang_resume(run):
     os.mkfifo(run / "status.json")
     (run / ckpt.FILENAME).unlink()
     refused(run, "no checkpoint", timeout=30)
+
+
+def test_growing_parts_are_bounded_by_the_scenario(run):
+    """Resealed documents that are well-formed but claim more than the run can hold: refused (exit 2)."""
+    p = run / ckpt.FILENAME
+    header, doc, arrays = split(p.read_bytes())
+    state = json.loads(doc)
+    sim = state["sim"]
+    extra_round = {**state, "sim": {**sim, "recorder": {**sim["recorder"],
+                                                         "rounds": sim["recorder"]["rounds"] * 2}}}
+    long_status = {**state, "sim": {**sim, "last_reports": {**sim["last_reports"], "status": {
+        "$t": "strings", "items": ["ok"] * 10_000}}}}
+    for forged in (extra_round, long_status):
+        p.write_bytes(seal(header, json.dumps(forged).encode(), arrays))
+        refused(run, "checkpoint state does not fit this run")
