@@ -6,7 +6,9 @@ with the host-time fields (``host``, which holds wall-clock times and versions) 
 
     python benchmarks/golden.py run OUT_DIR            # run the set with this checkout's code
     python benchmarks/golden.py compare DIR_A DIR_B     # count the files compared and identical
+    python benchmarks/golden.py compare A B --allow-added  # B may add parquet columns / JSON keys; the rest identical
     python benchmarks/golden.py check COMMIT            # run the set at COMMIT (a git worktree) and here, compare
+    python benchmarks/golden.py check COMMIT --head C2  # the same with C2's committed code instead of the working tree
 
 Exit 0 when every compared file is identical, 1 otherwise.
 """
@@ -80,7 +82,29 @@ def _normalised(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def compare(a: Path, b: Path) -> tuple[int, int, list[str]]:
+def _drop_added(a: Path, b: Path) -> tuple[bytes, bytes, list[str]]:
+    """Both files restricted to what A has: B's extra parquet columns or JSON keys are listed, not compared."""
+    if a.suffix == ".parquet":
+        import pandas as pd
+        da, db = pd.read_parquet(a), pd.read_parquet(b)
+        added = [c for c in db.columns if c not in da.columns]
+        same = list(da.columns) == [c for c in db.columns if c in da.columns] and da.equals(db[list(da.columns)])
+        return b"", (b"" if same else b"x"), added
+    if a.suffix == ".json":
+        ja, jb = (_drop_host(json.loads(p.read_text())) for p in (a, b))
+        added = sorted(set(jb) - set(ja)) if isinstance(jb, dict) and isinstance(ja, dict) else []
+        jb = {k: v for k, v in jb.items() if k in ja} if added else jb
+        return json.dumps(ja, sort_keys=True).encode(), json.dumps(jb, sort_keys=True).encode(), added
+    if a.suffix == ".csv":
+        import pandas as pd
+        da, db = pd.read_csv(a), pd.read_csv(b)
+        da, db = da.drop(columns=[c for c in HOST_KEYS if c in da]), db.drop(columns=[c for c in HOST_KEYS if c in db])
+        added = [c for c in db.columns if c not in da.columns]
+        return b"", (b"" if da.equals(db[list(da.columns)]) else b"x"), added
+    return _normalised(a), _normalised(b), []
+
+
+def compare(a: Path, b: Path, allow_added: bool = False) -> tuple[int, int, list[str]]:
     """(files compared, files identical, differences) over the parquet/summary/scenario files of both trees."""
     def files(root: Path) -> set[str]:
         pats = ("*.parquet", "summary.json", "scenario.yaml", "compare.csv")
@@ -89,18 +113,24 @@ def compare(a: Path, b: Path) -> tuple[int, int, list[str]]:
     diffs = [f"only in {a}: {f}" for f in sorted(fa - fb)] + [f"only in {b}: {f}" for f in sorted(fb - fa)]
     same = 0
     for f in sorted(fa & fb):
-        if _normalised(a / f) == _normalised(b / f):
+        if allow_added:
+            xa, xb, added = _drop_added(a / f, b / f)
+            if added:
+                diffs.append(f"added in {f}: {', '.join(map(str, added))}")
+        else:
+            xa, xb = _normalised(a / f), _normalised(b / f)
+        if xa == xb:
             same += 1
         else:
             diffs.append(f"differs: {f}")
     return len(fa | fb), same, diffs
 
 
-def _report(a: Path, b: Path) -> int:
-    n, same, diffs = compare(a, b)
+def _report(a: Path, b: Path, allow_added: bool = False) -> int:
+    n, same, diffs = compare(a, b, allow_added)
     for d in diffs:
         print(d)
-    print(f"[golden] {n} files compared, {same} identical")
+    print(f"[golden] {n} files compared, {same} identical" + (" (added columns/keys not compared)" if allow_added else ""))
     return 0 if same == n and n > 0 else 1
 
 
@@ -111,24 +141,32 @@ def main() -> int:
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
+    c.add_argument("--allow-added", action="store_true", help="B may add parquet columns and JSON keys")
     k = sub.add_parser("check")
     k.add_argument("commit")
+    k.add_argument("--head", default=None, help="compare with this commit instead of the working tree")
     args = ap.parse_args()
     if args.cmd == "run":
         run_cases(args.out)
         return 0
     if args.cmd == "compare":
-        return _report(args.a, args.b)
+        return _report(args.a, args.b, args.allow_added)
     with tempfile.TemporaryDirectory(prefix="fedfleet-golden-") as tmp:
         tmp = Path(tmp)
-        wt = tmp / "base"
-        subprocess.run(["git", "worktree", "add", "--detach", str(wt), args.commit], cwd=ROOT, check=True)
+        trees = {"before": args.commit, "after": args.head}
+        made = []
         try:
-            run_cases(tmp / "before", wt)
-            run_cases(tmp / "after")
+            for side, commit in trees.items():
+                repo = ROOT
+                if commit is not None:
+                    repo = tmp / f"tree-{side}"
+                    subprocess.run(["git", "worktree", "add", "--detach", str(repo), commit], cwd=ROOT, check=True)
+                    made.append(repo)
+                run_cases(tmp / side, repo)
             return _report(tmp / "before", tmp / "after")
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=ROOT, check=False)
+            for repo in made:
+                subprocess.run(["git", "worktree", "remove", "--force", str(repo)], cwd=ROOT, check=False)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -488,16 +489,28 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple
     return validate(data, str(p), base), base
 
 
+LATER_KEYS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
+    (("policies",), lambda d: d.get("policies") is None),
+    (("faults",), lambda d: d.get("faults") is None),
+    (("dynamics", "power_mode", "dwell_rounds"), lambda d: d["dynamics"]["power_mode"]["kind"] != "dwell"),
+    (("dynamics", "background_load", "phi"), lambda d: d["dynamics"]["background_load"]["kind"] != "ar1"),
+    (("learning", "allow_download"), lambda d: not d["learning"]["allow_download"]),
+)
+"""Keys added after results were published, each with the condition under which it changes nothing
+(absent, or its kind unused, or off). The resolved scenario drops a key while its condition holds, so
+a scenario that does not use it keeps the digest (and run id) it had before the key existed."""
+
+
 def resolved_dict(sc: Scenario) -> dict[str, Any]:
-    """The fully resolved scenario (every default filled in), JSON-compatible."""
+    """The fully resolved scenario (every default filled in), JSON-compatible; keys of
+    :data:`LATER_KEYS` that change nothing are left out."""
     d = sc.model_dump(mode="json")
-    for key in ("policies", "faults"):  # absent keys: same digest as before they existed
-        if d.get(key) is None:
-            d.pop(key, None)
-    dyn = d["dynamics"]  # keys of kinds added later, dropped where unused: same digest as before they existed
-    for section, key, kind in (("power_mode", "dwell_rounds", "dwell"), ("background_load", "phi", "ar1")):
-        if dyn[section]["kind"] != kind:
-            dyn[section].pop(key, None)
+    for path, unused in LATER_KEYS:
+        if unused(d):
+            parent = d
+            for k in path[:-1]:
+                parent = parent[k]
+            parent.pop(path[-1], None)
     return d
 
 
