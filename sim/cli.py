@@ -373,6 +373,38 @@ def _report_target(out: Path) -> None:
 
 
 @app.command()
+def calibrate(
+    measurements: Annotated[Optional[Path], typer.Argument(help="CSV of measured step times (default: the shipped "
+                                                           "devices/data/measurements.csv)")] = None,
+    check: Annotated[bool, typer.Option("--check", help="fedfleet's prediction for every shipped measurement, "
+                                                         "before and after fitting")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="write the fitted calibration blocks (YAML)")] = None,
+) -> None:
+    """Fit per-board speed factors to measured step times (least squares in log space) and print
+    predicted vs measured, before and after, with ratios and residuals per point and per board."""
+    from devices.calibration import CalibrationError, user_calibration_text  # noqa: PLC0415
+    from devices.calibration_check import check as check_points  # noqa: PLC0415
+    from devices.calibration_check import format_check  # noqa: PLC0415
+    from devices.measurements import SHIPPED_CSV, read_measurements  # noqa: PLC0415
+    from sim.store import atomic_write_text  # noqa: PLC0415
+
+    if check and measurements is not None:
+        _fail("--check reads the shipped measurements; give either --check or a MEASUREMENTS.csv")
+    path = measurements or SHIPPED_CSV
+    try:
+        ms = read_measurements(path)
+        typer.echo(format_check(check_points(ms)))
+        if out is not None:
+            atomic_write_text(out, user_calibration_text(ms, path.name))
+            typer.echo(f"wrote {out}")
+    except (ValueError, CalibrationError) as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{e.filename or path}: cannot {'write' if out is not None and e.filename == str(out) else 'read'} "
+              f"({e.strerror or e})")
+
+
+@app.command()
 def devices(
     type_: Annotated[Optional[str], typer.Option("--type", help="only this device type")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table or csv")] = "table",

@@ -19,13 +19,14 @@ from devices.cost import plan_cost, total_params
 from devices.dynamics import Availability, BackgroundLoad, Dropout, Dwell, PowerModeProcess, read_availability
 from devices.errors import DeviceInputError
 from devices.faults import Faults
+from devices.named_calibrations import named_calibration
+from devices.network import BandwidthModel, Trace, load_trace
 from devices.noise import FixedPlanCost, RoundTimes, log_round_times
 from devices.plan import Plan
-from devices.network import BandwidthModel, Trace, load_trace
 from devices.rng import PerDeviceStream, generator
 from devices.timing import DeviceProfile, ModeTable
 from devices.workload import ModelArch, Workload, load_arch
-from sim.scenario import CustomMode, FleetGroup, Scenario, ScenarioError
+from sim.scenario import Calibration, CustomMode, FleetGroup, Scenario, ScenarioError
 
 
 def _custom_mode(type_id: str, cm: CustomMode, mode_id: int) -> PowerMode:
@@ -156,9 +157,19 @@ def build_fleet(sc: Scenario, base_dir: Path | None) -> FleetModel:
     )
 
 
+def group_calibration(sc: Scenario, g: FleetGroup) -> Calibration:
+    """The group's calibration: the fleet's named calibration (``fleet.calibration``) for its board type,
+    overridden by every key the group sets itself."""
+    named = named_calibration(sc.fleet.calibration, g.type)
+    if not named:
+        return g.calibration
+    explicit = g.calibration.model_dump(include=g.calibration.model_fields_set)
+    return Calibration.model_validate({**named, **explicit})
+
+
 def _group_profile(sc: Scenario, g: FleetGroup, dt: DeviceType) -> DeviceProfile:
     """One group's calibrated profile: its allowed power modes (catalog and custom, in order) and precision."""
-    cal = g.calibration
+    cal = group_calibration(sc, g)
     customs = [_custom_mode(g.type, cm, 100 + k) for k, cm in enumerate(cal.custom_modes)]
     by_name = {m.name: m for m in dt.modes + tuple(customs)}
     names = g.power_modes or [m.name for m in dt.modes] + [m.name for m in customs]

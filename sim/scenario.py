@@ -191,6 +191,10 @@ class FleetGroup(Strict):
 
 class Fleet(Strict):
     groups: list[FleetGroup] = Field(min_length=1, description="device groups")
+    calibration: Literal["datasheet", "paper", "measured"] = Field(
+        "datasheet", description="named timing calibration every group starts from (devices/data/calibrations.yaml): "
+        "datasheet = catalog efficiencies; paper = the FedSpine paper's straggler ratio; measured = fitted to "
+        "published step times (devices/data/measurements.csv); a group's own calibration keys override it")
 
 
 class BandwidthClass(Strict):
