@@ -491,6 +491,7 @@ def profile(scenario: Path, set_: SetOpt = None) -> None:
                           f"{prof.peak_memory_bytes(c) / 2**30:.2f}", f"{prof.capacity_bytes / 2**30:.1f}",
                           "yes" if prof.fits(c) else "NO (OOM)")
     Console(width=200).print(table)
+    from devices.noise import one_lag_split  # noqa: PLC0415
     from sim.fleet import round_time_noise  # noqa: PLC0415
 
     times = round_time_noise(sc, base, w, plan, sim.link.latency_s, sim.link.efficiency)
