@@ -7,7 +7,10 @@ the paper's idle figure), the mean idle fraction per round (``mean_idle_fraction
 reporting devices), bytes communicated, final sparsity. A run written before ``mean_idle_fastest``
 existed shows it as missing (``-``). The target accuracy is ``--target-acc`` if given, else the scenario's
 ``training.target_accuracy``, else the highest accuracy that every compared run reached (so each
-run has a time to it).
+run has a time to it) -- but never an automatic target at or below the majority-class rate
+(``learning_info.majority_rate``: what always answering the most frequent label scores); then there is
+no target and the note says why. Each accuracy carries its binomial standard error
+``sqrt(a (1 - a) / n_eval)`` (one reading on ``n_eval`` examples) and stands beside the majority rate.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from sim.views.results import load_sweep, read_json_object, read_table, time_to_target
+from sim.views.results import (automatic_target, binomial_se, eval_size, highest_majority, load_sweep,
+                               majority_rate, read_json_object, read_table, time_to_target)
 
 COLUMNS = ["policy", "algorithm", "final_accuracy", "time_to_target_s", "mean_idle_fastest", "mean_idle_fraction",
-           "bytes_total", "final_sparsity", "rounds", "sim_time_s", "host_time_s"]
+           "bytes_total", "final_sparsity", "rounds", "sim_time_s", "host_time_s", "final_accuracy_se", "majority_rate",
+           "n_eval"]
 
 
 def expand_runs(paths: list[Path]) -> list[Path]:
@@ -56,16 +61,18 @@ def labelled_runs(paths: list[Path]) -> list[tuple[Path, str]]:
 def compare_table(run_dirs: list[Path], target_acc: float | None = None, labels: list[str] | None = None) -> pd.DataFrame:
     """One row per run (see the module docstring). ``df.attrs['target_accuracy']`` holds the target used
     and ``df.attrs['target_source']`` where it came from."""
-    rows, frames = [], []
+    rows, frames, summaries = [], [], []
     for i, d in enumerate(run_dirs):
         d = Path(d)
         s = read_json_object(d / "summary.json")
         r = read_table(d / "rounds.parquet")
         frames.append(r)
+        summaries.append(s)
+        acc = summary_number(s, "final_accuracy", d)
         rows.append({
             "policy": labels[i] if labels else d.name,
             "algorithm": s.get("algorithm"),
-            "final_accuracy": s.get("final_accuracy") if s.get("final_accuracy") is not None else math.nan,
+            "final_accuracy": acc,
             "time_to_target_s": math.nan,
             "mean_idle_fastest": summary_number(s, "mean_idle_fastest", d),
             "mean_idle_fraction": summary_number(s, "mean_idle_fraction", d),
@@ -74,24 +81,35 @@ def compare_table(run_dirs: list[Path], target_acc: float | None = None, labels:
             "rounds": s.get("rounds_completed"),
             "sim_time_s": s.get("sim_time_s"),
             "host_time_s": (s.get("host") or {}).get("host_time_s", math.nan),
+            "final_accuracy_se": binomial_se(acc, eval_size(s)),
+            "majority_rate": majority_rate(s),
+            "n_eval": eval_size(s),
             "_target": s.get("target_accuracy"),
         })
     df = pd.DataFrame(rows, columns=[*COLUMNS, "_target"])
-    source = "--target-acc"
-    if target_acc is None:
-        given = [t for t in df["_target"] if t is not None and not (isinstance(t, float) and math.isnan(t))]
-        if given:
-            target_acc, source = float(given[0]), "training.target_accuracy"
-        else:
-            best = [float(f["accuracy"].max()) for f in frames if "accuracy" in f and f["accuracy"].notna().any()]
-            if best and len(best) == len(frames):
-                target_acc, source = min(best), "highest accuracy every run reached"
+    target_acc, source = _pick_target(target_acc, df["_target"], frames, highest_majority(summaries))
     if target_acc is not None:
         df["time_to_target_s"] = [time_to_target(f, target_acc) for f in frames]
     df = df.drop(columns="_target")
     df.attrs["target_accuracy"] = target_acc
-    df.attrs["target_source"] = source if target_acc is not None else "no accuracy (timing-only runs)"
+    df.attrs["target_source"] = source
     return df
+
+
+def _pick_target(explicit: float | None, scenario_targets, frames: list[pd.DataFrame],
+                 majority: float) -> tuple[float | None, str]:
+    """``explicit`` (``--target-acc``), else the first run's ``training.target_accuracy``, else the
+    automatic target of :func:`sim.views.results.automatic_target` (None when every run has no
+    accuracy, or when the highest accuracy every run reached is at or below ``majority``)."""
+    if explicit is not None:
+        return float(explicit), "--target-acc"
+    given = [t for t in scenario_targets if t is not None and not (isinstance(t, float) and math.isnan(t))]
+    if given:
+        return float(given[0]), "training.target_accuracy"
+    best = [float(f["accuracy"].max()) for f in frames if "accuracy" in f and f["accuracy"].notna().any()]
+    if not best or len(best) != len(frames):
+        return None, "no accuracy (timing-only runs)"
+    return automatic_target(best, majority)
 
 
 FORMATS = ("text", "md", "csv", "latex")
@@ -105,7 +123,8 @@ def format_table(df: pd.DataFrame, fmt: str = "text") -> str:
     shown = pd.DataFrame({
         "policy": df["policy"],
         "algorithm": df["algorithm"],
-        "final acc %": [fmt_num(100 * v, 1) for v in df["final_accuracy"]],
+        "final acc %": [fmt_acc(a, se) for a, se in zip(df["final_accuracy"], _col(df, "final_accuracy_se"))],
+        "majority %": [fmt_num(100 * v, 1) for v in _col(df, "majority_rate")],
         "time to target": [fmt_dur(v) for v in df["time_to_target_s"]],
         "fastest idle %": [fmt_num(100 * v, 1) for v in df["mean_idle_fastest"]],
         "mean idle %": [fmt_num(100 * v, 1) for v in df["mean_idle_fraction"]],
@@ -131,7 +150,7 @@ def format_table(df: pd.DataFrame, fmt: str = "text") -> str:
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$"}
 
 
 def latex_escape(text: str) -> str:
@@ -168,6 +187,18 @@ def is_missing(v) -> bool:
 def fmt_num(v, nd: int) -> str:
     """``v`` with ``nd`` decimals, ``-`` when missing."""
     return "-" if is_missing(v) else f"{float(v):.{nd}f}"
+
+
+def _col(df: pd.DataFrame, name: str) -> list:
+    """Column ``name`` of ``df``, all NaN when absent (tables built before it existed)."""
+    return list(df[name]) if name in df else [math.nan] * len(df)
+
+
+def fmt_acc(acc, se) -> str:
+    """An accuracy in percent with one decimal, ``± SE`` (binomial standard error, percent) when known."""
+    if is_missing(acc):
+        return "-"
+    return f"{100 * float(acc):.1f}" + ("" if is_missing(se) else f" ± {100 * float(se):.1f}")
 
 
 def fmt_dur(v) -> str:

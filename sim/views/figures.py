@@ -19,7 +19,9 @@ Figures (file stem; ``<label>`` is the group label with anything but ``[A-Za-z0-
   ``progress_vs_time`` (timing-only runs): rounds completed vs simulated time, band ±1 std of time.
 * ``time_to_target`` (runs with accuracy): bars of the simulated time to the target accuracy (the
   ``target_acc`` argument, else ``training.target_accuracy`` when every run sets the same one, else
-  the highest accuracy every group's mean curve reached), mean ± std over the seeds that reached it;
+  the highest accuracy every group's mean curve reached -- unless that is at or below the
+  majority-class rate, when the figure says there is no meaningful target instead of drawing bars),
+  mean ± std over the seeds that reached it;
   a group no seed of which reached it is a hatched bar up to its run length, labelled "not reached".
   Each bar is annotated with the speed-up of the reference policy over it (its time / the
   reference's time). ``time_to_finish`` (timing-only runs): the same with the simulated time to
@@ -67,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 from sim.records import idle_summary
-from sim.views.results import time_to_target
+from sim.views.results import automatic_target, highest_majority, time_to_target
 from sim.views.style import MAX_TIMELINE_DEVICES, gantt, phase_legend, save_figure, styled
 
 if TYPE_CHECKING:
@@ -152,9 +154,11 @@ def group_time_to_target(frames: Sequence[pd.DataFrame], target: float) -> Targe
 
 
 def pick_target(explicit: float | None, scenario_targets: Sequence[float | None],
-                mean_curves: Sequence[pd.Series]) -> tuple[float | None, str]:
+                mean_curves: Sequence[pd.Series], majority: float = math.nan) -> tuple[float | None, str]:
     """The target accuracy and where it came from: ``explicit``, else the scenarios' common
-    ``training.target_accuracy``, else the highest accuracy every mean curve reached (None if none)."""
+    ``training.target_accuracy``, else the highest accuracy every mean curve reached -- None if none,
+    or if that is at or below the majority-class rate ``majority`` (see
+    :func:`sim.views.results.automatic_target`)."""
     if explicit is not None:
         return float(explicit), "given"
     given = {float(t) for t in scenario_targets if t is not None}
@@ -165,7 +169,7 @@ def pick_target(explicit: float | None, scenario_targets: Sequence[float | None]
                     sorted(given))
     best = [float(c.max()) for c in mean_curves if len(c) and c.notna().any()]
     if best and len(best) == len(mean_curves):
-        return min(best), "highest accuracy every group reached"
+        return automatic_target(best, majority, "group")
     return None, "none"
 
 
@@ -402,7 +406,8 @@ def _accuracy_figures(plt: Any, save: Callable, groups: list[Group], ref: Group 
                       target_acc: float | None) -> None:
     curves = {g.label: _per_round(g, "accuracy") for g in groups}
     targets = [r.scenario.get("training", {}).get("target_accuracy") for g in groups for r in g.runs]
-    target, source = pick_target(target_acc, targets, [c["y"] for c in curves.values()])
+    majority = highest_majority([r.summary for g in groups for r in g.runs])
+    target, source = pick_target(target_acc, targets, [c["y"] for c in curves.values()], majority)
     div, unit = _time_unit(max(float(c["t"].max()) for c in curves.values() if len(c)))
 
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
@@ -415,6 +420,8 @@ def _accuracy_figures(plt: Any, save: Callable, groups: list[Group], ref: Group 
             ax.fill_between(x, y - s.fillna(0), y + s.fillna(0), color=g.color, alpha=0.18, lw=0)
     if target is not None:
         ax.axhline(100 * target, color="0.3", ls=":", lw=1.2, label=f"target {100 * target:.1f}%")
+    if math.isfinite(majority):
+        ax.axhline(100 * majority, color="0.5", ls="--", lw=1.0, label=f"majority class {100 * majority:.1f}%")
     ax.set_xlabel(f"simulated time ({unit})")
     ax.set_ylabel("test accuracy (%)")
     _title(ax, "Test accuracy vs simulated time", _seed_note(groups, "band"))
@@ -422,7 +429,10 @@ def _accuracy_figures(plt: Any, save: Callable, groups: list[Group], ref: Group 
     save(fig, "accuracy_vs_time")
 
     if target is None:
-        log.warning("no target accuracy: no time_to_target figure")
+        if source.startswith("no meaningful target"):
+            _no_target_figure(plt, save, source)
+        else:
+            log.warning("no target accuracy: no time_to_target figure")
         return
     tt = {g.label: group_time_to_target([r.rounds for r in g.runs], target) for g in groups}
     ends = {g.label: float(np.mean([r.rounds["t_end_s"].iloc[-1] for r in g.runs])) for g in groups}
@@ -430,6 +440,16 @@ def _accuracy_figures(plt: Any, save: Callable, groups: list[Group], ref: Group 
     _time_bars(plt, save, groups, ref, {k: (v.mean_s, v.std_s, v.n_reached, v.n_runs) for k, v in tt.items()},
                ends, title, "simulated time to target", "time_to_target",
                "target given" if source == "given" else f"target: {source}")
+
+
+def _no_target_figure(plt: Any, save: Callable, reason: str) -> None:
+    """``time_to_target`` when no target is meaningful: a figure that says why instead of bars."""
+    fig, ax = plt.subplots(figsize=(8, 3), layout="constrained")
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, textwrap.fill(reason[0].upper() + reason[1:] + ".", 70), ha="center", va="center",
+            fontsize=11, transform=ax.transAxes)
+    _title(ax, "Simulated time to target accuracy: no meaningful target")
+    save(fig, "time_to_target")
 
 
 def _progress_figures(plt: Any, save: Callable, groups: list[Group], ref: Group | None) -> None:

@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 
 from sim.store import atomic_write_text
-from sim.views.compare import compare_table, fmt_dur, fmt_num, is_missing
+from sim.views.compare import compare_table, fmt_acc, fmt_dur, fmt_num, is_missing
 from sim.views.results import (
     ResultsError,
     RunData,
@@ -173,15 +173,16 @@ def _details(summary: str, body_text: str, open_: bool = False) -> str:
 # tables
 
 
-COMPARE_HEADERS = ["policy", "algorithm", "final acc (%)", "time to target", "mean idle (%)", "MB moved",
-                   "final sparsity", "rounds", "simulated time", "host time (s)"]
+COMPARE_HEADERS = ["policy", "algorithm", "final acc (%) ± SE", "majority class (%)", "time to target",
+                   "mean idle (%)", "MB moved", "final sparsity", "rounds", "simulated time", "host time (s)"]
 
 
 def compare_rows(df: pd.DataFrame) -> list[list[str]]:
     """The shown cells of a :func:`compare_table` (same formats as ``format_table``)."""
     rows = []
     for r in df.itertuples(index=False):
-        rows.append([str(r.policy), str(r.algorithm), fmt_num(100 * r.final_accuracy, 1), fmt_dur(r.time_to_target_s),
+        rows.append([str(r.policy), str(r.algorithm), fmt_acc(r.final_accuracy, getattr(r, "final_accuracy_se", None)),
+                     fmt_num(100 * getattr(r, "majority_rate", math.nan), 1), fmt_dur(r.time_to_target_s),
                      fmt_num(100 * r.mean_idle_fraction, 1), fmt_num(r.bytes_total / 1e6, 1),
                      fmt_num(r.final_sparsity, 3), fmt_value(r.rounds), fmt_dur(r.sim_time_s),
                      fmt_num(r.host_time_s, 1)])
@@ -195,7 +196,9 @@ def target_note(df: pd.DataFrame) -> str:
     return f"Target accuracy: {df.attrs.get('target_source', 'none')}; time to target is '-'."
 
 
-UNITS_NOTE = ("Accuracy and idle fraction in percent; MB moved = bytes up + down (10^6 bytes); final sparsity = "
+UNITS_NOTE = ("Accuracy and idle fraction in percent; ± SE: the binomial standard error sqrt(a(1-a)/n) of one "
+              "reading on the n evaluation examples; majority class: the accuracy of always answering the most "
+              "frequent label; MB moved = bytes up + down (10^6 bytes); final sparsity = "
               "mean prune ratio of the last round; simulated durations in s (h above an hour). '-': not available.")
 HOST_NOTE = "Host time: the wall-clock seconds the simulation itself took on its machine."
 

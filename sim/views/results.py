@@ -221,3 +221,45 @@ def time_to_target(rounds: pd.DataFrame, target: float) -> float:
     acc = rounds["accuracy"].to_numpy(dtype=float)
     hit = np.flatnonzero(acc >= target - 1e-12)
     return float(rounds["t_end_s"].iloc[hit[0]]) if len(hit) else math.nan
+
+
+def majority_rate(summary: dict) -> float:
+    """The majority-class rate of the evaluation set (``learning_info.majority_rate`` of ``summary.json``):
+    the accuracy of a classifier that always answers the most frequent label. NaN when unknown
+    (timing-only runs, or runs written before it was recorded)."""
+    v = (summary.get("learning_info") or {}).get("majority_rate")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+
+def eval_size(summary: dict) -> float:
+    """How many examples each accuracy reading is computed on (``learning_info.n_eval``); NaN when unknown."""
+    v = (summary.get("learning_info") or {}).get("n_eval")
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) and v > 0 else math.nan
+
+
+def binomial_se(accuracy: float, n_eval: float) -> float:
+    """Standard error of one accuracy reading on ``n_eval`` examples: ``sqrt(a (1 - a) / n)``, the
+    standard deviation of a binomial proportion (each example is a right/wrong trial). NaN when
+    either is unknown. With ``a = 0.55`` and ``n = 200`` it is about 3.5 points."""
+    if not (math.isfinite(accuracy) and math.isfinite(n_eval) and n_eval > 0):
+        return math.nan
+    return math.sqrt(accuracy * (1.0 - accuracy) / n_eval)
+
+
+def automatic_target(best_per_run: list[float], majority: float, what: str = "run") -> tuple[float | None, str]:
+    """The automatic target accuracy and where it came from: the highest accuracy every ``what``
+    reached (``min`` of the per-run bests), unless that is at or below the majority-class rate
+    ``majority`` (then a trivial classifier would "reach" it: no target, and the reason says so)."""
+    if not best_per_run:
+        return None, "no accuracy (timing-only runs)"
+    target = min(best_per_run)
+    if math.isfinite(majority) and target <= majority + 1e-12:
+        return None, (f"no meaningful target: the highest accuracy every {what} reached ({100 * target:.1f}%) "
+                      f"is at or below the majority-class rate ({100 * majority:.1f}%), so no speed-up is claimed")
+    return target, f"highest accuracy every {what} reached"
+
+
+def highest_majority(summaries: list[dict]) -> float:
+    """The highest majority-class rate among ``summaries`` (NaN when none records one)."""
+    rates = [m for m in (majority_rate(s) for s in summaries) if math.isfinite(m)]
+    return max(rates) if rates else math.nan

@@ -108,8 +108,8 @@ def test_the_fastest_device_idle_stands_beside_the_mean_idle(tmp_path):
     assert cols.index("mean_idle_fastest") + 1 == cols.index("mean_idle_fraction")
     assert t["mean_idle_fastest"].iloc[0] == 0.306 and math.isnan(t["mean_idle_fastest"].iloc[1])
     md = [[c.strip() for c in ln.strip("|").split("|")] for ln in format_table(t, "md").splitlines()[:4]]
-    assert md[0][4:6] == ["fastest idle %", "mean idle %"]
-    assert md[2][4:6] == ["30.6", "12.1"] and md[3][4:6] == ["-", "20.0"]
+    assert md[0][5:7] == ["fastest idle %", "mean idle %"]
+    assert md[2][5:7] == ["30.6", "12.1"] and md[3][5:7] == ["-", "20.0"]
     assert format_table(t, "csv").splitlines()[0].split(",")[4:6] == ["mean_idle_fastest", "mean_idle_fraction"]
     idle_run(tmp_path / "bad", mean_idle_fastest="0.3")
     with pytest.raises(ValueError, match=r"summary\.json: mean_idle_fastest = '0\.3'; allowed: a number or null"):
@@ -143,10 +143,10 @@ def test_latex_format_escapes_and_keeps_the_numbers(tmp_path):
         s = json.loads((parent / row.policy / "summary.json").read_text())
         line = next(x for x in tex.splitlines() if x.startswith(row.policy + " & "))
         cells = [c.strip().removesuffix("\\\\").strip() for c in line.split("&")]
-        assert cells[4] == f"{100 * s['mean_idle_fastest']:.1f}"
-        assert cells[5] == f"{100 * s['mean_idle_fraction']:.1f}"
-        assert cells[6] == f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f}"
-        assert cells[8] == str(s["rounds_completed"])
+        assert cells[5] == f"{100 * s['mean_idle_fastest']:.1f}"
+        assert cells[6] == f"{100 * s['mean_idle_fraction']:.1f}"
+        assert cells[7] == f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f}"
+        assert cells[9] == str(s["rounds_completed"])
     r = fedfleet("compare", str(parent), "--format", "html")
     assert r.returncode == 2 and "allowed: text, md, csv, latex" in r.stderr
 

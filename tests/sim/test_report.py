@@ -136,13 +136,14 @@ def test_comparison_page_matches_the_summaries_and_embeds_every_figure(compariso
         s = json.loads((parent / label / "summary.json").read_text())
         cells = row_of(page, label)
         assert cells[1] == s["algorithm"]
-        assert cells[2] == "-" and cells[3] == "-"  # timing only: no accuracy, no time to target
-        assert cells[4] == f"{100 * s['mean_idle_fraction']:.1f}"
-        assert cells[5] == f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f}"
-        assert cells[6] == f"{s['final_mean_prune_ratio']:.3f}"
-        assert cells[7] == str(s["rounds_completed"])
-        assert cells[8] == dur(s["sim_time_s"])
-        assert cells[9] == f"{s['host']['host_time_s']:.1f}"
+        # timing only: no accuracy, no majority rate, no time to target
+        assert cells[2] == "-" and cells[3] == "-" and cells[4] == "-"
+        assert cells[5] == f"{100 * s['mean_idle_fraction']:.1f}"
+        assert cells[6] == f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f}"
+        assert cells[7] == f"{s['final_mean_prune_ratio']:.3f}"
+        assert cells[8] == str(s["rounds_completed"])
+        assert cells[9] == dur(s["sim_time_s"])
+        assert cells[10] == f"{s['host']['host_time_s']:.1f}"
     # every PNG inline, byte for byte, with a caption naming its run
     assert page.count(PNG) == len(figs) == 9
     payloads = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
@@ -238,7 +239,7 @@ def test_a_single_run_and_the_default_output(sweep):
     assert out == run / "report.html"
     page = out.read_text()
     s = json.loads((run / "summary.json").read_text())
-    assert row_of(page, "fixed")[4] == f"{100 * s['mean_idle_fraction']:.1f}"
+    assert row_of(page, "fixed")[5] == f"{100 * s['mean_idle_fraction']:.1f}"
     assert "Target accuracy 50.0% (--target-acc)" in page and f"run {run.name}" in page
     out.unlink()
 
