@@ -228,21 +228,31 @@ def compare(
                                                    "or sweep directories (their finished cells)")],
     target_acc: Annotated[Optional[float], typer.Option("--target-acc", help="accuracy for the time-to-target column (0-1)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="text, md, csv or latex (booktabs)")] = "text",
+    reference: Annotated[Optional[str], typer.Option("--reference", help="policy the paired differences over "
+                                                     "seeds are taken against (default: the first)")] = None,
 ) -> None:
     """One table over runs: final accuracy, simulated time to a target accuracy, mean idle fraction,
-    bytes communicated, final sparsity."""
-    from sim.views.compare import FORMATS, compare_table, format_table, labelled_runs  # noqa: PLC0415
+    bytes communicated, final sparsity. Runs of one policy with several seeds (a sweep, or comparisons
+    run with different seeds) are pooled: mean ± std and n, and paired differences against --reference
+    with a 95% t interval ('within noise' when it contains 0)."""
+    from sim.views.compare import (FORMATS, compare_table, format_seed_table, format_table,  # noqa: PLC0415
+                                   grouped_runs, labelled_runs, seed_table)
 
     if fmt not in FORMATS:
         _fail(f"--format {fmt!r}; allowed: {', '.join(FORMATS)}")
     if target_acc is not None and not 0.0 <= target_acc <= 1.0:
         _fail(f"--target-acc {target_acc}: must be a fraction in [0, 1]")
     try:
-        pairs = labelled_runs(runs)
-        table = compare_table([d for d, _ in pairs], target_acc, labels=[lab for _, lab in pairs])
+        found = grouped_runs(runs)
+        groups, seeds = [g for _, g, _ in found], [seed for _, _, seed in found]
+        pooled = len(set(zip(groups, seeds))) == len(found) and len(set(groups)) < len(found)
+        labels = [lab for _, lab in labelled_runs(runs)] if not pooled else None
+        table = compare_table([d for d, _, _ in found], target_acc, labels=labels)
+        text = format_seed_table(seed_table(table, groups, seeds, reference), fmt) if pooled \
+            else format_table(table, fmt)
     except (FileNotFoundError, ValueError, KeyError, OSError) as e:
         _fail(str(e))
-    typer.echo(format_table(table, fmt), nl=False)
+    typer.echo(text, nl=False)
 
 
 @app.command()

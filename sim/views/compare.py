@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from sim.views.results import (automatic_target, binomial_se, eval_size, highest_majority, load_sweep,
+from sim.views.results import (automatic_target, binomial_se, did_you_mean, eval_size, highest_majority, load_sweep,
                                majority_rate, read_json_object, read_table, time_to_target)
+from sim.views.stats import paired_difference, seed_stats
 
 COLUMNS = ["policy", "algorithm", "final_accuracy", "time_to_target_s", "mean_idle_fastest", "mean_idle_fraction",
            "bytes_total", "final_sparsity", "rounds", "sim_time_s", "host_time_s", "final_accuracy_se", "majority_rate",
@@ -37,25 +38,42 @@ def expand_runs(paths: list[Path]) -> list[Path]:
 def labelled_runs(paths: list[Path]) -> list[tuple[Path, str]]:
     """Like :func:`expand_runs`, with a label per run: the run directory's name, or for a sweep cell
     ``policy key=value ... seed N`` (the matrix keys shortened to their last component)."""
-    out: list[tuple[Path, str]] = []
+    return [(d, f"{g} seed {seed}" if sweep else g) for d, g, seed, sweep in _runs_with_groups(paths)]
+
+
+def grouped_runs(paths: list[Path]) -> list[tuple[Path, str, int]]:
+    """Run directories among ``paths`` with the group each belongs to and its seed: a sweep cell's group
+    is ``policy key=value ...``, a comparison child's its policy label, a single run's its scenario
+    name and algorithm. Runs of one group that differ only in seed are what :func:`seed_table` pools."""
+    return [(d, g, seed) for d, g, seed, _ in _runs_with_groups(paths)]
+
+
+def _runs_with_groups(paths: list[Path]) -> list[tuple[Path, str, int, bool]]:
+    out: list[tuple[Path, str, int, bool]] = []
     for p in paths:
         p = Path(p)
         if (p / "sweep.parquet").is_file():
             sw = load_sweep(p)
             for rd in sw.runs():
                 vals = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in rd.values.items())
-                out.append((rd.run_dir, " ".join(x for x in (rd.policy, vals, f"seed {rd.seed}") if x)))
+                out.append((rd.run_dir, " ".join(x for x in (rd.policy, vals) if x), rd.seed, True))
             if not out:
                 raise FileNotFoundError(f"{p}: a sweep with no finished cell yet")
             continue
         if (p / "summary.json").is_file():
-            out.append((p, p.name))
+            out.append((p, p.name, _seed_of(p), False))
             continue
         kids = sorted(c for c in p.iterdir() if (c / "summary.json").is_file()) if p.is_dir() else []
         if not kids:
             raise FileNotFoundError(f"{p}: not a run directory (no summary.json), a comparison of runs, nor a sweep")
-        out.extend((k, k.name) for k in kids)
+        out.extend((k, k.name, _seed_of(k), False) for k in kids)
     return out
+
+
+def _seed_of(run_dir: Path) -> int:
+    """The run's seed (``summary.json`` ``seed``, else 0)."""
+    v = read_json_object(run_dir / "summary.json").get("seed")
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
 def compare_table(run_dirs: list[Path], target_acc: float | None = None, labels: list[str] | None = None) -> pd.DataFrame:
@@ -117,7 +135,8 @@ FORMATS = ("text", "md", "csv", "latex")
 
 def format_table(df: pd.DataFrame, fmt: str = "text") -> str:
     """The table as aligned text, GitHub markdown, CSV (full precision) or LaTeX (a ``booktabs``
-    ``table`` with the target accuracy in the caption; text escaped for LaTeX)."""
+    ``table`` with the target accuracy in the caption; text escaped for LaTeX). Each column has one unit,
+    named in its header; host seconds appear in the text form only."""
     if fmt == "csv":
         return df.to_csv(index=False)
     shown = pd.DataFrame({
@@ -125,18 +144,24 @@ def format_table(df: pd.DataFrame, fmt: str = "text") -> str:
         "algorithm": df["algorithm"],
         "final acc %": [fmt_acc(a, se) for a, se in zip(df["final_accuracy"], _col(df, "final_accuracy_se"))],
         "majority %": [fmt_num(100 * v, 1) for v in _col(df, "majority_rate")],
-        "time to target": [fmt_dur(v) for v in df["time_to_target_s"]],
+        **_duration_column("time to target", df["time_to_target_s"]),
         "fastest idle %": [fmt_num(100 * v, 1) for v in df["mean_idle_fastest"]],
         "mean idle %": [fmt_num(100 * v, 1) for v in df["mean_idle_fraction"]],
         "MB moved": [fmt_num(v / 1e6, 1) for v in df["bytes_total"]],
         "final sparsity": [fmt_num(v, 3) for v in df["final_sparsity"]],
         "rounds": df["rounds"].astype(str),
-        "simulated": [fmt_dur(v) for v in df["sim_time_s"]],
-        "host s": [fmt_num(v, 1) for v in df["host_time_s"]],
+        **_duration_column("simulated", df["sim_time_s"]),
     })
+    if fmt == "text":  # host seconds measure the machine: in the terminal, not in a paper's table
+        shown["host s"] = [fmt_num(v, 1) for v in df["host_time_s"]]
     t = df.attrs.get("target_accuracy")
     note = (f"target accuracy {100 * t:.1f}% ({df.attrs.get('target_source')})" if t is not None
             else f"target accuracy: {df.attrs.get('target_source', 'none')}")
+    return format_table_cells(shown, note, fmt)
+
+
+def format_table_cells(shown: pd.DataFrame, note: str, fmt: str) -> str:
+    """Cells already formatted as text, as aligned text, GitHub markdown or LaTeX, with ``note`` below."""
     if fmt == "latex":
         return _latex(shown, note)
     if fmt == "md":
@@ -150,7 +175,8 @@ def format_table(df: pd.DataFrame, fmt: str = "text") -> str:
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$"}
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$",
+                  "Δ": r"$\Delta$"}
 
 
 def latex_escape(text: str) -> str:
@@ -189,6 +215,15 @@ def fmt_num(v, nd: int) -> str:
     return "-" if is_missing(v) else f"{float(v):.{nd}f}"
 
 
+def _duration_column(name: str, seconds: pd.Series) -> dict[str, list[str]]:
+    """A column of simulated durations in one unit named in its header: hours (two decimals) when the
+    longest is an hour or more, else whole seconds."""
+    finite = [float(v) for v in seconds if not is_missing(v)]
+    if finite and max(finite) >= 3600:
+        return {f"{name} (h)": [fmt_num(None if is_missing(v) else float(v) / 3600, 2) for v in seconds]}
+    return {f"{name} (s)": [fmt_num(v, 0) for v in seconds]}
+
+
 def _col(df: pd.DataFrame, name: str) -> list:
     """Column ``name`` of ``df``, all NaN when absent (tables built before it existed)."""
     return list(df[name]) if name in df else [math.nan] * len(df)
@@ -207,3 +242,82 @@ def fmt_dur(v) -> str:
         return "-"
     v = float(v)
     return f"{v / 3600:.2f} h" if v >= 3600 else f"{v:.0f} s"
+
+
+# ---------------------------------------------------------------------------------------------
+# over seeds: mean ± std, n, and paired differences against a reference group
+
+SEED_METRICS = {"final_accuracy": ("final acc", "%", 100.0, 1), "time_to_target_s": ("time to target", "s", 1.0, 0),
+                "mean_idle_fastest": ("fastest idle", "%", 100.0, 1), "bytes_total": ("moved", "MB", 1e-6, 1),
+                "sim_time_s": ("simulated", "s", 1.0, 0)}
+
+
+def seed_table(df: pd.DataFrame, groups: list[str], seeds: list[int], reference: str | None = None) -> pd.DataFrame:
+    """One row per group of a :func:`compare_table` (its rows tagged with ``groups`` and ``seeds``): for
+    each metric of :data:`SEED_METRICS` the mean, std and n over seeds, and the paired difference
+    against ``reference`` (default: the first group) with its 95% t interval and a ``within_noise``
+    flag (:func:`sim.views.stats.paired_difference`). ``attrs['reference']`` names the reference."""
+    if len(groups) != len(df) or len(seeds) != len(df):
+        raise ValueError("seed_table: one group and one seed per row")
+    order = list(dict.fromkeys(groups))
+    reference = reference if reference is not None else order[0]
+    if reference not in order:
+        raise ValueError(f"reference {reference!r}; allowed: {', '.join(order)}{did_you_mean(reference, order)}")
+    by = {g: {m: {} for m in SEED_METRICS} for g in order}
+    for g, seed, (_, row) in zip(groups, seeds, df.iterrows()):
+        for m in SEED_METRICS:
+            by[g][m][int(seed)] = float(row[m]) if not is_missing(row[m]) else math.nan
+    rows = []
+    for g in order:
+        row: dict = {"policy": g}
+        for m in SEED_METRICS:
+            st = seed_stats(list(by[g][m].values()))
+            pd_ = paired_difference(by[g][m], by[reference][m])
+            row |= {f"{m}_mean": st.mean, f"{m}_std": st.std, f"{m}_n": st.n, f"{m}_diff": pd_.mean,
+                    f"{m}_diff_low": pd_.low, f"{m}_diff_high": pd_.high, f"{m}_diff_n": pd_.n,
+                    f"{m}_within_noise": pd_.within_noise if g != reference else None}
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out.attrs = {**df.attrs, "reference": reference}
+    return out
+
+
+def format_seed_table(st: pd.DataFrame, fmt: str = "text") -> str:
+    """:func:`seed_table` shown: per metric ``mean ± std`` (one unit per column, in its header), ``n``,
+    and ``Δ vs REF [low, high]`` with ``(within noise)`` when the interval contains 0. Host time is
+    left out (it measures the machine, not the policy). CSV gives every number at full precision."""
+    if fmt == "csv":
+        return st.to_csv(index=False)
+    ref = st.attrs.get("reference")
+    shown = {"policy": list(st["policy"])}
+    for m, (name, unit, scale, nd) in SEED_METRICS.items():
+        if st[f"{m}_n"].sum() == 0:
+            continue
+        shown[f"{name} ({unit})"] = [_pm(r[f"{m}_mean"], r[f"{m}_std"], scale, nd) for _, r in st.iterrows()]
+        shown[f"{name} n"] = [str(int(v)) for v in st[f"{m}_n"]]
+        shown[f"Δ {name} vs {ref} ({unit}), 95% CI"] = [_diff(r, m, scale, nd, r["policy"] == ref)
+                                                        for _, r in st.iterrows()]
+    t = st.attrs.get("target_accuracy")
+    note = (f"mean ± std over seeds; Δ: paired difference against {ref} over the seeds both ran, with its 95% "
+            f"t interval ('within noise': the interval contains 0); target accuracy "
+            + (f"{100 * t:.1f}% ({st.attrs.get('target_source')})" if t is not None
+               else str(st.attrs.get("target_source", "none"))))
+    return format_table_cells(pd.DataFrame(shown), note, fmt)
+
+
+def _pm(mean: float, std: float, scale: float, nd: int) -> str:
+    if is_missing(mean):
+        return "-"
+    return f"{scale * mean:.{nd}f}" + ("" if is_missing(std) else f" ± {scale * std:.{nd}f}")
+
+
+def _diff(r: pd.Series, m: str, scale: float, nd: int, is_ref: bool) -> str:
+    if is_ref:
+        return "reference"
+    if is_missing(r[f"{m}_diff"]):
+        return "-"
+    d = f"{scale * r[f'{m}_diff']:+.{nd}f}"
+    if is_missing(r[f"{m}_diff_low"]):
+        return f"{d} (n={int(r[f'{m}_diff_n'])}, no interval)"
+    lo, hi = sorted((scale * r[f"{m}_diff_low"], scale * r[f"{m}_diff_high"]))
+    return f"{d} [{lo:+.{nd}f}, {hi:+.{nd}f}]" + (" within noise" if r[f"{m}_within_noise"] else "")

@@ -69,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 from sim.records import idle_summary
-from sim.views.results import automatic_target, highest_majority, time_to_target
+from sim.views.results import automatic_target, did_you_mean, highest_majority, time_to_target
 from sim.views.style import MAX_TIMELINE_DEVICES, gantt, phase_legend, save_figure, styled
 
 if TYPE_CHECKING:
@@ -337,6 +337,27 @@ def _norm(plt: Any, lo: float, hi: float) -> Any:
 
 def _time_unit(max_s: float) -> tuple[float, str]:
     return (3600.0, "h") if max_s > 3 * 3600 else (1.0, "s")
+
+
+DEFAULT_REFERENCE = "fedspine"
+
+
+def resolve_reference(runs: Sequence[RunData], reference: str | None) -> tuple[str, str | None]:
+    """The reference policy for speed-up labels and a note for the user (None when all is well).
+
+    A reference must name a policy label or an algorithm among ``runs``: one given that names none is
+    refused with a ValueError listing the names and the closest one ("did you mean ..."); the default
+    (:data:`DEFAULT_REFERENCE`) that names none gives a note saying that no speed-up is labelled."""
+    names = sorted({r.policy for r in runs} | {str(r.scenario.get("algorithm", {}).get("name", "")) for r in runs}
+                   - {""})
+    wanted = reference if reference is not None else DEFAULT_REFERENCE
+    if wanted in names:
+        return wanted, None
+    hint = did_you_mean(wanted, names)
+    if reference is not None:
+        raise ValueError(f"--reference {reference!r}: no policy of that name; allowed: {', '.join(names)}{hint}")
+    return wanted, (f"the default reference {DEFAULT_REFERENCE!r} matches no policy ({', '.join(names)}): "
+                    f"no speed-up labels; choose one with --reference")
 
 
 def _reference_group(groups: list[Group], reference: str) -> Group | None:

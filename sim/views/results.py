@@ -14,6 +14,7 @@ seed and swept values, which is what the figures and the report consume.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import stat
@@ -263,3 +264,9 @@ def highest_majority(summaries: list[dict]) -> float:
     """The highest majority-class rate among ``summaries`` (NaN when none records one)."""
     rates = [m for m in (majority_rate(s) for s in summaries) if math.isfinite(m)]
     return max(rates) if rates else math.nan
+
+
+def did_you_mean(word: str, options: list[str]) -> str:
+    """``"; did you mean 'X'?"`` for the option closest to ``word`` (difflib's ratio >= 0.6), else ``""``."""
+    close = difflib.get_close_matches(word, options, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

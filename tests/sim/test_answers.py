@@ -106,3 +106,87 @@ def test_the_time_to_target_figure_says_why_there_is_no_target(majority_comparis
     monkeypatch.setattr(figures, "_no_target_figure", lambda plt, save, reason: said.append(reason))
     figures.plot_runs(collect(majority_comparison), tmp_path / "figs", reference="spine")
     assert len(said) == 1 and "at or below the majority-class rate (55.0%)" in said[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# several seeds: mean ± std, n, paired differences with a 95% t interval
+
+
+# SYNTHETIC per-seed results (hand-made run directories): lora is 5 points more accurate on every
+# seed (a real difference); the simulated times differ by +1, -2, +2 s (noise)
+SEEDS = [0, 1, 2]
+HAND = {"spine": {"acc": [0.70, 0.72, 0.74], "sim": [100.0, 110.0, 120.0]},
+        "lora": {"acc": [0.75, 0.78, 0.78], "sim": [101.0, 108.0, 122.0]}}
+
+
+def hand_made_seeds(root) -> list:
+    parents = []
+    for i, seed in enumerate(SEEDS):
+        parent = root / f"cmp-seed{seed}"
+        for label, v in HAND.items():
+            d = parent / label
+            d.mkdir(parents=True)
+            pd.DataFrame({"round": [0, 1], "t_end_s": [v["sim"][i] / 2, v["sim"][i]],
+                          "accuracy": [0.6, v["acc"][i]]}).to_parquet(d / "rounds.parquet")
+            (d / "summary.json").write_text(json.dumps({
+                "algorithm": "fed" + label, "seed": seed, "final_accuracy": v["acc"][i], "sim_time_s": v["sim"][i],
+                "mean_idle_fastest": 0.3, "mean_idle_fraction": 0.1, "bytes_up_total": 10**6, "bytes_down_total": 0,
+                "rounds_completed": 2, "host": {"host_time_s": 1.5},
+                "learning_info": {"n_eval": N_EVAL, "majority_rate": 0.5}}))
+        parents.append(parent)
+    return parents
+
+
+def test_t_quantiles():
+    from sim.views.stats import t975
+
+    assert t975(1) == 12.706 and t975(2) == 4.303 and t975(30) == 2.042
+    assert t975(35) == pytest.approx(2.030, abs=2e-3)  # the exact quantile is 2.0301
+    assert t975(10**6) == pytest.approx(1.960, abs=1e-3)
+    with pytest.raises(ValueError):
+        t975(0)
+
+
+def test_paired_difference_and_within_noise():
+    from sim.views.stats import paired_difference, seed_stats
+
+    p = paired_difference({0: 0.75, 1: 0.78, 2: 0.78}, {0: 0.70, 1: 0.72, 2: 0.74})
+    d = [0.05, 0.06, 0.04]
+    half = 4.303 * pd.Series(d).std() / math.sqrt(3)
+    assert p.n == 3 and p.mean == pytest.approx(0.05)
+    assert (p.low, p.high) == pytest.approx((0.05 - half, 0.05 + half)) and not p.within_noise
+    q = paired_difference({0: 101.0, 1: 108.0, 2: 122.0}, {0: 100.0, 1: 110.0, 2: 120.0})
+    assert q.low < 0 < q.high and q.within_noise
+    assert paired_difference({0: 1.0, 5: 2.0}, {0: 0.5}).n == 1  # only seeds both ran are paired
+    s = seed_stats([1.0, 2.0, 3.0, math.nan])
+    assert (s.mean, s.std, s.n) == (2.0, 1.0, 3)
+
+
+def test_compare_over_seeds_pools_the_runs(tmp_path):
+    parents = hand_made_seeds(tmp_path)
+    r = fedfleet("compare", *map(str, parents), "--format", "md", "--reference", "spine", "--target-acc", "0.7")
+    assert r.returncode == 0, r.stderr
+    lines = [[c.strip() for c in ln.strip("|").split("|")] for ln in r.stdout.splitlines() if ln.startswith("|")]
+    head, rows = lines[0], {ln[0]: dict(zip(lines[0], ln)) for ln in lines[2:]}
+    assert set(rows) == {"spine", "lora"}  # one row per policy, not per run
+    assert rows["spine"]["final acc (%)"] == "72.0 ± 2.0" and rows["spine"]["final acc n"] == "3"
+    assert rows["lora"]["Δ final acc vs spine (%), 95% CI"].startswith("+5.0 [+2.5, +7.5]")
+    assert "within noise" not in rows["lora"]["Δ final acc vs spine (%), 95% CI"]
+    assert rows["lora"]["Δ simulated vs spine (s), 95% CI"].endswith("within noise")
+    assert rows["spine"]["Δ simulated vs spine (s), 95% CI"] == "reference"
+    assert not any("host" in h for h in head)
+    r = fedfleet("compare", *map(str, parents), "--reference", "spin")
+    assert r.returncode == 2 and "reference 'spin'" in r.stderr and "did you mean 'spine'" in r.stderr
+    r = fedfleet("compare", *map(str, parents), "--format", "csv")
+    assert r.returncode == 0 and "final_accuracy_diff_low" in r.stdout.splitlines()[0]
+
+
+def test_tables_keep_one_unit_per_column_and_leave_host_seconds_out_of_papers(tmp_path):
+    parents = hand_made_seeds(tmp_path)
+    runs = [parents[0] / "spine", parents[0] / "lora"]
+    t = compare_table(runs)
+    t.loc[1, "sim_time_s"] = 7200.0  # one run over an hour: the whole column in hours
+    md = format_table(t, "md").splitlines()[0]
+    assert "simulated (h)" in md and "time to target (s)" in md and "host" not in md
+    assert "host" not in format_table(t, "latex") and "host s" in format_table(t, "text")
+    assert "| 0.03 |" in format_table(t, "md") and "| 2.00 |" in format_table(t, "md")
