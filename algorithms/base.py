@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from algorithms.sparsity import SparsityRule
 from devices.plan import Plan, top_layers
 
 Aggregator = Literal["svd", "zero_pad", "fedavg"]
@@ -128,6 +129,7 @@ class StrategyContext:
     rng: np.random.Generator
     learning: bool = False  # a real learner trains (losses and LoRA updates are in the reports)
     oracle: Oracle | None = field(default=None, repr=False)  # only for prior_free = False strategies
+    sparsity: SparsityRule = field(default_factory=SparsityRule)  # the scenario's ``sparsity`` section
 
 
 def declared(params: BaseModel, name: str, default: Any = None) -> Any:

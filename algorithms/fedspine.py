@@ -42,7 +42,8 @@ from algorithms.base import FleetView, RoundReports, Strategy
 from algorithms.common import CommonParams, Ratio
 from algorithms.registry import register
 from algorithms.rewards import RewardSpec, check_reward, compute_rewards
-from algorithms.schedule import window
+from algorithms.schedule import scheduled_ratio, window
+from algorithms.sparsity import MAX_RATIO, project_mean
 from devices.plan import Plan
 
 BanditName = Literal["sucb", "ucb1", "ducb", "swucb", "exp3", "thompson", "egreedy"]
@@ -102,9 +103,12 @@ class BanditPolicy(Strategy):
         self._pending: dict[int, tuple[int, float]] = {}  # device -> (arm or cell id, sparsity before the round)
         p = self.params
         self._rounds = p.reach_target_by or ctx.rounds
-        self._grid = np.linspace(0.0, p.prune_target, p.prune_grid)
+        self._fleet_mean = ctx.sparsity.constraint == "fleet_mean"
+        self._p_max = min(p.prune_target + ctx.sparsity.spread, MAX_RATIO) if self._fleet_mean else p.prune_target
+        self._grid = np.linspace(0.0, self._p_max, p.prune_grid)
         rk = self.ranks()
         self._arms = [(float(g), r) for g in self._grid for r in rk]
+        self._targets = np.full(ctx.n_devices, float(p.prune_target))  # fleet_mean: each device's final ratio
 
     def _rng(self, device: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence(self._base, spawn_key=(device,)))
@@ -114,7 +118,7 @@ class BanditPolicy(Strategy):
         if b is None:
             p = self.params
             if p.bandit == "sucb":
-                b = SUCB([Dim(0.0, max(p.prune_target, 1e-9)), Dim(0.0, 1.0, values=tuple(float(r) for r in self.ranks()))],
+                b = SUCB([Dim(0.0, max(self._p_max, 1e-9)), Dim(0.0, 1.0, values=tuple(float(r) for r in self.ranks()))],
                          self._rng(device), discount=p.discount, exploration=p.exploration, delta=p.delta,
                          n_split=p.n_split, play=p.play, untried=p.untried,
                          scale=p.exploration_scale)
@@ -136,6 +140,8 @@ class BanditPolicy(Strategy):
         return arm, float(min(max(g, lo), hi)), r
 
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
+        if self._fleet_mean:
+            return self._plan_fleet_mean(round_index, view, selected)
         p = self.params
         layers, steps, batch = self.plan_shape()
         out = []
@@ -145,6 +151,30 @@ class BanditPolicy(Strategy):
             lo, hi = window(round_index, self._rounds, p.prune_target, prev, p.max_step_factor)
             arm, ratio, rank = self._choose(d, lo, hi)
             self._pending[d] = (arm, prev)
+            out.append(Plan(max(ratio, prev), rank, layers, steps, batch))
+        return out
+
+    def _plan_fleet_mean(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
+        """``sparsity.constraint: fleet_mean``: each selected device's arm is its desired *final* ratio
+        q_i in [lo_i, hi_i] (:meth:`algorithms.sparsity.SparsityRule.bounds`); the server projects all
+        devices' targets (unselected ones keep theirs) onto the fleet-mean set
+        (:func:`algorithms.sparsity.project_mean`), and each device prunes along the linear ramp to its
+        own target, p_i(t) = max(p_i^{t-1}, T_i min(1, (t + 1) / R))."""
+        p = self.params
+        layers, steps, batch = self.plan_shape()
+        rule = self.ctx.sparsity
+        lo, hi = rule.bounds(p.prune_target, view.prune_ratio)
+        q = self._targets.copy()
+        chosen: dict[int, tuple[int, int]] = {}
+        for d in (int(x) for x in selected):
+            arm, q[d], rank = self._choose(d, float(lo[d]), float(hi[d]))
+            chosen[d] = (arm, rank)
+        self._targets = project_mean(q, p.prune_target, lo, hi, rule.weights_for(len(q)))
+        out = []
+        for d, (arm, rank) in chosen.items():
+            prev = float(view.prune_ratio[d])
+            self._pending[d] = (arm, prev)
+            ratio = scheduled_ratio("linear", round_index, self._rounds, float(self._targets[d]))
             out.append(Plan(max(ratio, prev), rank, layers, steps, batch))
         return out
 
@@ -159,12 +189,14 @@ class BanditPolicy(Strategy):
         return cols
 
     def state(self) -> dict:
-        return {**super().state(), "base": self._base,
+        return {**super().state(), "base": self._base, "targets": [float(x) for x in self._targets],
                 "bandits": {str(d): b.state() for d, b in sorted(self._bandits.items())}}
 
     def set_state(self, st: dict) -> None:
         super().set_state(st)
         self._base = int(st["base"])
+        if "targets" in st:
+            self._targets = np.asarray(st["targets"], dtype=float)
         self._bandits = {}
         for d, bs in st["bandits"].items():
             self.bandit_of(int(d)).set_state(bs)

@@ -14,6 +14,11 @@ so every device finishes near the slowest device's best time while keeping as mu
 rank as that allows; at the target sparsity only the ranks still differ. Plans that do not fit a
 device's memory are never chosen (predicted time +inf). Future dynamics (mode switches, bandwidth
 changes during the round) are unknown even to the oracle.
+
+Under ``sparsity.constraint: fleet_mean`` the target P of the window is each device's own final ratio
+T_i, computed once at the first round from the fleet's state then (:meth:`Oracle.fleet_targets`: the
+smallest ratio that brings each device under a common round time, the time chosen so the fleet's mean
+ratio is P, projected so it is exactly P) and fixed for the run; the grid spans [0, max_i T_i].
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from algorithms.base import FleetView, Strategy
 from algorithms.common import CommonParams, Rank, Ratio
 from algorithms.registry import register
 from algorithms.schedule import window
+from algorithms.sparsity import MAX_RATIO, project_mean
 from devices.plan import Plan
 
 
@@ -46,17 +52,68 @@ class Oracle(Strategy):
     prior_free = False
     aggregator = "svd"
 
+    def __init__(self, params, ctx):
+        super().__init__(params, ctx)
+        self._targets: np.ndarray | None = None  # fleet_mean: each device's final ratio, fixed once computed
+
+    def fleet_targets(self, view: FleetView) -> np.ndarray:
+        """``sparsity.constraint: fleet_mean``: clairvoyant final ratios. On a grid of ratios g (step
+        0.005) the predicted time of every device at its fastest rank, T_i(g) = min_r T_i(g, r); for a
+        common round time T each device gets the smallest g in [lo_i, hi_i] with T_i(g) <= T (hi_i if
+        none); T is bisected so the mean ratio is at most P, then the ratios are projected onto the
+        fleet-mean set (:func:`algorithms.sparsity.project_mean`) so the mean is exactly P."""
+        p, rule = self.params, self.ctx.sparsity
+        layers, steps, batch = self.plan_shape()
+        devs = np.arange(self.ctx.n_devices)
+        lo, hi = rule.bounds(p.prune_target, view.prune_ratio)
+        grid = np.linspace(0.0, MAX_RATIO, 181)
+        times = np.array([np.min([self.ctx.oracle.predict_round_s(devs, Plan(float(g), r, layers, steps, batch))
+                                  for r in p.ranks], axis=0) for g in grid])  # (grid, device)
+        inside = (grid[:, None] >= lo[None, :] - 1e-12) & (grid[:, None] <= hi[None, :] + 1e-12)
+
+        def ratios(t_s: float) -> np.ndarray:
+            ok = inside & (times <= t_s)
+            first = np.where(ok.any(axis=0), grid[np.argmax(ok, axis=0)], hi)
+            return np.clip(first, lo, hi)
+
+        finite = times[np.isfinite(times)]
+        a, b = float(finite.min()), float(finite.max())
+        w = rule.weights_for(len(devs))
+        for _ in range(100):  # mean ratio is non-increasing in T: the smallest T with mean <= P
+            mid = 0.5 * (a + b)
+            a, b = (mid, b) if w @ ratios(mid) > p.prune_target else (a, mid)
+        return project_mean(ratios(b), p.prune_target, lo, hi, w)
+
+    def state(self) -> dict:
+        st = super().state()
+        if self._targets is not None:
+            st["targets"] = [float(x) for x in self._targets]
+        return st
+
+    def set_state(self, st: dict) -> None:
+        super().set_state(st)
+        self._targets = np.asarray(st["targets"], dtype=float) if "targets" in st else None
+
+    def targets(self, view: FleetView) -> np.ndarray:
+        """Each device's final ratio: P (``per_device``) or :meth:`fleet_targets`, fixed once computed."""
+        if self._targets is None:
+            fleet_mean = self.ctx.sparsity.constraint == "fleet_mean"
+            self._targets = (self.fleet_targets(view) if fleet_mean
+                             else np.full(self.ctx.n_devices, float(self.params.prune_target)))
+        return self._targets
+
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p = self.params
         oracle = self.ctx.oracle
         layers, steps, batch = self.plan_shape()
         rounds = p.reach_target_by or self.ctx.rounds
-        grid = np.linspace(0.0, p.prune_target, p.prune_grid)
+        targets = self.targets(view)
+        grid = np.linspace(0.0, float(targets.max()), p.prune_grid)
         ranks = sorted(set(p.ranks), reverse=True)
         sel = np.asarray(selected)
         cands: list[list[float]] = []
         for d in sel:
-            lo, hi = window(round_index, rounds, p.prune_target, float(view.prune_ratio[d]), p.max_step_factor)
+            lo, hi = window(round_index, rounds, float(targets[d]), float(view.prune_ratio[d]), p.max_step_factor)
             cands.append(sorted({lo, hi, *[float(g) for g in grid if lo < g < hi]}))
         times: dict[tuple[float, int], np.ndarray] = {}  # (p, r) -> predicted time of every selected device
         for ps in sorted({x for c in cands for x in c}):

@@ -20,6 +20,7 @@ def _load_builtin() -> None:
         import algorithms.fedlora  # noqa: F401, PLC0415
         import algorithms.fedlora_then_prune  # noqa: F401, PLC0415
         import algorithms.fedmp  # noqa: F401, PLC0415
+        import algorithms.fedmp_fixed  # noqa: F401, PLC0415
         import algorithms.fedspine  # noqa: F401, PLC0415
         import algorithms.fixed  # noqa: F401, PLC0415
         import algorithms.flexlora  # noqa: F401, PLC0415

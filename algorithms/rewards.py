@@ -10,7 +10,10 @@ others; its equation is not public. The functional form below is ours:
     pi_i  = (p_i^t - p_i^{t-1}) / P                    pruning progress (P = target sparsity)
     I_i   = ||B_i^t - B_i^{t-1}||_F / mean_j ||B_j^t - B_j^{t-1}||_F    LoRA-update importance ("I(B_total)")
     g(T)  = exp(-|T_i - T~| / T~)   (time_shape exp)   or   min(T_i, T~) / max(T_i, T~)   (ratio)
-    T~    = median_j T_j (time_ref median, default) or mean_j T_j; j over the devices that reported ok
+    T~    = median_j T_j (time_ref median, default), mean_j T_j, max_j T_j (max) or the 90th percentile
+            of T_j (q90); j over the devices that reported ok this round. With max or q90 the reference
+            is (about) the round's end, so a fast device scores higher by doing *more* work per round and
+            a slow one by doing less; with median, the fastest devices score lowest.
 
 With the default weights (all 1) this is exactly rho = dL * (1 + kappa pi) * I * g(T) with kappa = 1.
 ``form: sum`` is the weighted mean of the terms in [0, 1] instead:
@@ -53,7 +56,7 @@ class RewardSpec(BaseModel):
     terms: Literal["auto", "full", "time_only"] = "auto"
     form: Literal["product", "sum"] = "product"
     weights: RewardWeights = Field(default_factory=RewardWeights)
-    time_ref: Literal["median", "mean"] = "median"
+    time_ref: Literal["median", "mean", "max", "q90"] = "median"
     time_shape: Literal["exp", "ratio"] = "exp"
 
 
@@ -70,6 +73,15 @@ def check_reward(spec: RewardSpec, learning: bool, key: str = "reward") -> list[
         return [(f"{key}.terms", "'full' needs losses and LoRA updates from a learner, but learning.kind is 'none' "
                                  "(no learner); set learning.kind: real, or reward.terms: time_only or auto")]
     return []
+
+
+def time_reference(t_ok_s: np.ndarray, how: str) -> float:
+    """T~ of g(T): the median, mean, maximum or 90th percentile of the ok devices' completion times."""
+    if how == "median":
+        return float(np.median(t_ok_s))
+    if how == "mean":
+        return float(np.mean(t_ok_s))
+    return float(np.max(t_ok_s)) if how == "max" else float(np.quantile(t_ok_s, 0.9))
 
 
 def compute_rewards(reports: RoundReports, prev_ratio: np.ndarray, target: float, spec: RewardSpec,
@@ -95,7 +107,7 @@ def compute_rewards(reports: RoundReports, prev_ratio: np.ndarray, target: float
     progress = np.clip(progress, 0.0, None)
     T = reports.duration_s
     Tok = T[ok]
-    ref = float(np.median(Tok)) if spec.time_ref == "median" else float(np.mean(Tok))
+    ref = time_reference(Tok, spec.time_ref)
     if ref > 0:
         g = np.exp(-np.abs(T - ref) / ref) if spec.time_shape == "exp" else np.minimum(T, ref) / np.maximum(T, ref)
     else:

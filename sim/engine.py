@@ -35,6 +35,7 @@ import simpy
 
 from algorithms.base import FleetView, Oracle, RoundReports, StrategyContext
 from algorithms.registry import make_strategy
+from algorithms.sparsity import SparsityRule
 from devices.completion import completion_times
 from devices.cost import plan_cost
 from devices.plan import Plan
@@ -133,6 +134,7 @@ class Simulation:
             n_devices=self.fleet.n, rounds=sc.training.rounds, local_steps=sc.training.local_steps,
             batch_size=sc.workload.batch_size, num_layers=self.workload.arch.num_layers,
             rng=generator(sc.seed, f"strategy.{sc.algorithm.name}"), learning=self.learner.trains,
+            sparsity=self._sparsity_rule(sc),
         )
         self.strategy = make_strategy(sc.algorithm.name, sc.algorithm.params, ctx)
         if not self.strategy.prior_free:
@@ -314,6 +316,12 @@ class Simulation:
                  extra["accuracy"], extra["accuracy_min"], extra["accuracy_max"], extra["test_loss"],
                  float(np.mean([p.prune_ratio for p in rnd.plans])))
         return extra
+
+    def _sparsity_rule(self, sc: Scenario) -> SparsityRule:
+        """The ``sparsity`` section for the strategy; data weights only where a learner holds data."""
+        sp = sc.sparsity
+        weights = self.learner.data_sizes() if sp.weighting == "data" and self.learner.trains else None
+        return SparsityRule(sp.constraint, sp.spread, weights)
 
     def _agg_weights(self, devices: np.ndarray, plans: list[Plan]) -> list[float]:
         """Aggregation weights as the strategy asks: local data size |D_i| (default), samples seen

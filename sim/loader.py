@@ -495,6 +495,7 @@ LATER_KEYS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     (("dynamics", "power_mode", "dwell_rounds"), lambda d: d["dynamics"]["power_mode"]["kind"] != "dwell"),
     (("dynamics", "background_load", "phi"), lambda d: d["dynamics"]["background_load"]["kind"] != "ar1"),
     (("learning", "allow_download"), lambda d: not d["learning"]["allow_download"]),
+    (("sparsity",), lambda d: d["sparsity"] == {"constraint": "per_device", "spread": 0.2, "weighting": "uniform"}),
     (("fleet", "calibration"), lambda d: d["fleet"]["calibration"] == "datasheet"),
 )
 """Keys added after results were published, each with the condition under which it changes nothing

@@ -68,6 +68,19 @@ def expected_bytes(sim: Simulation, dev: pd.DataFrame) -> tuple[np.ndarray, np.n
     return m["_down"].to_numpy(np.int64), m["_up"].to_numpy(np.int64)
 
 
+def final_prune_summary(dev: pd.DataFrame, n_devices: int) -> dict[str, float | None]:
+    """``final_prune_ratio_min/mean/max``: the distribution over devices of each device's sparsity
+    after the run (its last reported plan's ratio; 0 for a device that never reported ok)."""
+    if not len(dev):
+        return {f"final_prune_ratio_{k}": None for k in ("min", "mean", "max")}
+    ok = dev[dev["status"] == "ok"]
+    final = np.zeros(n_devices)
+    last = ok.groupby("device_index", observed=True)["prune_ratio"].last()
+    final[last.index.to_numpy(dtype=int)] = last.to_numpy(dtype=float)
+    return {"final_prune_ratio_min": float(final.min()), "final_prune_ratio_mean": float(final.mean()),
+            "final_prune_ratio_max": float(final.max())}
+
+
 def summarize(sc: Scenario, out: RunOutput, run_id: str) -> dict:
     rounds, dev = out.rounds, out.device_rounds
     acc = rounds["accuracy"].to_numpy(dtype=float) if len(rounds) else np.array([])
@@ -99,6 +112,7 @@ def summarize(sc: Scenario, out: RunOutput, run_id: str) -> dict:
         "mean_idle_fraction": float(np.nanmean(rounds["mean_idle_fraction"])) if len(rounds) and rounds["mean_idle_fraction"].notna().any() else None,
         **idle_summary(rounds),
         "final_mean_prune_ratio": float(rounds["mean_prune_ratio"].dropna().iloc[-1]) if len(rounds) and rounds["mean_prune_ratio"].notna().any() else None,
+        **final_prune_summary(dev, sc.n_devices),
         "device_rounds": int(len(dev)),
         "status_counts": {k: int(v) for k, v in status_counts.items()},
     }

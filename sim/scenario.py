@@ -486,6 +486,18 @@ class FaultsSpec(Strict):
                                                         "[start_s, end_s) of simulated time")
 
 
+class SparsitySpec(Strict):
+    constraint: Literal["per_device", "fleet_mean"] = Field(
+        "per_device", description="per_device: every device ends at the policy's prune_target P; fleet_mean: each "
+        "device ends at its own ratio in [P - spread, P + spread] (clipped to [0, 0.9]) and the fleet's mean is P "
+        "(the server projects the devices' choices, algorithms/sparsity.py)")
+    spread: Annotated[float, Field(ge=0, le=0.9, allow_inf_nan=False)] = Field(
+        0.2, description="fleet_mean: largest distance of a device's final ratio from P")
+    weighting: Literal["uniform", "data"] = Field(
+        "uniform", description="fleet_mean: the mean over devices is uniform, or weighted by local data size "
+        "(real learning only; timing-only runs use uniform)")
+
+
 class Scenario(Strict):
     name: str | None = Field(None, description="scenario name (default: the file name)")
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = Field(0, description="the one seed of the run")
@@ -500,6 +512,7 @@ class Scenario(Strict):
         None, description="compare several strategies on the same fleet, seed and data: {label: {name, params}}; "
                           "fedfleet run then runs one child run per label (algorithm is ignored)")
     learning: LearningSpec = Field(default_factory=LearningSpec)
+    sparsity: SparsitySpec = Field(default_factory=SparsitySpec, description="the fleet's sparsity constraint, read by every pruning policy")
     faults: FaultsSpec | None = Field(None, description="fault injection (crashes, lost uploads, partitions, "
                                                         "straggler spikes, devices leaving); none by default")
     output: OutputSpec = Field(default_factory=OutputSpec)

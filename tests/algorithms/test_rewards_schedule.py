@@ -98,3 +98,16 @@ def test_window_is_monotone_bounded_and_reaches_the_target(factor):
         lo, hi = window(t, R, P, p, 1.0)
         assert lo == pytest.approx(hi) and lo == pytest.approx(P * (t + 1) / R)
         p = lo
+
+
+@pytest.mark.parametrize(("how", "ref"), [("max", 40.0), ("q90", float(np.quantile([10.0, 20.0, 40.0], 0.9)))])
+def test_time_term_aligned_with_the_round_end(how, ref):
+    """time_ref max / q90: the fastest device scores lowest and the one nearest the round's end highest."""
+    rep = reports(["ok", "ok", "ok"], [10.0, 20.0, 40.0], [math.nan] * 3, [math.nan] * 3, [math.nan] * 3,
+                  [0.1, 0.1, 0.1])
+    cols = compute_rewards(rep, np.full(3, 0.1), 0.3, RewardSpec(time_ref=how, weights={"progress": 0.0}),
+                           learning=False)
+    g = [math.exp(-abs(t - ref) / ref) for t in (10.0, 20.0, 40.0)]
+    assert cols["reward_time"] == pytest.approx(g)
+    assert cols["reward"] == pytest.approx(g)  # progress weight 0: (1 + 0) / (1 + 0) g
+    assert cols["reward"][0] < cols["reward"][1]
