@@ -58,4 +58,15 @@ def load_sweep(sweep_dir):
     return _load_sweep(sweep_dir)
 
 
-__all__ = ["__version__", "load_run", "load_scenario", "load_sweep", "run"]
+def load_comparison(*paths, target_acc=None, reference=None):
+    """What ``fedfleet compare PATHS`` shows, as DataFrames: ``(runs, over_seeds)``. ``runs`` has one
+    row per run (run directories, comparison directories, sweeps; columns as ``compare.csv`` plus
+    ``group`` and ``seed``); ``over_seeds`` one row per policy (mean, std, n over seeds and the paired
+    difference against ``reference`` with its 95% t interval) when some policy ran several seeds, else
+    None. ``attrs['target_accuracy']`` and ``attrs['target_source']`` say which target was used."""
+    from sim.views.compare import compare_paths  # noqa: PLC0415
+
+    return compare_paths(list(paths), target_acc, reference)
+
+
+__all__ = ["__version__", "load_comparison", "load_run", "load_scenario", "load_sweep", "run"]

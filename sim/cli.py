@@ -141,7 +141,9 @@ def _run_single(sc, base, out: Path | None, resume: Path | None, quiet: bool, de
     typer.echo(str(res.run_dir))
     if not quiet:
         idle = s["mean_idle_fraction"]
-        typer.echo(f"{s['rounds_completed']} rounds ({s['stop_reason']}), simulated {s['sim_time_s'] / 3600:.3f} h, "
+        from sim.views.results import stop_reason_words  # noqa: PLC0415
+
+        typer.echo(f"{s['rounds_completed']} rounds ({stop_reason_words(s['stop_reason'])}), simulated {s['sim_time_s'] / 3600:.3f} h, "
                    f"mean round {s['mean_round_s']:.1f} s, mean idle {100 * idle:.1f}%, "
                    f"{(s['bytes_up_total'] + s['bytes_down_total']) / 1e6:.1f} MB moved, "
                    f"host {s['host']['host_time_s']:.2f} s" if idle is not None else f"{s['rounds_completed']} rounds")
@@ -235,21 +237,17 @@ def compare(
     bytes communicated, final sparsity. Runs of one policy with several seeds (a sweep, or comparisons
     run with different seeds) are pooled: mean ± std and n, and paired differences against --reference
     with a 95% t interval ('within noise' when it contains 0)."""
-    from sim.views.compare import (FORMATS, compare_table, format_seed_table, format_table,  # noqa: PLC0415
-                                   grouped_runs, labelled_runs, seed_table)
+    from sim.views.compare import FORMATS, compare_paths, format_seed_table, format_table  # noqa: PLC0415
 
     if fmt not in FORMATS:
         _fail(f"--format {fmt!r}; allowed: {', '.join(FORMATS)}")
     if target_acc is not None and not 0.0 <= target_acc <= 1.0:
         _fail(f"--target-acc {target_acc}: must be a fraction in [0, 1]")
     try:
-        found = grouped_runs(runs)
-        groups, seeds = [g for _, g, _ in found], [seed for _, _, seed in found]
-        pooled = len(set(zip(groups, seeds))) == len(found) and len(set(groups)) < len(found)
-        labels = [lab for _, lab in labelled_runs(runs)] if not pooled else None
-        table = compare_table([d for d, _, _ in found], target_acc, labels=labels)
-        text = format_seed_table(seed_table(table, groups, seeds, reference), fmt) if pooled \
-            else format_table(table, fmt)
+        table, pooled = compare_paths(runs, target_acc, reference)
+        per_run = table.drop(columns=["group", "seed"])
+        per_run.attrs = dict(table.attrs)
+        text = format_seed_table(pooled, fmt) if pooled is not None else format_table(per_run, fmt)
     except (FileNotFoundError, ValueError, KeyError, OSError) as e:
         _fail(str(e))
     typer.echo(text, nl=False)
@@ -304,10 +302,15 @@ def sweep(
 TargetOpt = Annotated[Optional[float], typer.Option("--target-acc", help="accuracy for time-to-target (0-1)")]
 
 
-def _figures(path: Path, target_acc: float | None, rounds: list[int] | None, reference: str) -> list[Path]:
+ReferenceOpt = Annotated[Optional[str], typer.Option(
+    help="policy whose speed-up over the others is annotated (default fedspine; a name matching no policy "
+         "is refused)")]
+
+
+def _figures(path: Path, target_acc: float | None, rounds: list[int] | None, reference: str | None) -> list[Path]:
     """The figures of a results directory; a file that cannot be read, or a figures folder that cannot be
     written, is exit 2 naming the file."""
-    from sim.views.figures import plot_runs  # noqa: PLC0415
+    from sim.views.figures import plot_runs, resolve_reference  # noqa: PLC0415
     from sim.views.results import ResultsError, collect, kind_of, load_sweep  # noqa: PLC0415
 
     if target_acc is not None and not 0.0 <= target_acc <= 1.0:
@@ -321,6 +324,12 @@ def _figures(path: Path, target_acc: float | None, rounds: list[int] | None, ref
         _fail(f"{e.filename or path}: cannot read ({e.strerror})")
     if not runs:
         _fail(f"{path}: no finished run to plot")
+    try:
+        reference, note = resolve_reference(runs, reference)
+    except ValueError as e:
+        _fail(str(e))
+    if note:
+        typer.echo(f"note: {note}", err=True)
     try:
         sweep = load_sweep(path) if kind == "sweep" else None
         return plot_runs(runs, path / "figures", sweep=sweep, target_acc=target_acc, reference=reference,
@@ -337,7 +346,7 @@ def plot(
     target_acc: TargetOpt = None,
     round_: Annotated[Optional[list[int]], typer.Option("--round", help="round for the timelines (repeatable; "
                                                                        "default first, middle, last)")] = None,
-    reference: Annotated[str, typer.Option(help="policy whose speed-up over the others is annotated")] = "fedspine",
+    reference: ReferenceOpt = None,
 ) -> None:
     """Paper-style figures (PNG and PDF) into DIR/figures/: accuracy vs simulated time, time to target,
     per-device-type times, pruning/rank heatmaps, timelines, bytes, memory, sweep sensitivity."""
@@ -353,7 +362,7 @@ def report(
     path: Annotated[Path, typer.Argument(help="a run, comparison or sweep directory")],
     target_acc: TargetOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="HTML file (default DIR/report.html)")] = None,
-    reference: Annotated[str, typer.Option(help="policy whose speed-up over the others is annotated")] = "fedspine",
+    reference: ReferenceOpt = None,
 ) -> None:
     """One self-contained HTML page: the figures inline, the tables, the resolved scenarios."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -321,3 +321,16 @@ def _diff(r: pd.Series, m: str, scale: float, nd: int, is_ref: bool) -> str:
         return f"{d} (n={int(r[f'{m}_diff_n'])}, no interval)"
     lo, hi = sorted((scale * r[f"{m}_diff_low"], scale * r[f"{m}_diff_high"]))
     return f"{d} [{lo:+.{nd}f}, {hi:+.{nd}f}]" + (" within noise" if r[f"{m}_within_noise"] else "")
+
+
+def compare_paths(paths: list[Path], target_acc: float | None = None,
+                  reference: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """What ``fedfleet compare PATHS`` shows: the per-run :func:`compare_table` (labelled as
+    :func:`labelled_runs`, with ``group`` and ``seed`` columns) and, when some group holds several
+    seeds (each once), its :func:`seed_table` against ``reference``; else None."""
+    found = grouped_runs(paths)
+    groups, seeds = [g for _, g, _ in found], [seed for _, _, seed in found]
+    pooled = len(set(zip(groups, seeds))) == len(found) and len(set(groups)) < len(found)
+    table = compare_table([d for d, _, _ in found], target_acc, labels=[lab for _, lab in labelled_runs(paths)])
+    table["group"], table["seed"] = groups, seeds
+    return table, (seed_table(table, groups, seeds, reference) if pooled else None)

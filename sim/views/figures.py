@@ -70,7 +70,7 @@ import pandas as pd
 
 from sim.records import idle_summary
 from sim.views.results import automatic_target, did_you_mean, highest_majority, time_to_target
-from sim.views.style import MAX_TIMELINE_DEVICES, gantt, phase_legend, save_figure, styled
+from sim.views.style import MAX_TIMELINE_DEVICES, gantt, phase_legend, save_figure, styled, timeline_devices
 
 if TYPE_CHECKING:
     from sim.views.results import RunData, SweepData
@@ -769,12 +769,11 @@ def _timeline_figure(plt: Any, save: Callable, g: Group, timeline_rounds: list[i
     fig, axes = plt.subplots(nrow, ncol, figsize=(5.0 * ncol + 1.0, nrow * (0.2 * n_max + 1.5) + 0.8),
                              layout="constrained", squeeze=False)
     for ax, r, full in zip(axes.flat, chosen, parts):
-        lr = full.head(MAX_TIMELINE_DEVICES)
+        lr, shown = timeline_devices(full)
         t0, t1 = float(rounds.at[r, "t_start_s"]), float(rounds.at[r, "t_end_s"])
         gantt(ax, lr, t0, t1)
         ax.set_xlim(0, (t1 - t0) * 1.02 if t1 > t0 else 1)
         ax.set_xlabel("time since round start (s, simulated)")
-        shown = f"{len(lr)} devices" if len(lr) == len(full) else f"first {len(lr)} of {len(full)} devices"
         ax.set_title(f"round {r} ({t1 - t0:.1f} s, {shown})", fontsize=10)
     for ax in list(axes.flat)[len(chosen):]:
         ax.set_visible(False)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from sim.views.style import MAX_TIMELINE_DEVICES, gantt, phase_legend, save_figure, styled
+from sim.views.style import gantt, phase_legend, save_figure, styled, timeline_devices
 
 
 def plot_run(run_dir: Path) -> list[Path]:
@@ -79,16 +79,18 @@ def _device_types(plt: Any, ok: pd.DataFrame) -> Any:
 
 
 def _timeline(plt: Any, rounds: pd.DataFrame, dev: pd.DataFrame) -> Any:
-    """The last round as a Gantt chart (:func:`~sim.views.style.gantt`), devices by end time."""
+    """The last round as a Gantt chart (:func:`~sim.views.style.gantt`), devices by end time (above
+    :data:`~sim.views.style.MAX_TIMELINE_DEVICES`, the slowest and a per-type sample:
+    :func:`~sim.views.style.timeline_devices`)."""
     last = int(rounds["round"].iloc[-1])
-    lr = dev[dev["round"] == last].sort_values("t_end_s").head(MAX_TIMELINE_DEVICES)
+    lr, shown = timeline_devices(dev[dev["round"] == last])
     t0, t1 = float(rounds["t_start_s"].iloc[-1]), float(rounds["t_end_s"].iloc[-1])
     fig, ax = plt.subplots(figsize=(8, 0.22 * len(lr) + 1.2), layout="constrained")
     gantt(ax, lr, t0, t1)
     ax.set_xlabel(f"time since round {last} start (s, simulated)")
     handles, labels = phase_legend(plt)
     ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title(f"Round {last} timeline")
+    ax.set_title(f"Round {last} timeline ({shown})")
     return fig
 
 

@@ -270,3 +270,18 @@ def did_you_mean(word: str, options: list[str]) -> str:
     """``"; did you mean 'X'?"`` for the option closest to ``word`` (difflib's ratio >= 0.6), else ``""``."""
     close = difflib.get_close_matches(word, options, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+STOP_REASON_WORDS = {
+    "rounds": "stopped after all training.rounds",
+    "time_budget": "stopped at the simulated time budget training.time_budget_s",
+    "target_accuracy": "stopped on reaching training.target_accuracy",
+    "fleet_empty": "stopped: every device left the fleet (faults.leave_prob)",
+    "no_device_available": "stopped: no device would ever be available again",
+}
+
+
+def stop_reason_words(reason: Any) -> str:
+    """``summary.json`` ``stop_reason`` in words (:data:`STOP_REASON_WORDS`); an unknown one as
+    ``stopped: <reason>``."""
+    return STOP_REASON_WORDS.get(str(reason), f"stopped: {reason}")

@@ -30,6 +30,31 @@ MAX_TIMELINE_DEVICES = 40  # devices drawn in one round's Gantt chart
 PHASE_COLORS = {"download": "#4C72B0", "compute": "#DD8452", "upload": "#55A868", "idle": "#DDDDDD"}
 
 
+def timeline_devices(round_rows: pd.DataFrame, n: int = MAX_TIMELINE_DEVICES) -> tuple[pd.DataFrame, str]:
+    """The devices of one round to draw in a Gantt chart, by end time, and a description of the choice.
+
+    Up to ``n`` devices: all of them. Above: the ``n // 2`` slowest by end time (the stragglers that set
+    the round's length are never cut) plus a per-type sample of the others, each type's share
+    proportional to its count (at least one device per type while room is left), picked evenly
+    spaced along that type's end times so fast and middling devices both show."""
+    rows = round_rows.sort_values(["t_end_s", "device_id"] if "device_id" in round_rows else "t_end_s")
+    if len(rows) <= n:
+        return rows, f"{len(rows)} devices"
+    k = n // 2
+    slow, rest = rows.tail(k), rows.iloc[:-k]
+    room = n - k
+    by_type = {t: part for t, part in rest.groupby("device_type", observed=True, sort=True)} \
+        if "device_type" in rest else {"all": rest}
+    quota = {t: max(1, round(room * len(part) / len(rest))) for t, part in by_type.items()}
+    while sum(quota.values()) > room:  # rounding or the one-per-type floor overshot: trim the largest
+        biggest = max(quota, key=lambda t: (quota[t], str(t)))
+        quota[biggest] -= 1
+    picks = [part.iloc[np.unique(np.linspace(0, len(part) - 1, quota[t]).round().astype(int))]
+             for t, part in by_type.items() if quota[t] > 0]
+    chosen = pd.concat([slow, *picks]).sort_values("t_end_s", kind="stable")
+    return chosen, f"the {len(slow)} slowest + {len(chosen) - len(slow)} sampled per type, of {len(rows)} devices"
+
+
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
     import matplotlib  # noqa: PLC0415 (keeps ``import sim`` light)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from fleet_helpers import base_scenario, fedfleet
 
 from sim.loader import validate
@@ -190,3 +192,89 @@ def test_tables_keep_one_unit_per_column_and_leave_host_seconds_out_of_papers(tm
     assert "simulated (h)" in md and "time to target (s)" in md and "host" not in md
     assert "host" not in format_table(t, "latex") and "host s" in format_table(t, "text")
     assert "| 0.03 |" in format_table(t, "md") and "| 2.00 |" in format_table(t, "md")
+
+
+# ------------------------------------------------------------------------------------------------
+# defect 1: a reference that matches no policy is refused (given) or said (default)
+
+
+def test_plot_reference_typo_is_refused_with_did_you_mean(majority_comparison):
+    from sim.views.figures import resolve_reference
+
+    r = fedfleet("plot", str(majority_comparison), "--reference", "fedspin")
+    assert r.returncode == 2 and "--reference 'fedspin'" in r.stderr and "did you mean 'fedspine'" in r.stderr
+    assert "Traceback" not in r.stderr and not (majority_comparison / "figures").exists()
+    r = fedfleet("report", str(majority_comparison), "--reference", "sp1ne")
+    assert r.returncode == 2 and "did you mean 'spine'" in r.stderr
+    runs = collect(majority_comparison)
+    assert resolve_reference(runs, None) == ("fedspine", None)  # the default names an algorithm here
+    assert resolve_reference(runs, "apt") == ("apt", None)  # a policy label
+    no_spine = [r for r in runs if r.policy != "spine"]
+    ref, note = resolve_reference(no_spine, None)
+    assert ref == "fedspine" and "the default reference 'fedspine' matches no policy (apt, fedapt, fedlora, lora)" \
+        in note and "--reference" in note
+
+
+# ------------------------------------------------------------------------------------------------
+# defect 9 (part): the finished-run line names its stop reason in words
+
+
+def test_finished_run_line_names_its_stop_reason_in_words(tmp_path):
+    from sim.views.results import STOP_REASON_WORDS, stop_reason_words
+
+    d = base_scenario(name="words")
+    d["training"] = {"rounds": 2, "local_steps": 5}
+    d["output"]["dir"] = str(tmp_path)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(d))
+    r = fedfleet("run", str(tmp_path / "s.yaml"), "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "2 rounds (stopped after all training.rounds)" in r.stdout and "(rounds)" not in r.stdout
+    import re
+
+    import sim.engine
+
+    engine_reasons = set(re.findall(r'stop_reason = "(\w+)"', Path(sim.engine.__file__).read_text()))
+    assert engine_reasons and engine_reasons <= set(STOP_REASON_WORDS)  # every reason the engine sets has words
+    assert stop_reason_words("odd") == "stopped: odd"
+
+
+# ------------------------------------------------------------------------------------------------
+# defect 10: load_comparison() in the Python API
+
+
+def test_load_comparison_returns_the_per_run_and_the_over_seeds_tables(tmp_path):
+    import sim
+
+    parents = hand_made_seeds(tmp_path)
+    runs, over = sim.load_comparison(*parents, target_acc=0.7)
+    assert len(runs) == 6 and list(runs["seed"]) == [0, 0, 1, 1, 2, 2]
+    assert set(runs["group"]) == {"spine", "lora"} and runs.attrs["target_accuracy"] == 0.7
+    assert list(over["policy"]) == ["lora", "spine"] and list(over["final_accuracy_n"]) == [3, 3]
+    assert over.attrs["reference"] == "lora"  # default: the first policy
+    row = over.set_index("policy").loc["spine"]
+    assert row["final_accuracy_diff"] == pytest.approx(-0.05) and not row["final_accuracy_within_noise"]
+    runs, over = sim.load_comparison(parents[0])
+    assert over is None and len(runs) == 2  # one seed: nothing pooled
+    assert "load_comparison" in sim.__all__
+
+
+# ------------------------------------------------------------------------------------------------
+# defect 2: timelines over 40 devices keep the stragglers that set the round
+
+
+def test_timeline_keeps_the_slowest_devices_and_samples_every_type():
+    from sim.views.style import MAX_TIMELINE_DEVICES, timeline_devices
+
+    # SYNTHETIC round of 80 devices: 60 fast xaviers end by 35 s, 20 TX2s end between 150 and 204 s
+    n_fast, n_slow = 60, 20
+    rows = pd.DataFrame({"device_id": range(n_fast + n_slow),
+                         "device_type": ["agx_xavier"] * n_fast + ["tx2"] * n_slow,
+                         "t_end_s": [5 + 0.5 * i for i in range(n_fast)] + [150 + 2.7 * i for i in range(n_slow)]})
+    chosen, shown = timeline_devices(rows.sample(frac=1.0, random_state=0))
+    assert len(chosen) == MAX_TIMELINE_DEVICES
+    assert chosen["t_end_s"].max() == rows["t_end_s"].max()  # the device that set the round is drawn
+    assert set(rows.nlargest(MAX_TIMELINE_DEVICES // 2, "t_end_s")["device_id"]) <= set(chosen["device_id"])
+    assert set(chosen["device_type"]) == {"agx_xavier", "tx2"} and chosen["t_end_s"].is_monotonic_increasing
+    assert chosen["device_id"].is_unique and "20 slowest" in shown and "of 80 devices" in shown
+    small, shown = timeline_devices(rows.head(10))
+    assert len(small) == 10 and shown == "10 devices"
