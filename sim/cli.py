@@ -328,12 +328,13 @@ def _figures(path: Path, target_acc: float | None, rounds: list[int] | None, ref
         reference, note = resolve_reference(runs, reference)
     except ValueError as e:
         _fail(str(e))
-    if note:
-        typer.echo(f"note: {note}", err=True)
     try:
         sweep = load_sweep(path) if kind == "sweep" else None
-        return plot_runs(runs, path / "figures", sweep=sweep, target_acc=target_acc, reference=reference,
-                         timeline_rounds=rounds or None)
+        written = plot_runs(runs, path / "figures", sweep=sweep, target_acc=target_acc, reference=reference,
+                            timeline_rounds=rounds or None)
+        if note:  # only once the figures exist: an error stays the one line on stderr
+            typer.echo(f"note: {note}", err=True)
+        return written
     except ResultsError as e:
         _fail(str(e))
     except OSError as e:

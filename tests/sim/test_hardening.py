@@ -197,7 +197,7 @@ def test_an_unhandled_error_is_one_bounded_line_and_debug_shows_the_traceback() 
     escaped line of at most ~300 characters; ``fedfleet --debug COMMAND`` shows the traceback instead."""
     code = ("import sim.cli as c, sim.views.compare as v\n"
             "def boom(*a, **k): raise RuntimeError('x' * 1000 + '\\x1b[2J')\n"
-            "v.labelled_runs = boom\nc.main()")
+            "v.compare_paths = boom\nc.main()")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     quiet, loud = (subprocess.run([sys.executable, "-c", code, *extra, "compare", str(ROOT)], cwd=ROOT, env=env,
                                   capture_output=True, text=True, timeout=60) for extra in ([], ["--debug"]))
