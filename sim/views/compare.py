@@ -142,8 +142,8 @@ def format_table(df: pd.DataFrame, fmt: str = "text") -> str:
     shown = pd.DataFrame({
         "policy": df["policy"],
         "algorithm": df["algorithm"],
-        "final acc %": [fmt_acc(a, se) for a, se in zip(df["final_accuracy"], _col(df, "final_accuracy_se"))],
-        "majority %": [fmt_num(100 * v, 1) for v in _col(df, "majority_rate")],
+        "final acc %": [fmt_acc(a, se) for a, se in zip(df["final_accuracy"], column_or_nan(df, "final_accuracy_se"))],
+        "majority %": [fmt_num(100 * v, 1) for v in column_or_nan(df, "majority_rate")],
         **_duration_column("time to target", df["time_to_target_s"]),
         "fastest idle %": [fmt_num(100 * v, 1) for v in df["mean_idle_fastest"]],
         "mean idle %": [fmt_num(100 * v, 1) for v in df["mean_idle_fraction"]],
@@ -224,7 +224,7 @@ def _duration_column(name: str, seconds: pd.Series) -> dict[str, list[str]]:
     return {f"{name} (s)": [fmt_num(v, 0) for v in seconds]}
 
 
-def _col(df: pd.DataFrame, name: str) -> list:
+def column_or_nan(df: pd.DataFrame, name: str) -> list:
     """Column ``name`` of ``df``, all NaN when absent (tables built before it existed)."""
     return list(df[name]) if name in df else [math.nan] * len(df)
 

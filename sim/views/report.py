@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 
 from sim.store import atomic_write_text
-from sim.views.compare import compare_table, fmt_acc, fmt_dur, fmt_num, is_missing
+from sim.views.compare import column_or_nan, compare_table, fmt_acc, fmt_dur, fmt_num, is_missing
 from sim.views.results import (
     ResultsError,
     RunData,
@@ -180,9 +180,10 @@ COMPARE_HEADERS = ["policy", "algorithm", "final acc (%) ± SE", "majority class
 def compare_rows(df: pd.DataFrame) -> list[list[str]]:
     """The shown cells of a :func:`compare_table` (same formats as ``format_table``)."""
     rows = []
-    for r in df.itertuples(index=False):
-        rows.append([str(r.policy), str(r.algorithm), fmt_acc(r.final_accuracy, getattr(r, "final_accuracy_se", None)),
-                     fmt_num(100 * getattr(r, "majority_rate", math.nan), 1), fmt_dur(r.time_to_target_s),
+    for r, se, majority in zip(df.itertuples(index=False), column_or_nan(df, "final_accuracy_se"),
+                               column_or_nan(df, "majority_rate")):
+        rows.append([str(r.policy), str(r.algorithm), fmt_acc(r.final_accuracy, se),
+                     fmt_num(100 * majority, 1), fmt_dur(r.time_to_target_s),
                      fmt_num(100 * r.mean_idle_fraction, 1), fmt_num(r.bytes_total / 1e6, 1),
                      fmt_num(r.final_sparsity, 3), fmt_value(r.rounds), fmt_dur(r.sim_time_s),
                      fmt_num(r.host_time_s, 1)])
