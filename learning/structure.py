@@ -22,6 +22,7 @@ every device; sliced layers may be cached per mask.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 from transformers.pytorch_utils import prune_linear_layer
+
+from learning.layers import BlockDropper
 
 BERT_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 LLAMA_TYPES = ("llama", "mistral", "qwen2")
@@ -95,10 +98,10 @@ class ArchAdapter:
         raise ValueError(f"model_type {mtype!r} has no pruning adapter; allowed: {', '.join(BERT_TYPES + LLAMA_TYPES)}")
 
     def blocks(self, model: nn.Module) -> list[nn.Module]:
-        """The transformer blocks, input side first."""
-        if self.family == "bert":
-            return list(model.base_model.encoder.layer)
-        return list(model.model.layers)
+        """The transformer blocks, input side first, by full-model index (a removed block's slot holds its
+        placeholder, ``learning.layers.RemovedBlock``)."""
+        blocks = model.base_model.encoder.layer if self.family == "bert" else model.model.layers
+        return [blocks[i] for i in range(len(blocks))]
 
     def block_prefix(self, model: nn.Module) -> str:
         """Qualified module name of the block list (for peft's target regex)."""
@@ -115,23 +118,39 @@ class ArchAdapter:
 
 @dataclass
 class Masks:
-    """Keep-masks of one device: ``attn`` (layers x attention groups), ``ffn`` (layers x channels)."""
+    """Keep-masks of one device: ``attn`` (layers x attention groups), ``ffn`` (layers x channels).
+
+    Optional (COMP, ``learning/comp.py``): ``layers`` keeps whole blocks (None: all; removed blocks are
+    skipped, ``learning/layers.py``); ``scales`` maps a kind to per-group mask-tuning scales (layers x
+    groups, None: 1) that multiply the kept groups' columns of the attention-output / FFN-output matrix.
+    """
 
     attn: np.ndarray
     ffn: np.ndarray
+    layers: np.ndarray | None = None
+    scales: dict[str, np.ndarray] | None = None
 
     def of(self, kind: str) -> np.ndarray:
         return self.attn if kind == "attn" else self.ffn
 
     def copy(self) -> "Masks":
-        return Masks(self.attn.copy(), self.ffn.copy())
+        return Masks(self.attn.copy(), self.ffn.copy(), None if self.layers is None else self.layers.copy(),
+                     None if self.scales is None else {k: v.copy() for k, v in self.scales.items()})
 
     def key(self) -> str:
         """Content hash (cache key for sliced layers)."""
         h = hashlib.blake2b(digest_size=12)
         h.update(np.packbits(self.attn).tobytes())
         h.update(np.packbits(self.ffn).tobytes())
+        if self.layers is not None and not self.layers.all():
+            h.update(b"layers" + np.packbits(self.layers).tobytes())
+        for kind in sorted(self.scales or {}):
+            h.update(kind.encode() + np.ascontiguousarray(self.scales[kind], dtype=np.float64).tobytes())
         return h.hexdigest()
+
+    def kept_layers(self) -> np.ndarray:
+        """Boolean per block: the block runs (all True without layer pruning)."""
+        return np.ones(len(self.attn), bool) if self.layers is None else self.layers
 
     def sparsity_parts(self) -> tuple[float, float]:
         return float(1.0 - self.attn.mean()), float(1.0 - self.ffn.mean())
@@ -170,6 +189,15 @@ def slice_linear(layer: nn.Linear, idx: torch.Tensor, axis: int) -> nn.Linear:
     return out
 
 
+def scale_columns(layer: nn.Linear, spec: MatrixSpec, scale: np.ndarray) -> nn.Linear:
+    """A frozen copy of an input-grouped (axis 1) layer whose kept groups' columns are multiplied by ``scale``."""
+    out = copy.deepcopy(layer)  # (nn.Linear() would draw its init from the global RNG)
+    factor = torch.from_numpy(np.repeat(np.asarray(scale, dtype=np.float64), spec.width))
+    with torch.no_grad():
+        out.weight.mul_(factor.to(out.weight)[None, :])
+    return out
+
+
 @dataclass
 class Slicer:
     """Swaps the shared model's prunable layers for sliced copies and back.
@@ -188,6 +216,7 @@ class Slicer:
     applied: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
+        self._dropper = BlockDropper(self.model, self.adapter.family)
         for li, block in enumerate(self.adapter.blocks(self.model)):
             for spec in self.adapter.matrices:
                 self._orig[(li, spec.path)] = get_module(block, spec.path)
@@ -213,6 +242,8 @@ class Slicer:
             spec = next(s for s in self.adapter.matrices if s.path == path)
             keep = masks.of(spec.kind)[li]
             out[(li, path)] = lin if keep.all() else slice_linear(lin, group_index(spec, keep), spec.axis)
+            if masks.scales is not None and spec.axis == 1 and spec.kind in masks.scales:
+                out[(li, path)] = scale_columns(out[(li, path)], spec, masks.scales[spec.kind][li][keep])
         if self.cache_size > 0:
             self._cache[key] = out
             while len(self._cache) > self.cache_size:
@@ -227,6 +258,8 @@ class Slicer:
         blocks = self.adapter.blocks(self.model)
         for (li, path), lin in layers.items():
             set_module(blocks[li], path, lin)
+        if masks.layers is not None:
+            self._dropper.apply(masks.layers)
         for li, block in enumerate(blocks):
             kept = int(masks.attn[li].sum())
             att = self._attention(block)
@@ -243,6 +276,7 @@ class Slicer:
 
     def restore(self) -> None:
         """Put the original layers (and attributes) back."""
+        self._dropper.restore()
         blocks = self.adapter.blocks(self.model)
         for (li, path), lin in self._orig.items():
             set_module(blocks[li], path, lin)
