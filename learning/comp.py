@@ -52,9 +52,14 @@ computed from the same Gram, so mask tuning needs no gradients and no extra data
 multiply the kept groups' columns of W (``Masks.scales``). Scores and scales use the block's live
 weight (W + s·B·A when the matrix carries LoRA), so a device prunes the model it holds.
 
-**Peak memory** (tensor accounting, :attr:`CompResult.peak_bytes`): the model's parameters, all
-Gram accumulators (float64, alive together) and twice the largest activation a hook saw (its input
-and the tensor computed from it). Nothing is stored for a backward pass.
+**Passes and memory**: one forward pass over the calibration batches measures BI (only when blocks
+are to be removed); then, for each remaining block l, a pass that stops inside block l collects its
+two Grams, scores it and frees them; mask tuning repeats that pass for each block that lost groups.
+So at most one block's Grams (float64, (q·d)² + f² entries) are alive at a time, at the price of
+about L full forward passes over a small calibration set [inferred: the schedule]. Peak memory
+(tensor accounting, :attr:`CompResult.peak_bytes`) = parameters + the largest block's Grams + twice
+the largest activation a hook saw (its input and the tensor computed from it); nothing is stored for
+a backward pass. ``devices.cost.comp_memory_bytes`` prices the same terms on the target model.
 """
 
 from __future__ import annotations
@@ -118,6 +123,18 @@ def live_weight(module: nn.Module) -> torch.Tensor:
     return (base.weight + module.scaling["default"] * (B @ A)).detach()
 
 
+def _calibrate(model: nn.Module, batches: Iterable[Batch], handles: list, current: dict,
+               forward: Callable[[Batch], object] | None) -> None:
+    """Run every calibration batch (its padding mask visible to the hooks in ``current``), then remove ``handles``."""
+    try:
+        for batch in batches:
+            current["mask"] = batch.get("attention_mask")
+            (forward or (lambda b: model(**b)))(batch)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
 def block_influence(model: nn.Module, adapter: ArchAdapter, batches: Iterable[Batch], meter: _Meter | None = None,
                     forward: Callable[[Batch], object] | None = None) -> np.ndarray:
@@ -138,13 +155,7 @@ def block_influence(model: nn.Module, adapter: ArchAdapter, batches: Iterable[Ba
         return fn
 
     handles = [b.register_forward_hook(hook(li), with_kwargs=True) for li, b in enumerate(blocks)]
-    try:
-        for batch in batches:
-            current["mask"] = batch.get("attention_mask")
-            (forward or (lambda b: model(**b)))(batch)
-    finally:
-        for h in handles:
-            h.remove()
+    _calibrate(model, batches, handles, current, forward)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, 1.0 - sums / np.maximum(counts, 1), np.nan)
 
@@ -160,34 +171,39 @@ def choose_layers(bi: np.ndarray, keep: np.ndarray, ratio: float, protected: fro
     return out
 
 
+class _Stop(Exception):
+    """Raised by the last hook of a one-layer calibration pass: the blocks above need not run."""
+
+
 @torch.no_grad()
-def input_grams(model: nn.Module, adapter: ArchAdapter, layers: Iterable[int], batches: Iterable[Batch],
+def layer_grams(model: nn.Module, adapter: ArchAdapter, layer: int, batches: Iterable[Batch],
                 meter: _Meter | None = None, forward: Callable[[Batch], object] | None = None) -> dict:
-    """G = XᵀX (float64) of the input of every output matrix (attention output, FFN output) of ``layers``."""
-    blocks = adapter.blocks(model)
-    grams: dict[tuple[int, str], torch.Tensor] = {}
+    """G = XᵀX (float64) of the inputs of block ``layer``'s output matrices (attention output, FFN output),
+    keyed by kind. Each calibration forward stops once the FFN output's input is seen (blocks above skipped)."""
+    block = adapter.blocks(model)[layer]
+    grams: dict[str, torch.Tensor] = {}
     current: dict[str, torch.Tensor | None] = {"mask": None}
 
-    def hook(key: tuple[int, str]):
+    def hook(kind: str):
         def fn(_m, args):  # noqa: ANN001, ANN202
             if meter is not None:
                 meter.see(args[0])
             x = _rows(args[0], current["mask"])
-            grams[key] = grams[key] + x.T @ x if key in grams else x.T @ x
+            grams[kind] = grams[kind] + x.T @ x if kind in grams else x.T @ x
+            if kind == "ffn":
+                raise _Stop
         return fn
 
-    handles = []
-    for li in layers:
-        for kind in ("attn", "ffn"):
-            spec = output_spec(adapter, kind)
-            handles.append(get_module(blocks[li], spec.path).register_forward_pre_hook(hook((li, kind))))
-    try:
-        for batch in batches:
-            current["mask"] = batch.get("attention_mask")
+    handles = [get_module(block, output_spec(adapter, kind).path).register_forward_pre_hook(hook(kind))
+               for kind in ("attn", "ffn")]
+
+    def run(batch: Batch) -> None:
+        try:
             (forward or (lambda b: model(**b)))(batch)
-    finally:
-        for h in handles:
-            h.remove()
+        except _Stop:
+            pass
+
+    _calibrate(model, batches, handles, current, run)
     return grams
 
 
@@ -220,35 +236,31 @@ def tuned_scales(G: torch.Tensor, W: torch.Tensor, width: int, kept: np.ndarray,
     return torch.linalg.solve(Qkk + mu * torch.eye(len(k), dtype=Q.dtype), rhs).numpy()
 
 
-def _scores(model: nn.Module, adapter: ArchAdapter, masks: Masks, grams: dict, live: list[int]) -> tuple[dict, dict]:
-    """Condition-based scores per (layer, kind) in full group coordinates (+inf: pruned or removed), and
-    the live output-matrix weights they used."""
-    blocks = adapter.blocks(model)
-    scores, weights = {}, {}
-    for li in range(adapter.num_layers):
-        for kind in ("attn", "ffn"):
-            keep = masks.of(kind)[li]
-            full = np.full(len(keep), np.inf)
-            if li in live:
-                spec = output_spec(adapter, kind)
-                W = live_weight(get_module(blocks[li], spec.path))
-                weights[(li, kind)] = W
-                full[keep] = condition_scores(grams[(li, kind)], W, spec.width)
-            scores[(li, kind)] = full
-    return scores, weights
+def layer_scores(model: nn.Module, adapter: ArchAdapter, masks: Masks, layer: int, grams: dict) -> dict:
+    """Condition-based scores of block ``layer`` per kind, full group coordinates (+inf: already pruned)."""
+    block = adapter.blocks(model)[layer]
+    out = {}
+    for kind in ("attn", "ffn"):
+        keep = masks.of(kind)[layer]
+        spec = output_spec(adapter, kind)
+        full = np.full(len(keep), np.inf)
+        full[keep] = condition_scores(grams[kind], live_weight(get_module(block, spec.path)), spec.width)
+        out[kind] = full
+    return out
 
 
-def tune_masks(before: Masks, after: Masks, grams: dict, weights: dict, adapter: ArchAdapter) -> dict[str, np.ndarray]:
-    """Mask-tuning scales of ``after``'s kept groups (module docstring), multiplied into ``before``'s scales;
-    a layer whose groups of a kind were not pruned keeps its scales."""
-    scales = {kind: (before.scales or {}).get(kind, np.ones(before.of(kind).shape)).copy() for kind in ("attn", "ffn")}
-    for (li, kind), W in weights.items():
-        old, new = before.of(kind)[li], after.of(kind)[li]
+def layer_scales(model: nn.Module, adapter: ArchAdapter, before: Masks, after: Masks, layer: int, grams: dict,
+                 scales: dict[str, np.ndarray]) -> None:
+    """Mask tuning of block ``layer`` (module docstring): multiply ``after``'s kept groups' entries of ``scales``
+    by the tuned m; a kind whose groups were not pruned in this block keeps its scales."""
+    block = adapter.blocks(model)[layer]
+    for kind in ("attn", "ffn"):
+        old, new = before.of(kind)[layer], after.of(kind)[layer]
         if new.sum() == old.sum():
             continue
-        m = tuned_scales(grams[(li, kind)], W, output_spec(adapter, kind).width, new[old])
-        scales[kind][li, new] *= m
-    return scales
+        spec = output_spec(adapter, kind)
+        W = live_weight(get_module(block, spec.path))
+        scales[kind][layer, new] *= tuned_scales(grams[kind], W, spec.width, new[old])
 
 
 def comp_prune(model: nn.Module, adapter: ArchAdapter, masks: Masks, batches: list[Batch], layer_ratio: float,
@@ -270,12 +282,20 @@ def comp_prune(model: nn.Module, adapter: ArchAdapter, masks: Masks, batches: li
         new.layers = choose_layers(bi, masks.kept_layers(), layer_ratio, protected)
         install(new)
     live = [li for li in range(L) if new.kept_layers()[li]]
-    grams = input_grams(model, adapter, live, batches, meter, forward)
-    scores, weights = _scores(model, adapter, new, grams, live)
-    removed = frozenset(range(L)) - frozenset(live)
-    out = prune(new, scores, neuron_ratio, adapter, scope, protected | removed)
+    gram_bytes = 0
+    inf = {kind: np.full(new.of(kind).shape[1], np.inf) for kind in ("attn", "ffn")}
+    scores = {(li, kind): inf[kind] for li in range(L) for kind in ("attn", "ffn")}
+    for li in live:  # one layer's Grams in memory at a time
+        grams = layer_grams(model, adapter, li, batches, meter, forward)
+        gram_bytes = max(gram_bytes, sum(g.numel() * g.element_size() for g in grams.values()))
+        scores.update({(li, kind): v for kind, v in layer_scores(model, adapter, new, li, grams).items()})
+    out = prune(new, scores, neuron_ratio, adapter, scope, protected | (frozenset(range(L)) - frozenset(live)))
     if tune:
-        out.scales = tune_masks(new, out, grams, weights, adapter)
+        scales = {kind: (new.scales or {}).get(kind, np.ones(new.of(kind).shape)).copy() for kind in ("attn", "ffn")}
+        for li in live:
+            if any(out.of(k)[li].sum() < new.of(k)[li].sum() for k in ("attn", "ffn")):
+                layer_scales(model, adapter, new, out, li, layer_grams(model, adapter, li, batches, meter, forward),
+                             scales)
+        out.scales = scales
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    gram_bytes = sum(g.numel() * g.element_size() for g in grams.values())
     return CompResult(out, bi, scores, float(params + gram_bytes + 2 * meter.act))
