@@ -40,6 +40,15 @@ term by term with pruned widths (16-bit; x2 for fp32 activations)::
 Memory: weights N_kept x bytes_w + trainable x 16 B (fp32 master, grad, Adam m, v)
 + activations of the n_bwd layers x phi_frozen + LM logits b s V 10 B + runtime reserve.
 
+Layer pruning (``plan.layer_ratio`` ρ_l, COMP): k = groups_to_remove(ρ_l, L) whole blocks are gone, so
+every per-layer term above counts L' = L − k blocks, and the backward depth shrinks in proportion,
+n_bwd' = max(1, round(n_bwd L' / L)) (assumed: which blocks go is data-dependent). Message sizes stay
+priced at the plan's LoRA layers (like rank self-pruning below, the learner may send fewer factors).
+
+Post-training pruning memory (``comp_memory_bytes``, COMP's calibration, no backward): the weights,
+one block's activation Grams in float64, 8 ((q)^2 + f^2) bytes, and the live fp32 activations of one
+block in a forward pass, 4 b s (4h + 2 n_int/2 f) + 4 a s^2 b (assumed form; nothing kept for backward).
+
 Messages: up = LoRA factors (+ trained head) x bytes/param + keep-masks (1 bit per
 group and channel) + S_meta; down = the same without masks. Factors are priced at the *planned* ranks:
 HetLoRA rank self-pruning (``plan.rank_prune_decay`` < 1, done by the real learner after training)
@@ -119,9 +128,28 @@ def head_params(arch: ModelArch, w: Workload) -> int:
     return h * h + h + h * w.num_labels + w.num_labels  # pooler/dense + classifier
 
 
-def total_params(arch: ModelArch, w: Workload, prune_ratio: float = 0.0) -> int:
+def total_params(arch: ModelArch, w: Workload, prune_ratio: float = 0.0, layers: int | None = None) -> int:
+    """Parameters of the model at ``prune_ratio`` with ``layers`` blocks (default: all)."""
     shape = kept_shape(arch, prune_ratio)
-    return embedding_params(arch) + arch.num_layers * layer_params(arch, shape) + head_params(arch, w)
+    n = arch.num_layers if layers is None else layers
+    return embedding_params(arch) + n * layer_params(arch, shape) + head_params(arch, w)
+
+
+def kept_layers(arch: ModelArch, layer_ratio: float) -> int:
+    """Blocks left after layer pruning at ``layer_ratio`` (the shared removal rule)."""
+    return arch.num_layers - groups_to_remove(layer_ratio, arch.num_layers)
+
+
+def comp_memory_bytes(w: Workload, batch_size: int, prune_ratio: float = 0.0) -> float:
+    """Peak bytes of one COMP pruning (module docstring): weights at ``prune_ratio`` before pruning, one
+    block's float64 Grams and one block's live fp32 forward activations on a calibration batch."""
+    arch = w.arch
+    shape = kept_shape(arch, prune_ratio)
+    s, b, h = w.seq_len, batch_size, arch.hidden
+    n_int = 4 if arch.is_decoder else 2
+    grams = 8.0 * (shape.q ** 2 + shape.ffn ** 2)
+    live = 4.0 * b * s * (4 * h + n_int // 2 * shape.ffn) + 4.0 * shape.heads * s * s * b
+    return total_params(arch, w, prune_ratio) * DTYPE_BYTES[w.weight_dtype] + grams + live
 
 
 @dataclass(frozen=True)
@@ -179,6 +207,9 @@ def plan_cost(w: Workload, plan: Plan, precision: str) -> PlanCost:
     if min(lora_layers) < 0 or max(lora_layers) >= L:
         raise ValueError(f"lora_layers {lora_layers} outside [0, {L - 1}]")
     n_bwd = L - min(lora_layers)
+    L_all, L = L, kept_layers(arch, plan.layer_ratio)
+    if L < L_all:
+        n_bwd = max(1, round(n_bwd * L / L_all))
 
     f_lin = 2 * (h * shape.q + 2 * h * shape.kv + shape.q * h) + 2 * arch.ffn_matrices * h * shape.ffn
     f_attn = 2 * 2 * s * shape.q * (0.5 if arch.is_decoder else 1.0)
@@ -206,12 +237,12 @@ def plan_cost(w: Workload, plan: Plan, precision: str) -> PlanCost:
 
     head_trainable = head_w if (w.task == "classification" and w.train_head) else 0
     trainable = lora_params + head_trainable
-    weights_mem = total_params(arch, w, plan.prune_ratio) * bytes_w
+    weights_mem = total_params(arch, w, plan.prune_ratio, L) * bytes_w
     logits = float(tokens * arch.vocab * LOGIT_BYTES_PER_ELEMENT) if w.task == "lm" else 0.0
 
     comm_b = DTYPE_BYTES[w.comm_dtype]
     payload = math.ceil(trainable * comm_b)
-    mask_bytes = math.ceil(L * (arch.head_groups + arch.intermediate) / 8)
+    mask_bytes = math.ceil(L_all * (arch.head_groups + arch.intermediate) / 8)
     return PlanCost(
         flops_fwd=float(flops_fwd),
         flops_bwd=float(flops_bwd),

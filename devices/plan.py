@@ -19,6 +19,10 @@ below k / n is treated as k / n.
 """
 
 
+PRUNERS = ("lora_grad", "magnitude", "random", "comp")
+"""Importance criteria a plan may name (``learning.importance`` and ``learning.comp``)."""
+
+
 @dataclass(frozen=True)
 class Plan:
     """One device's work for one round.
@@ -38,6 +42,11 @@ class Plan:
             device keeps only the first floor(gamma * r) rank components when the tail carries less
             than ``rank_prune_tol`` of the update's Frobenius norm. 1.0 turns it off.
         rank_prune_tol: the tail-norm fraction below which the device self-prunes its rank.
+        layer_ratio: cumulative share of whole transformer blocks removed (layer pruning, COMP), in
+            [0, 1): ``groups_to_remove(layer_ratio, L)`` blocks go; ``prune_ratio`` then applies inside
+            the remaining blocks. 0 (default) removes none.
+        pruner: how the device ranks what it removes: ``None`` (the learner's configured criterion) or
+            one of :data:`PRUNERS` (``comp``: the post-training COMP pruner, ``learning/comp.py``).
     """
 
     prune_ratio: float
@@ -48,6 +57,8 @@ class Plan:
     layer_ranks: tuple[int, ...] | None = None
     rank_prune_decay: float = 1.0
     rank_prune_tol: float = 0.0
+    layer_ratio: float = 0.0
+    pruner: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prune_ratio < 1.0:
@@ -63,6 +74,8 @@ class Plan:
                 raise ValueError(f"layer_ranks {self.layer_ranks} must be >= 1 with max == lora_rank {self.lora_rank}")
         if not 0.0 < self.rank_prune_decay <= 1.0 or not 0.0 <= self.rank_prune_tol < 1.0:
             raise ValueError(f"rank_prune_decay must be in (0, 1] and rank_prune_tol in [0, 1): {self}")
+        if not 0.0 <= self.layer_ratio < 1.0 or self.pruner not in (None, *PRUNERS):
+            raise ValueError(f"layer_ratio must be in [0, 1) and pruner one of {PRUNERS} or None: {self}")
 
     def rank_at(self, layer: int) -> int:
         """LoRA rank of target-model layer ``layer`` (``lora_rank`` unless ``layer_ranks`` is set)."""
@@ -89,3 +102,17 @@ def top_layers(depth: int, num_layers: int) -> tuple[int, ...]:
     if not 1 <= depth <= num_layers:
         raise ValueError(f"LoRA depth must be in [1, {num_layers}], got {depth}")
     return tuple(range(num_layers - depth, num_layers))
+
+
+def split_total_ratio(total: float, layer_share: float = 0.5) -> tuple[float, float]:
+    """(layer_ratio, neuron_ratio) that together remove ``total`` of the block parameters [inferred split].
+
+    COMP prunes layers first and neurons inside the remaining layers; a block keeps (1 − ρ_layer)(1 − ρ_neuron)
+    of its parameters, so with ρ_layer = layer_share · total the neuron ratio is
+    ρ_neuron = 1 − (1 − total) / (1 − ρ_layer). Both are rounded down to whole blocks and groups where they
+    are applied (:func:`groups_to_remove`).
+    """
+    if not 0.0 <= total < 1.0 or not 0.0 <= layer_share <= 1.0:
+        raise ValueError(f"need total in [0, 1) and layer_share in [0, 1], got {total}, {layer_share}")
+    layer = layer_share * total
+    return layer, max(0.0, 1.0 - (1.0 - total) / (1.0 - layer))
