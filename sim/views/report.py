@@ -26,7 +26,10 @@ import pandas as pd
 import yaml
 
 from sim.store import atomic_write_text
-from sim.views.compare import column_or_nan, compare_table, fmt_acc, fmt_dur, fmt_num, is_missing
+from sim.views import templates
+from sim.views.compare import column_or_nan, compare_table, fmt_acc, fmt_dur, fmt_num, grouped_runs, is_missing
+from sim.views.findings import (LAST_SHARE, EvalFacts, GroupFindings, evaluation_facts, fastest_to_target,
+                                group_findings)
 from sim.views.results import (
     ResultsError,
     RunData,
@@ -414,6 +417,82 @@ def _rel_link(p: Path, out: Path) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# findings
+
+
+def findings_html(runs: list[RunData], groups: list[str], seeds: list[int], target_acc: float | None) -> str:
+    """The findings section (:mod:`sim.views.findings`) of ``runs``, tagged with their group (policy) and
+    seed: the fastest policy to the target, who sets the round, idle and choices per device type, the
+    dataset and evaluation facts, and the strategy parameters."""
+    if not runs:
+        return ""
+    table = compare_table([r.run_dir for r in runs], target_acc, labels=groups)
+    fastest = fastest_to_target(table, groups, seeds)
+    by: dict[str, list[RunData]] = {}
+    for r, g in zip(runs, groups):
+        by.setdefault(g, []).append(r)
+    found = [group_findings(g, rs) for g, rs in by.items()]
+    rounds = [int(x) for f in found for c in f.choices.values() for x in c.rounds]
+    return templates.render(
+        "findings.html", fastest=fastest.sentence, setters=[_setter_line(f) for f in found if f.setters],
+        type_rows=[row for f in found for row in _type_rows(f)], last_share=f"{100 * LAST_SHARE:.0f}%",
+        last_rounds=f"{min(rounds)}-{max(rounds)}" if rounds else "-",
+        evaluation=_evaluation_rows(evaluation_facts(runs[0]), found), params=[_params_row(f) for f in found])
+
+
+def _setter_line(f: GroupFindings) -> str:
+    """``fedspine: tx2 sets the round in 4 of 4 rounds (100%); agx_xavier idles most (61%).``"""
+    parts = [f"{t} in {k} of {n} rounds ({100 * k / n:.0f}%)" for t, (k, n) in f.setters.items()]
+    line = f"{f.group}: the round is set by " + ", ".join(parts)
+    if f.idle:
+        t = max(f.idle, key=lambda x: (f.idle[x], x))
+        line += f"; {t} idles most ({100 * f.idle[t]:.0f}% of each round)"
+    return line + (f" (over {len(f.runs)} seeds)" if len(f.runs) > 1 else "") + "."
+
+
+def _type_rows(f: GroupFindings) -> list[dict[str, str]]:
+    types = sorted(set(f.idle) | set(f.choices) | set(f.setters))
+    rows = []
+    for t in types:
+        k, n = f.setters.get(t, (0, next(iter(f.setters.values()), (0, 0))[1]))
+        c = f.choices.get(t)
+        rows.append({"policy": f.group, "type": t, "set": f"{k} of {n}" if n else "-",
+                     "idle": fmt_num(100 * f.idle[t], 1) if t in f.idle else "-",
+                     "prune": f"{c.prune_ratio:.2f} ({100 * c.prune_share:.0f}%)" if c else "-",
+                     "rank": f"{c.lora_rank} ({100 * c.rank_share:.0f}%)" if c else "-"})
+    return rows
+
+
+def _evaluation_rows(facts: EvalFacts | None, found: list[GroupFindings]) -> list[tuple[str, str]]:
+    if facts is None:
+        return []
+
+    def n(v: float) -> str:
+        return "-" if is_missing(v) else f"{int(v)}"
+
+    se = [(f.group, f.final_accuracy, facts.se_at(f.final_accuracy)) for f in found]
+    se_text = "; ".join(f"{g}: {100 * a:.1f}% ± {100 * e:.1f}" for g, a, e in se if not is_missing(e))
+    return [("dataset", facts.dataset), ("labels", facts.labels), ("model (trained proxy)", facts.model),
+            ("training examples", n(facts.n_train)), ("test examples", n(facts.n_test)),
+            ("evaluation examples per reading", n(facts.n_eval)),
+            ("majority-class rate", "-" if is_missing(facts.majority_rate) else
+             f"{100 * facts.majority_rate:.1f}% (always answering the most frequent label)"),
+            ("final accuracy ± standard error", (se_text or "-")
+             + " (binomial: sqrt(a(1-a)/n) on the n evaluation examples; two readings closer than about two "
+               "standard errors are not told apart)")]
+
+
+def _params_row(f: GroupFindings) -> dict[str, str]:
+    given = f.runs[0].scenario.get("algorithm", {}).get("params") or {}
+
+    def kv(d: dict) -> str:
+        return ", ".join(f"{k}={_short(v)}" for k, v in d.items()) or "-"
+
+    return {"policy": f.group, "algorithm": f.algorithm, "given": kv({k: v for k, v in f.params.items() if k in given}),
+            "defaults": kv({k: v for k, v in f.params.items() if k not in given})}
+
+
+# ---------------------------------------------------------------------------------------------
 # the page
 
 
@@ -554,35 +633,35 @@ def _sweep_section(target: Path, target_acc: float | None) -> tuple[str, list[tu
 
 def render_report(target: Path, figures: list[Path], out: Path, *, target_acc: float | None = None,
                   title: str | None = None) -> str:
-    """The HTML text of the report (see :func:`write_report`)."""
+    """The HTML text of the report (see :func:`write_report`), rendered from :mod:`sim.views.templates`."""
     target = Path(target)
     kind = kind_of(target)
     if kind == "sweep":
         body, facts, default_title, scen = _sweep_section(target, target_acc)
     else:
         body, facts, default_title, scen = _run_section(target, kind, target_acc)
+    runs, groups, seeds = _tagged_runs(target, kind)
     figs, n = figures_html(list(figures), target, out)
     title = title or default_title
     facts.append(("generated", "by sim.views.report from the result files only (no timestamps, no host paths)"))
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title>",
-        f"<style>\n{CSS}\n</style>",
-        f"<script>\n{SCRIPT}\n</script>",
-        "</head><body><main>",
-        f"<h1>{_e(title)}</h1>",
-        _facts_table(facts),
-        body,
-        f"<h2>Figures ({n})</h2>",
-        figs,
-        "<h2>Scenarios</h2>",
-        "<p class=note>Resolved scenarios (every default filled in); click to expand.</p>",
-        scen,
-        "</main></body></html>",
-        "",
-    ])
+    safe = templates.safe
+    return templates.render("page.html", title=title, css=safe(CSS), script=safe(SCRIPT),
+                            facts=safe(_facts_table(facts)),
+                            findings=safe(findings_html(runs, groups, seeds, target_acc)), body=safe(body),
+                            n_figures=n, figures=safe(figs), scenarios=safe(scen))
+
+
+def _tagged_runs(target: Path, kind: str) -> tuple[list[RunData], list[str], list[int]]:
+    """The finished runs of ``target`` with their group (policy; for a sweep, policy and matrix values) and
+    seed, in the order the summary table lists them."""
+    if kind == "sweep":
+        found = grouped_runs([target]) if load_sweep(target).runs() else []
+        runs = [RunData(d, g, seed) for d, g, seed in found]
+    else:
+        runs = collect(target)
+        if kind == "comparison":
+            runs = _ordered_comparison(target, runs)
+    return runs, [r.policy for r in runs], [r.seed for r in runs]
 
 
 def write_report(target: Path, figures: list[Path], out: Path | None = None, *, target_acc: float | None = None,

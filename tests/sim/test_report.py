@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import markupsafe
 import pandas as pd
 import pytest
 from fleet_helpers import base_scenario
@@ -101,6 +102,7 @@ def sweep(tmp_path_factory) -> tuple[Path, list[Path]]:
 def table_rows(page: str, first_cell: str) -> dict[str, list[str]]:
     """The first data row (3 cells or more) whose first cell is ``first_cell`` (unescaped text of every <td>)."""
     out = {}
+    page = re.sub(r'<section id="findings">.*?</section>', "", page, flags=re.S)  # the summary tables only
     for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", page, flags=re.S):
         cells = [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, flags=re.S)]
         if len(cells) >= 3 and cells[0] == first_cell:
@@ -175,8 +177,10 @@ def test_text_is_escaped(comparison, tmp_path):
     (copy / "lora").rename(copy / evil_label)
     page = write_report(copy, [], title=f"title {EVIL}").read_text()
     assert "<img src=y" not in page and EVIL not in page
-    assert html.escape(evil_label) in page and html.escape(f"title {EVIL}") in page
+    assert html.escape(evil_label) in page and str(markupsafe.escape(f"title {EVIL}")) in page
     assert row_of(page, evil_label)[1] == "fedlora"
+    findings = page[page.index('<section id="findings">'):page.index("</section>")]
+    assert str(markupsafe.escape(evil_label)) in findings and "<img" not in findings  # Jinja2 escapes it too
     assert "<p class=note>No figures.</p>" in page
 
 
@@ -292,6 +296,13 @@ def test_the_page_renders_in_chromium_without_console_errors(which, request, tmp
     assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
     assert page_console_errors(r.stderr) == []
     assert f'data-images-ok="{len(figs)}"' in body and 'data-images-bad="0"' in body, body
+    # the findings section is in the rendered DOM, above the summary, with its answers and tables
+    dom = r.stdout
+    assert dom.index('<section id="findings">') < dom.index("<h2>Figures")
+    assert "Fastest to target." in dom and "No speed-up is claimed: no accuracy (timing-only runs)." in dom
+    for part in ("finding-setters", "finding-types", "finding-params"):
+        assert f'id="{part}"' in dom, part
+    assert re.search(r"the round is set by (tx2|agx_xavier) in \d+ of \d+ rounds", dom)
 
 
 @needs_chromium
