@@ -23,6 +23,9 @@ Keys of ``bench.json``:
 * ``useful_fraction`` = useful_gflops / matmul_gflops (goal >= 0.70).
 * ``padding_fraction``: padded tokens / all tokens processed by the training steps (goal <= 0.10);
   ``padding_fraction_padded_path`` is what the padded (reference) forward would have processed.
+* ``learning_step``: ``benchmarks/bench_learning_step.py`` (the paper proxy under a FedSpine plan with
+  pruning 0.3): ``steps_per_s`` and ``flop_limit_fraction`` at 1, 8 and 80 devices per round (goal at
+  80: >= 0.70) and ``full_run_estimate_min`` (a full 80-board x 50-round real-learning run).
 * ``engine_overhead_fraction``: host seconds outside learner calls (the learner's setup,
   ``local_update``/``submit``/``collect``, ``aggregate``, ``evaluate``) / the whole host seconds of
   ``run_scenario`` on ``scenarios/learning-quick.yaml`` (real learning; result files and plots
@@ -35,6 +38,8 @@ Keys of ``bench.json``:
   in Flower's simulation engine and in fedfleet, each a whole process) (goal >= 3).
 
     .venv/bin/python benchmarks/bench.py [--quick] [--skip SECTION ...] [--json PATH]
+
+The figures are merged into ``--json`` (:func:`merge_json`): keys this run did not measure stay.
 
 ``--quick`` shrinks every section (2 rounds of learning-quick, timing-only 1,000 and 10,000 devices x 20
 rounds, no Flower) for a smoke check; its figures are not the benchmark's.
@@ -55,13 +60,37 @@ import torch
 
 from devices.plan import Plan
 from sim.loader import load_scenario
-from sim.store import atomic_write_json
+from sim.store import atomic_write_json, read_regular
 
 ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("bench")
-SECTIONS = ("learning", "engine", "timing", "flower")
+SECTIONS = ("learning", "learning_step", "engine", "timing", "flower")
 QUICK = ROOT / "scenarios" / "learning-quick.yaml"
+
+
+# ---------------------------------------------------------------------------------------- bench.json
+def merge_json(path: Path, new: dict) -> dict:
+    """Merge ``new`` into the JSON object at ``path`` (top-level keys of ``new`` replace the file's, the
+    others stay) and write it atomically. Read-modify-write runs under an exclusive ``flock`` on
+    ``<path>.lock``, so benchmarks finishing at once do not drop each other's keys. A file that is not
+    a JSON object is replaced (with a warning)."""
+    import fcntl  # noqa: PLC0415
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            old = json.loads(read_regular(path, 64 << 20)) if path.exists() else {}
+        except (OSError, ValueError) as e:
+            log.warning("%s is not readable JSON (%s); writing a new file", path, e)
+            old = {}
+        if not isinstance(old, dict):
+            log.warning("%s holds no JSON object; writing a new file", path)
+            old = {}
+        merged = {**old, **new}
+        atomic_write_json(path, merged)
+    return merged
 
 
 # ---------------------------------------------------------------------------------------- matmul
@@ -232,7 +261,8 @@ def flower_section() -> dict:
 
 
 # ---------------------------------------------------------------------------------------- main
-GOALS = [("useful_fraction", ">=", 0.70), ("padding_fraction", "<=", 0.10), ("engine_overhead_fraction", "<=", 0.05),
+GOALS = [("useful_fraction", ">=", 0.70), ("flop_limit_fraction_80", ">=", 0.70), ("padding_fraction", "<=", 0.10),
+         ("engine_overhead_fraction", "<=", 0.05),
          ("timing_only_10000_s", "<=", 60.0), ("flower_ratio", ">=", 3.0)]
 
 
@@ -240,6 +270,8 @@ def print_table(r: dict) -> None:
     flat = dict(r)
     if "timing_only_s" in r and "10000" in r["timing_only_s"]:
         flat["timing_only_10000_s"] = r["timing_only_s"]["10000"]
+    for n, v in r.get("learning_step", {}).get("flop_limit_fraction", {}).items():
+        flat[f"flop_limit_fraction_{n}"] = v
     print(f"{'figure':<28}{'value':>12}  {'goal':<10}{'met':>5}")
     for key, op, goal in GOALS:
         if key not in flat:
@@ -271,6 +303,12 @@ def main(argv: list[str] | None = None) -> dict:
     if "learning" not in a.skip:
         print("[bench] learning: useful FLOP/s of local updates ...", flush=True)
         out.update(learning_section(a.threads))
+    if "learning_step" not in a.skip:
+        print("[bench] learning_step: the paper proxy's local updates at 1, 8, 80 devices per round ...", flush=True)
+        import bench_learning_step  # noqa: PLC0415
+
+        out["learning_step"] = bench_learning_step.run([1, 8] if a.quick else [1, 8, 80], 5 if a.quick else 20, 2,
+                                                       a.threads)
     if "engine" not in a.skip:
         print("[bench] engine: learning-quick with timers on the learner ...", flush=True)
         out.update(engine_section(2 if a.quick else None))
@@ -283,8 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
     out["bench_s"] = time.perf_counter() - t0
     out["loadavg_1min_after"] = os.getloadavg()[0]
     print_table(out)
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(a.json, out)
+    merge_json(a.json, out)
     print(f"wrote {a.json}")
     return out
 

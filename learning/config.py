@@ -63,7 +63,8 @@ class LearnerConfig:
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     forward: str = "packed"  # packed (no padding tokens, BERT proxies) or padded
-    compute_device: str = "cpu"
+    device: str = "cpu"  # cpu, cuda, or auto (cuda when torch sees one, else cpu)
+    autocast: str = "none"  # none, bf16 or fp16 mixed precision of the forward (cuda only)
     torch_threads: int | None = None  # torch intra-op threads (None: torch's)
     slice_cache: int = 8  # sliced-backbone copies kept in memory
     workers: int = 1  # Ray actors computing local updates in parallel

@@ -21,11 +21,15 @@ One local update (round t, device i, plan (p, r, layers, τ, b)):
    importance of a device that never trained is measured on ``calibration_batches`` batches first)
    or after ⌊τ/2⌋ steps (``tune_prune_tune``, the seed summary's order); pruned rows of B and columns
    of A are dropped with the structure;
-3. τ AdamW steps on the physically sliced model (LoRA + head trainable), updating the importance EMA;
-4. report: loss on the round's first batch before (full received model, before pruning) and after
-   training, ‖B_end − B_start‖_F over all matrices (the LoRA-update importance), a group-importance
-   summary and the proxy's measured peak memory. The new masks, importance and factors are committed
-   only when the server aggregates the update (a device that drops out keeps its old state).
+3. τ AdamW steps on the physically sliced model (LoRA + head trainable), updating the importance EMA
+   only in a round whose plan prunes (a round that keeps its structure carries the EMA unchanged, and
+   a later pruning ranks with the EMA of the last pruning round);
+4. report: loss on the round's first batch before (full received model, before pruning: step 0's own
+   forward when step 0 trains that model on that batch, i.e. no calibration and no pruning before
+   step 0; else a separate forward) and after training, ‖B_end − B_start‖_F over all matrices (the
+   LoRA-update importance), a group-importance summary and the proxy's measured peak memory. The new
+   masks, importance and factors are committed only when the server aggregates the update (a device
+   that drops out keeps its old state).
 5. HetLoRA rank self-pruning (Cho et al. 2024, "Heterogeneous LoRA for federated fine-tuning of
    on-device foundation models", EMNLP 2024), only when ``plan.rank_prune_decay`` γ < 1: after the τ
    steps, with k_key = max(1, floor(γ·r_key)) for every key,
@@ -72,6 +76,7 @@ from learning.models import load_proxy
 from learning.packed import DropoutMasks, PackedBatch, masked_mean, pack, packed_logits, supports
 from learning.partition import label_histogram, partition
 from learning.structure import ArchAdapter, Masks, Slicer, group_index
+from learning.accel import LossScaler, autocast, autocast_dtype, resolve_device
 from learning.api import Learner, Update
 from learning.config import LearnerConfig
 
@@ -155,7 +160,9 @@ class RealLearner(Learner):
         self.target_layers = target_layers
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
-        self.torch_device = torch.device(config.compute_device)
+        self.torch_device = resolve_device(config.device)
+        self.amp_dtype = autocast_dtype(config.autocast, self.torch_device)
+        self._scaler: LossScaler | None = None  # fp16 loss scaling, one per local update
         t0 = time.perf_counter()
         self._split_data()
         self._load_model()
@@ -418,7 +425,11 @@ class RealLearner(Learner):
         return self.model(**batch).logits
 
     def _loss(self, batch: dict | PackedBatch, y: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(self._logits(batch), y)
+        """Mean cross-entropy of a batch (the forward under ``learning.autocast`` on a GPU, the loss in fp32)."""
+        with autocast(self.torch_device, self.amp_dtype):
+            logits = self._logits(batch)
+        return nn.functional.cross_entropy(logits.float(), y)
+
 
     # ------------------------------------------------------------------ local update
     def local_update(self, device: int, plan: Plan, round_index: int) -> Update:
@@ -427,6 +438,7 @@ class RealLearner(Learner):
         run = self._prepare(device, plan, round_index)
         head = self._head_module()
         self._dropout_masks = DropoutMasks(generator(self.seed, "learn.dropout_masks", device, round_index))
+        self._scaler = LossScaler() if self.amp_dtype == torch.float16 else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(stream_seed(self.seed, "learn.dropout", device, round_index))
             self._train(run, head)
@@ -459,23 +471,28 @@ class RealLearner(Learner):
         factors = self._received(run.keys, run.masks, run.ranks, run.gen)
         run.att = self._attach(run.masks, run.keys, run.ranks, factors, head)
         run.b_start = {k: f[0].clone() for k, f in factors.items()}
-        with torch.no_grad():
-            run.loss_before = float(self._loss(*run.probe))
+        steps_before = tau // 2 if (run.need_prune and order == "tune_prune_tune") else 0
+        reuse = tau > 0 and run.n_cal == 0 and not (run.need_prune and steps_before == 0)
+        if not reuse:  # the probe is not step 0's forward: measure it on its own
+            with torch.no_grad():
+                run.loss_before = float(self._loss(*run.probe))
         for b in run.batches[tau:]:  # calibration: importance only, no step
             self._step(run.att, self._inputs(b), None, run.ema, run.masks, run.peak)
-        steps_before = tau // 2 if (run.need_prune and order == "tune_prune_tune") else 0
         if run.need_prune and steps_before == 0:
             self._prune_run(run, head)
         opt = self._optimizer(run.att, head)
+        ema = run.ema if run.need_prune else None  # importance only in a round that prunes
         for k in range(tau):
             if run.need_prune and k == steps_before and steps_before > 0:
                 self._prune_run(run, head)
                 opt = self._optimizer(run.att, head)
-            self._step(run.att, self._inputs(run.batches[k]), opt, run.ema, run.masks, run.peak)
+            loss = self._step(run.att, self._inputs(run.batches[k]), opt, ema, run.masks, run.peak)
+            if k == 0 and reuse:
+                run.loss_before = loss
         with torch.no_grad():
             run.loss_after = float(self._loss(*run.probe))
-        run.final = run.att.factors()
-        run.new_head = {n: p.detach().clone() for n, p in head.named_parameters()}
+        run.final = {k: (B.cpu(), A.cpu()) for k, (B, A) in run.att.factors().items()}  # the server keeps CPU tensors
+        run.new_head = {n: p.detach().cpu().clone() for n, p in head.named_parameters()}
         params_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         train_bytes = sum(p.numel() * p.element_size() for p in self._trainables(run.att, head))
         run.peak_mem_bytes = float(params_bytes + 3 * train_bytes + run.peak[0])
@@ -557,9 +574,10 @@ class RealLearner(Learner):
                                   {"params": list(head.parameters()), "lr": head_lr}],
                                  lr=self.config.lr, weight_decay=self.config.weight_decay)
 
-    def _step(self, att: Attached, data: tuple[dict, torch.Tensor], opt, ema: ImportanceEMA, masks: Masks,
+    def _step(self, att: Attached, data: tuple[dict, torch.Tensor], opt, ema: ImportanceEMA | None, masks: Masks,
               peak: list[int]) -> float:
-        """One forward/backward (and optimiser step if ``opt``); folds LoRA-guided importance into ``ema``."""
+        """One forward/backward (and optimiser step if ``opt``); folds LoRA-guided importance into ``ema``
+        (none measured when ``ema`` is None). Returns the loss of the forward, before the step."""
         batch, y = data
         if isinstance(batch, PackedBatch):
             self.tokens_real += batch.tokens
@@ -582,26 +600,38 @@ class RealLearner(Learner):
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             loss = self._loss(batch, y)
-        loss.backward()
+        finite = True
+        if self._scaler is None:
+            loss.backward()
+        else:  # fp16 autocast: scaled backward, gradients unscaled before anyone reads them
+            self._scaler.scale(loss).backward()
+            finite = self._scaler.unscale(self._trainables(att, self._head_module()))
         peak[0] = max(peak[0], saved[0])
-        if self.config.importance.criterion == "lora_grad":
-            with torch.no_grad():
-                for key, m in att.modules.items():
-                    A = m.lora_A["default"].weight
-                    B = m.lora_B["default"].weight
-                    if A.grad is None or B.grad is None:
-                        continue
-                    elem = lora_grad_importance(m.base_layer.weight, B, A, B.grad, A.grad, att.scale(key))
-                    spec = self.specs[key[1]]
-                    ema.update(key, masks.of(spec.kind)[key[0]], group_sums(elem, spec))
+        if finite and ema is not None and self.config.importance.criterion == "lora_grad":
+            self._fold_importance(att, ema, masks)
         if opt is not None:
-            if self.config.grad_clip:
+            if self.config.grad_clip and finite:
                 trainable = [p for g in opt.param_groups for p in g["params"]]
                 torch.nn.utils.clip_grad_norm_(trainable, self.config.grad_clip)
-            opt.step()
+            if finite:
+                opt.step()
+            if self._scaler is not None:
+                self._scaler.update(finite)
         for p in self.model.parameters():
             p.grad = None
         return float(loss.detach())
+
+    @torch.no_grad()
+    def _fold_importance(self, att: Attached, ema: ImportanceEMA, masks: Masks) -> None:
+        """Fold this step's LoRA-guided group importance (:func:`lora_grad_importance`) into ``ema``."""
+        for key, m in att.modules.items():
+            A = m.lora_A["default"].weight
+            B = m.lora_B["default"].weight
+            if A.grad is None or B.grad is None:
+                continue
+            elem = lora_grad_importance(m.base_layer.weight, B, A, B.grad, A.grad, att.scale(key))
+            spec = self.specs[key[1]]
+            ema.update(key, masks.of(spec.kind)[key[0]], group_sums(elem, spec))
 
     def _scores(self, masks: Masks, ema: ImportanceEMA, att: Attached, cur: dict, rng: np.random.Generator) -> dict:
         """Combined group scores per (layer, kind) for the current structure (``cur``: current LoRA factors)."""
@@ -748,7 +778,8 @@ class RealLearner(Learner):
             correct, loss_sum = 0, 0.0
             for b in length_sorted_batches(np.array([len(x) for x in ids]), self.config.eval.batch_size):
                 y = torch.from_numpy(labels[b]).long().to(self.torch_device)
-                logits = self._logits(self._encode([ids[i] for i in b]))
+                with autocast(self.torch_device, self.amp_dtype):
+                    logits = self._logits(self._encode([ids[i] for i in b])).float()
                 loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
                 correct += int((logits.argmax(-1) == y).sum())
         finally:

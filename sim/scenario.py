@@ -411,7 +411,13 @@ class LearningSpec(Strict):
     forward: Literal["packed", "padded"] = Field(
         "packed", description="packed: skip padding tokens (BERT proxies; same math, learning/packed.py); "
                               "padded: the reference HF forward on padded batches (always used for other families)")
-    compute_device: Literal["cpu", "cuda"] = Field("cpu", description="where the proxy runs")
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="where the proxy trains: cpu, cuda (a GPU; refused when torch sees none), or auto (cuda "
+                           "when torch sees a GPU, else cpu); CPU runs are identical at the same torch_threads, GPU "
+                           "runs differ within float rounding")
+    autocast: Literal["none", "bf16", "fp16"] = Field(
+        "none", description="mixed precision of the forward on a GPU (bf16, or fp16 with dynamic loss scaling); "
+                            "parameters and optimiser state stay fp32; not used on cpu")
     torch_threads: Annotated[int, Field(ge=1, le=1024)] | None = Field(None, description="torch intra-op threads (default: torch's)")
     slice_cache: Annotated[int, Field(ge=0, le=10000)] = Field(8, description="sliced-backbone copies kept in memory (by mask)")
     workers: Annotated[int, Field(ge=1, le=256)] = Field(
@@ -421,9 +427,11 @@ class LearningSpec(Strict):
 
     @model_validator(mode="after")
     def _workers_on_cpu(self) -> "LearningSpec":
-        if self.workers > 1 and self.compute_device != "cpu":
-            raise ValueError(f"workers: {self.workers} parallel workers need compute_device: cpu "
-                             f"(got {self.compute_device}); use workers: 1")
+        if self.workers > 1 and self.device != "cpu":
+            raise ValueError(f"workers: {self.workers} parallel workers need device: cpu "
+                             f"(got {self.device}); use workers: 1")
+        if self.autocast != "none" and self.device == "cpu":
+            raise ValueError(f"autocast: {self.autocast} needs device: cuda or auto (got cpu); allowed on cpu: none")
         return self
 
 

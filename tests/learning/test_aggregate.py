@@ -417,3 +417,22 @@ def test_svd_aggregation_is_convex_combination(
     assert bool((out[held] >= lo[held] - tol).all())
     assert bool((out[held] <= hi[held] + tol).all())
     assert torch.equal(out[~held], prev[~held])
+
+
+@pytest.mark.parametrize("pruned", ["rows", "cols", "both"])
+def test_svd_aggregation_adds_blocks_exactly_as_the_cartesian_index(pruned: str) -> None:
+    """The one-axis ``index_add_`` path of aggregate_svd gives the bit-identical float64 sums of the
+    general ``num[rows x cols] += block`` it replaces (rows-pruned, column-pruned, both)."""
+    from learning.aggregate import _add_at  # noqa: PLC0415
+
+    g = torch.Generator().manual_seed(3)
+    m, n = 40, 24
+    fast = torch.randn(m, n, generator=g, dtype=torch.float64)
+    slow = fast.clone()
+    for _ in range(5):
+        rows = torch.sort(torch.randperm(m, generator=g)[:29]).values if pruned != "cols" else torch.arange(m)
+        cols = torch.sort(torch.randperm(n, generator=g)[:17]).values if pruned != "rows" else torch.arange(n)
+        block = torch.randn(len(rows), len(cols), generator=g, dtype=torch.float64) * 1e3
+        _add_at(fast, rows, cols, block)
+        slow[rows[:, None], cols[None, :]] += block
+    assert torch.equal(fast, slow)

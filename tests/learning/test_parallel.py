@@ -118,7 +118,9 @@ def test_a_failing_run_shuts_its_ray_down():
 
 @pytest.mark.parametrize("learning,match", [
     ({"workers": 0}, "learning.workers: Input should be greater than or equal to 1"),
-    ({"workers": 2, "compute_device": "cuda"}, "learning.workers: 2 parallel workers need compute_device: cpu"),
+    ({"workers": 2, "device": "cuda"}, "learning.workers: 2 parallel workers need device: cpu"),
+    ({"autocast": "bf16"}, "learning.autocast: bf16 needs device: cuda or auto"),
+    ({"device": "gpu"}, "learning.device: Input should be 'cpu', 'cuda' or 'auto'"),
 ])
 def test_bad_workers_are_clear_errors(learning, match):
     d = mixed_scenario(1)
