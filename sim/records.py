@@ -80,15 +80,19 @@ class RoundBuffer:
         return np.array(STATUSES, dtype=object)[self.status]
 
 
+def distinct_objects(items: list) -> tuple[np.ndarray, np.ndarray]:
+    """The position of one occurrence of each distinct object in ``items`` (by identity: strategies
+    hand one plan object to many devices), and per item the index of its object among those."""
+    ids = np.fromiter(map(id, items), np.uint64, len(items))
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
+
+
 def plan_columns(plans: list[Plan]) -> dict[str, np.ndarray]:
     """The plan columns of ``device_rounds`` (``lora_layers`` -1: all layers; ``layer_ranks`` "": one rank),
-    built once per distinct plan object (strategies hand one object to many devices) and spread."""
-    first: dict[int, Plan] = {}
-    for p in plans:
-        first.setdefault(id(p), p)
-    pos = {k: i for i, k in enumerate(first)}
-    at = np.fromiter((pos[id(p)] for p in plans), np.int64, len(plans))
-    u = list(first.values())
+    built once per distinct plan object and spread."""
+    first, at = distinct_objects(plans)
+    u = [plans[i] for i in first.tolist()]
     return {
         "prune_ratio": np.array([p.prune_ratio for p in u], dtype=float)[at],
         "lora_rank": np.array([p.lora_rank for p in u], dtype=np.int64)[at],

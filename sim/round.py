@@ -21,7 +21,6 @@ process, the reference the tests compare against).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -35,7 +34,7 @@ from devices.workload import Workload
 from learning.api import Learner, Update
 from sim.channel import SharedChannel
 from sim.fleet import FleetModel
-from sim.records import STATUS_CODE, RoundBuffer
+from sim.records import STATUS_CODE, RoundBuffer, distinct_objects
 from sim.round_policy import RoundPolicy
 
 OK, OOM, DROPPED, CRASHED, LOST, PARTITIONED, LEFT = (STATUS_CODE[s] for s in (
@@ -176,10 +175,8 @@ class Round:
     def _price(self, workload: Workload) -> None:
         """Every plan's cost, the memory check, and the phase durations at known rates."""
         fleet, sel, buf = self.fleet, self.selected, self.buf
-        n = len(sel)
-        unique, which = self._plan_costs(workload)
-        self.costs: list[PlanCost] = [unique[u] for u in which]
-        at = np.array(which, dtype=np.int64)
+        first, obj = distinct_objects(self.plans)  # strategies hand one plan object to many devices
+        unique, at = self._plan_costs(workload, obj)
         flops, moved, kernels, memory = (np.array([getattr(c, f) for c in unique], dtype=float)[at] for f in (
             "flops_per_step", "bytes_moved", "kernels", "memory_model_bytes"))
         self.bytes_down, self.bytes_up = (np.array([getattr(c, f) for c in unique], dtype=np.int64)[at]
@@ -194,35 +191,33 @@ class Round:
             buf.straggler_factor[:] = fleet.faults.step_factor[sel]
         self.times = completion_times(
             fleet.mode_table, self.slots, flops, moved, kernels, self.load,
-            np.fromiter((p.local_steps for p in self.plans), np.int64, n), self.bytes_down.astype(float),
+            np.array([self.plans[i].local_steps for i in first.tolist()], dtype=np.int64)[obj],
+            self.bytes_down.astype(float),
             self.bytes_up.astype(float), self.down_mbps, self.up_mbps,
             self.link.latency_s, self.link.efficiency, buf.straggler_factor if fleet.faults is not None else None)
         buf.step_time_s[:] = self.times.step_s
 
-    def _plan_costs(self, workload: Workload) -> tuple[list[PlanCost], list[int]]:
+    def _plan_costs(self, workload: Workload, obj: np.ndarray) -> tuple[list[PlanCost], np.ndarray]:
         """The distinct :func:`devices.cost.plan_cost` values of the round's plans (a pure function of
-        plan and precision, so computed once per distinct pair: a plan object shared by many devices
-        is found by identity, equal plans by value), and per device the index of its own."""
-        precision = [p.precision for p in self.fleet.profiles]
-        by_id: dict[tuple[int, str], int] = {}
+        plan and precision, so computed once per distinct pair: plan objects, ``obj`` per device, are
+        paired with the device's group; equal plans are found by value), and per device the index of
+        its own."""
+        precision = [p.precision for p in self.fleet.profiles]  # per group
+        pairs, at_pair, pair_of = np.unique(obj * len(precision) + self.groups, return_index=True,
+                                            return_inverse=True)  # (plan object, group) pairs
         by_value: dict[tuple, int] = {}
         unique: list[PlanCost] = []
-        which = []
-        for plan, g in zip(self.plans, self.groups.tolist()):
-            u = by_id.get((id(plan), precision[g]))
-            if u is None:
-                try:
-                    u = by_value.get((plan, precision[g]))
-                except TypeError:  # a plan with an unhashable field (a list): priced on its own
-                    u = None
-                if u is None:
-                    u = len(unique)
-                    unique.append(plan_cost(workload, plan, precision[g]))
-                    with contextlib.suppress(TypeError):
-                        by_value[(plan, precision[g])] = u
-                by_id[(id(plan), precision[g])] = u
-            which.append(u)
-        return unique, which
+        value_of_pair = np.empty(len(pairs), dtype=np.int64)
+        for i, j in enumerate(at_pair.tolist()):
+            plan, prec = self.plans[j], precision[self.groups[j]]
+            try:
+                u = by_value.setdefault((plan, prec), len(unique))
+            except TypeError:  # a plan with an unhashable field (a list): priced on its own
+                u = len(unique)
+            if u == len(unique):
+                unique.append(plan_cost(workload, plan, prec))
+            value_of_pair[i] = u
+        return unique, value_of_pair[pair_of.reshape(-1)]
 
     def _est_transfer(self, d: int, size: int, direction: str) -> float:
         """A transfer's planned duration from the round start (traces followed, no contention)."""
@@ -240,9 +235,9 @@ class Round:
         av = fleet.availability
         for j in np.flatnonzero(drops):
             d = sel[j]
-            est = (self.outage[j] + self._est_transfer(d, self.costs[j].bytes_down, "down")
+            est = (self.outage[j] + self._est_transfer(d, int(self.bytes_down[j]), "down")
                    + self.plans[j].local_steps * self.times.step_s[j]
-                   + self._est_transfer(d, self.costs[j].bytes_up, "up"))
+                   + self._est_transfer(d, int(self.bytes_up[j]), "up"))
             self.fail_at[j] = self.t_start_s + frac[j] * est
         if av.kind != "always":
             for j, d in enumerate(sel):
@@ -259,9 +254,9 @@ class Round:
         self.risky = faults.class_partitioned[self.fleet.placement[sel]]
         for j in np.flatnonzero(faults.crashes[sel] | faults.leaving[sel]):
             d = int(sel[j])
-            phases = (self._est_transfer(d, self.costs[j].bytes_down, "down"),
+            phases = (self._est_transfer(d, int(self.bytes_down[j]), "down"),
                       self.plans[j].local_steps * self.times.step_s[j],
-                      self._est_transfer(d, self.costs[j].bytes_up, "up"))
+                      self._est_transfer(d, int(self.bytes_up[j]), "up"))
             t0 = self.t_start_s + self.outage[j]
             if faults.crashes[d]:  # at a fraction of a random phase's planned duration
                 k = int(faults.crash_phase[d])
@@ -384,7 +379,7 @@ class Round:
         training, whose real update the learner starts now in host time (True)."""
         buf, now = self.buf, self.env.now
         buf.t_download_end_s[j] = now
-        buf.bytes_down[j] = self.costs[j].bytes_down
+        buf.bytes_down[j] = self.bytes_down[j]
         if not self.fits[j]:
             buf.t_report_s[j] = now
             return False
@@ -484,7 +479,7 @@ class Round:
                 return self._finish(j, fail)
             buf.t_available_s[j] = env.now
             buf.t_download_start_s[j] = env.now
-            err = yield from self._transfer(j, d, self.costs[j].bytes_down, "down")
+            err = yield from self._transfer(j, d, int(self.bytes_down[j]), "down")
             if err is not None:
                 return self._finish(j, err)
             if not self._downloaded(j, d):
@@ -496,7 +491,7 @@ class Round:
             buf.compute_s[j] = compute
             buf.t_compute_end_s[j] = env.now
             buf.t_upload_start_s[j] = env.now
-            err = yield from self._transfer(j, d, self.costs[j].bytes_up, "up")
+            err = yield from self._transfer(j, d, int(self.bytes_up[j]), "up")
             if err is not None:
                 return self._finish(j, err)
             return self._uploaded(j)
@@ -507,7 +502,7 @@ class Round:
         """The upload ended: a report, or a lost one (sent, never received: ``faults.lost_upload_prob``)."""
         buf = self.buf
         buf.t_upload_end_s[j] = self.env.now
-        buf.bytes_up[j] = self.costs[j].bytes_up
+        buf.bytes_up[j] = self.bytes_up[j]
         if self.lost[j]:
             return self._finish(j, LOST)
         buf.t_report_s[j] = self.env.now
