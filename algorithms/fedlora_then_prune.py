@@ -9,7 +9,7 @@ been averaging while it trained, and the remaining rounds recover with LoRA at t
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
@@ -23,6 +23,7 @@ from devices.plan import Plan
 class FedLoRAThenPruneParams(CommonParams):
     prune_target: Ratio = 0.3
     rank: Rank = 8
+    pruner: Literal["comp"] | None = None  # None: learning.importance.criterion; comp: COMP neurons + mask tuning
     prune_round: Annotated[int, Field(ge=0)] | None = None
     recovery_rounds: Annotated[int, Field(ge=1)] | None = None
 
@@ -44,4 +45,5 @@ class FedLoRAThenPrune(Strategy):
         p = self.params
         layers, steps, batch = self.plan_shape()
         target = p.prune_target if round_index >= self.prune_round() else 0.0
-        return [Plan(max(target, float(view.prune_ratio[d])), p.rank, layers, steps, batch) for d in selected]
+        return [Plan(max(target, float(view.prune_ratio[d])), p.rank, layers, steps, batch, pruner=p.pruner)
+                for d in selected]

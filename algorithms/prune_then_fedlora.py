@@ -14,6 +14,8 @@ structure): devices prune different groups, and plain FedAvg of factors would av
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from algorithms.base import FleetView, Strategy
@@ -25,6 +27,7 @@ from devices.plan import Plan
 class PruneThenFedLoRAParams(CommonParams):
     prune_target: Ratio = 0.3
     rank: Rank = 8
+    pruner: Literal["comp"] | None = None  # None: learning.importance.criterion; comp: COMP neurons + mask tuning
 
 
 @register
@@ -36,4 +39,5 @@ class PruneThenFedLoRA(Strategy):
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p = self.params
         layers, steps, batch = self.plan_shape()
-        return [Plan(max(p.prune_target, float(view.prune_ratio[d])), p.rank, layers, steps, batch) for d in selected]
+        return [Plan(max(p.prune_target, float(view.prune_ratio[d])), p.rank, layers, steps, batch, pruner=p.pruner)
+                for d in selected]

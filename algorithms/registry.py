@@ -16,6 +16,7 @@ def register(cls: type[Strategy]) -> type[Strategy]:
 
 def _load_builtin() -> None:
     if not _REGISTRY:
+        import algorithms.comp  # noqa: F401, PLC0415
         import algorithms.fedapt  # noqa: F401, PLC0415
         import algorithms.fedlora  # noqa: F401, PLC0415
         import algorithms.fedlora_then_prune  # noqa: F401, PLC0415

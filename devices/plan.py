@@ -19,8 +19,8 @@ below k / n is treated as k / n.
 """
 
 
-PRUNERS = ("lora_grad", "magnitude", "random", "comp")
-"""Importance criteria a plan may name (``learning.importance`` and ``learning.comp``)."""
+PRUNERS = ("comp",)
+"""Pruners a plan may name instead of the learner's configured criterion (``learning.comp``)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ class Plan:
             [0, 1): ``groups_to_remove(layer_ratio, L)`` blocks go; ``prune_ratio`` then applies inside
             the remaining blocks. 0 (default) removes none.
         pruner: how the device ranks what it removes: ``None`` (the learner's configured criterion) or
-            one of :data:`PRUNERS` (``comp``: the post-training COMP pruner, ``learning/comp.py``).
+            one of :data:`PRUNERS` (``comp``: the post-training COMP pruner, ``learning/comp.py``, the
+            only one that removes blocks, so ``layer_ratio`` > 0 needs it).
     """
 
     prune_ratio: float
@@ -76,6 +77,8 @@ class Plan:
             raise ValueError(f"rank_prune_decay must be in (0, 1] and rank_prune_tol in [0, 1): {self}")
         if not 0.0 <= self.layer_ratio < 1.0 or self.pruner not in (None, *PRUNERS):
             raise ValueError(f"layer_ratio must be in [0, 1) and pruner one of {PRUNERS} or None: {self}")
+        if self.layer_ratio > 0 and self.pruner != "comp":
+            raise ValueError(f"layer_ratio > 0 needs pruner 'comp' (layer importance is COMP's): {self}")
 
     def rank_at(self, layer: int) -> int:
         """LoRA rank of target-model layer ``layer`` (``lora_rank`` unless ``layer_ranks`` is set)."""

@@ -76,6 +76,8 @@ from learning.models import load_proxy
 from learning.packed import DropoutMasks, PackedBatch, masked_mean, pack, packed_logits, supports
 from learning.partition import label_histogram, partition
 from learning.structure import ArchAdapter, Masks, Slicer, group_index
+from learning.comp import comp_prune
+from learning.layers import layers_to_remove
 from learning.accel import LossScaler, autocast, autocast_dtype, resolve_device
 from learning.api import Learner, Update
 from learning.config import LearnerConfig
@@ -138,6 +140,12 @@ class _LocalRun:
     final: dict = field(default_factory=dict)  # trained factors {key: (B, A)}
     new_head: dict = field(default_factory=dict)
     peak_mem_bytes: float = math.nan
+
+
+def _comp_state(masks: Masks) -> dict:
+    """The COMP parts of a device's masks for a checkpoint (none without layer pruning or mask tuning)."""
+    out = {} if masks.layers is None else {"layers": masks.layers.copy()}
+    return out | ({} if masks.scales is None else {"scales": {k: v.copy() for k, v in masks.scales.items()}})
 
 
 def self_prune_rank(rank: int, gamma: float) -> int:
@@ -207,6 +215,7 @@ class RealLearner(Learner):
         if bad:
             raise ValueError(f"learning.importance.protected_layers: {bad} beyond the proxy's {a.num_layers} layers")
         self.protected = frozenset(cfg.importance.protected_layers)
+        self.comp_peak_bytes = 0.0  # largest COMP pruning peak (tensor accounting, learning/comp.py)
         self.slicer = Slicer(self.model, a, cache_size=cfg.slice_cache)
         self.packed = cfg.forward == "packed" and supports(self.model)
         if cfg.forward == "packed" and not self.packed:
@@ -292,7 +301,7 @@ class RealLearner(Learner):
         """Every device's masks, importance and rank, the global LoRA update and head, the evaluations
         and counters. Optimiser state and LoRA factors live only inside one local update."""
         return {"devices": [{"attn": d.masks.attn.copy(), "ffn": d.masks.ffn.copy(), "importance": d.importance.state(),
-                             "rank": d.rank} for d in self.devices],
+                             "rank": d.rank, **_comp_state(d.masks)} for d in self.devices],
                 "glob": [{"layer": k[0], "path": k[1], "dense": g.dense, "B": g.B, "A": g.A}
                          for k, g in self.glob.items()],
                 "head": dict(self.head), "eval_rows": [dict(r) for r in self.eval_rows],
@@ -303,7 +312,8 @@ class RealLearner(Learner):
         beta = self.config.importance.beta
         if len(state["devices"]) != self.n:
             raise ValueError(f"learner state of {len(state['devices'])} devices, this fleet has {self.n}")
-        self.devices = [DeviceState(Masks(d["attn"], d["ffn"]), ImportanceEMA(beta, d["importance"]), d["rank"])
+        self.devices = [DeviceState(Masks(d["attn"], d["ffn"], d.get("layers"), d.get("scales")),
+                                    ImportanceEMA(beta, d["importance"]), d["rank"])
                         for d in state["devices"]]
         self.glob = {(g["layer"], g["path"]): GlobalEntry(g["dense"], g["B"], g["A"]) for g in state["glob"]}
         self.head = dict(state["head"])
@@ -334,7 +344,8 @@ class RealLearner(Learner):
                 "label_names": list(ds.label_names), "majority_rate": float(np.bincount(
                     self.test_labels_all[self.eval_sel], minlength=ds.n_classes).max() / len(self.eval_sel)),
                 "importance_fallback_kinds": self.fallback, "resize": self.resize_method, "setup_s": self.setup_s,
-                "forward": "packed" if self.packed else "padded"}
+                "forward": "packed" if self.packed else "padded",
+                **({"comp_peak_mem_bytes": self.comp_peak_bytes} if self.comp_peak_bytes else {})}
 
     def partition_table(self):
         import pandas as pd  # noqa: PLC0415
@@ -454,12 +465,12 @@ class RealLearner(Learner):
         st = self.devices[device]
         rng = generator(self.seed, "learn.local", device, round_index)
         gen = torch.Generator().manual_seed(stream_seed(self.seed, "learn.resize", device, round_index))
-        keys = lora_keys(self.adapter, self.targets, self.proxy_layers(plan))
-        ema = ImportanceEMA(imp.beta, st.importance.state())
         masks = st.masks.copy()
-        need_prune = plan.prune_ratio > 0 and self._would_prune(masks, plan.prune_ratio)
-        n_cal = imp.calibration_batches if (need_prune and imp.criterion == "lora_grad" and imp.order == "prune_first"
-                                            and not any(ema.has(k) for k in keys)) else 0
+        keys = [k for k in lora_keys(self.adapter, self.targets, self.proxy_layers(plan)) if masks.kept_layers()[k[0]]]
+        ema = ImportanceEMA(imp.beta, st.importance.state())
+        need_prune = self._would_prune(masks, plan.prune_ratio, plan.layer_ratio)
+        first_grad = imp.criterion == "lora_grad" and imp.order == "prune_first" and not any(ema.has(k) for k in keys)
+        n_cal = imp.calibration_batches if (need_prune and (self._criterion(plan) == "comp" or first_grad)) else 0
         batches = self._batches(self.parts[device], plan.local_steps + n_cal, plan.batch_size, rng)
         return _LocalRun(plan, rng, gen, keys, self.key_ranks(plan, keys), ema, masks, need_prune, n_cal, batches,
                          self._inputs(batches[0]))
@@ -476,7 +487,7 @@ class RealLearner(Learner):
         if not reuse:  # the probe is not step 0's forward: measure it on its own
             with torch.no_grad():
                 run.loss_before = float(self._loss(*run.probe))
-        for b in run.batches[tau:]:  # calibration: importance only, no step
+        for b in run.batches[tau:] if self._criterion(run.plan) != "comp" else []:  # calibration: importance only
             self._step(run.att, self._inputs(b), None, run.ema, run.masks, run.peak)
         if run.need_prune and steps_before == 0:
             self._prune_run(run, head)
@@ -498,7 +509,9 @@ class RealLearner(Learner):
         run.peak_mem_bytes = float(params_bytes + 3 * train_bytes + run.peak[0])
 
     def _prune_run(self, run: "_LocalRun", head: nn.Module) -> None:
-        """:meth:`_prune_now` on the run's working state."""
+        """:meth:`_prune_now` on the run's working state (:meth:`_comp_prune_run` for the COMP pruner)."""
+        if self._criterion(run.plan) == "comp":
+            return self._comp_prune_run(run, head)
         run.masks, run.att, run.b_start = self._prune_now(run.masks, run.plan, run.att, run.keys, run.ranks, run.ema,
                                                           head, run.b_start, run.rng)
 
@@ -543,11 +556,18 @@ class RealLearner(Learner):
             return final
         return {k: (B[:, :keep[k]].clone(), A[:keep[k]].clone()) for k, (B, A) in final.items()}
 
-    def _would_prune(self, masks: Masks, ratio: float) -> bool:
+    def _criterion(self, plan: Plan) -> str:
+        """The plan's pruner, else ``learning.importance.criterion``."""
+        return plan.pruner or self.config.importance.criterion
+
+    def _would_prune(self, masks: Masks, ratio: float, layer_ratio: float = 0.0) -> bool:
+        kept = masks.kept_layers()
+        if layers_to_remove(layer_ratio, self.adapter.num_layers) > int((~kept).sum()):
+            return True
         for kind in KINDS:
             per = groups_to_remove(ratio, self.adapter.n_groups(kind))
             if any(int((~masks.of(kind)[li]).sum()) < per for li in range(self.adapter.num_layers)
-                   if li not in self.protected):
+                   if li not in self.protected and kept[li]):
                 return True
         return False
 
@@ -664,12 +684,13 @@ class RealLearner(Learner):
                 out[(li, kind)] = combine(vecs, keep)
         return out
 
-    def _prune_now(self, masks, plan, att, keys, ranks, ema, head, b_start, rng):
+    def _prune_now(self, masks, plan, att, keys, ranks, ema, head, b_start, rng, new: Masks | None = None):
         """Prune to the plan's ratio, re-slice, and carry the LoRA factors over to the kept rows/columns."""
         imp = self.config.importance
         cur = att.factors()
-        scores = self._scores(masks, ema, att, cur, rng)
-        new = prune(masks, scores, plan.prune_ratio, self.adapter, imp.scope, self.protected)
+        if new is None:  # (COMP passes the masks it chose)
+            scores = self._scores(masks, ema, att, cur, rng)
+            new = prune(masks, scores, plan.prune_ratio, self.adapter, imp.scope, self.protected)
         carried, starts = {}, {}
         for k, (B, A) in cur.items():
             spec = self.specs[k[1]]
@@ -682,6 +703,36 @@ class RealLearner(Learner):
         detach(self.model, self.slicer)
         att = self._attach(new, keys, ranks, carried, head)
         return new, att, starts
+
+    def _comp_prune_run(self, run: "_LocalRun", head: nn.Module) -> None:
+        """COMP (``learning/comp.py``) on the device's model as received (scores see W + s·B·A) with the run's
+        calibration batches, padded so every block runs through its own forward: blocks to the plan's layer
+        ratio, groups to its prune ratio, mask tuning; LoRA of removed blocks is dropped, the kept groups'
+        factors carried over (:meth:`_prune_now`)."""
+        dev = self.torch_device
+        cal = []
+        for b in run.batches[run.plan.local_steps:]:
+            ids, mask = collate([self.train_ids[i] for i in b], self.pad_id)
+            cal.append({"input_ids": ids.to(dev), "attention_mask": mask.to(dev)})
+
+        def kept_keys(m: Masks) -> list[Key]:
+            return [k for k in run.keys if m.kept_layers()[k[0]]]
+
+        def install(m: Masks) -> None:
+            cur, keys = run.att.factors(), kept_keys(m)
+            detach(self.model, self.slicer)
+            run.att = self._attach(m, keys, run.ranks, {k: cur[k] for k in keys}, head)
+            self.model.eval()
+
+        self.model.eval()
+        res = comp_prune(self.model, self.adapter, run.masks, cal, run.plan.layer_ratio, run.plan.prune_ratio, install,
+                         self.protected, self.config.importance.scope, forward=self._logits)
+        self.comp_peak_bytes = max(self.comp_peak_bytes, res.peak_bytes)
+        run.keys = kept_keys(res.masks)
+        run.ranks = {k: run.ranks[k] for k in run.keys}
+        run.b_start = {k: run.b_start[k] for k in run.keys}
+        run.masks, run.att, run.b_start = self._prune_now(run.masks, run.plan, run.att, run.keys, run.ranks, run.ema,
+                                                          head, run.b_start, run.rng, new=res.masks)
 
     def _importance_summary(self, ema: ImportanceEMA, masks: Masks) -> dict:
         """Median and min of the normalised kept-group scores per kind (NaN without estimates)."""

@@ -369,12 +369,12 @@ class PartitionSpec(Strict):
 class ImportanceSpec(Strict):
     """Which groups a device removes when its plan raises the pruning ratio (learning/importance.py)."""
 
-    criterion: Literal["lora_grad", "magnitude", "random"] = Field("lora_grad", description="LoRA-guided first-order estimate (LoRAPrune), weight magnitude, or random")
+    criterion: Literal["lora_grad", "magnitude", "random", "comp"] = Field("lora_grad", description="LoRA-guided first-order estimate (LoRAPrune), weight magnitude, random, or comp (post-training COMP: condition-based neuron scores on calibration_batches forward passes, then mask tuning; learning/comp.py)")
     beta: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(0.9, description="EMA coefficient over local steps")
     scope: Literal["layer", "global"] = Field("layer", description="rank groups within each layer, or across layers")
     protected_layers: list[Annotated[int, Field(ge=0, le=1000)]] = Field(default_factory=list, description="proxy layers never pruned")
     order: Literal["prune_first", "tune_prune_tune"] = Field("prune_first", description="prune at round start, or after tau/2 steps")
-    calibration_batches: Annotated[int, Field(ge=0, le=1000)] = Field(2, description="prune_first: gradient-only batches that measure importance before a device's first pruning")
+    calibration_batches: Annotated[int, Field(ge=0, le=1000)] = Field(2, description="prune_first: gradient-only batches that measure importance before a device's first pruning; comp: the forward-only calibration batches of every COMP pruning")
 
 
 class EvalSpec(Strict):

@@ -17,12 +17,12 @@ LLAMA = Workload(load_arch("llama-7b"), seq_len=128, task="lm", weight_dtype="fp
 
 
 def cost(layer_ratio: float, prune: float = 0.3, layers=None, w: Workload = W):
-    return plan_cost(w, Plan(prune, 8, layers, 10, 16, layer_ratio=layer_ratio), "amp")
+    return plan_cost(w, Plan(prune, 8, layers, 10, 16, layer_ratio=layer_ratio, pruner="comp"), "amp")
 
 
 def test_default_is_the_plan_without_layer_pruning():
     plain = plan_cost(W, Plan(0.3, 8, None, 10, 16), "amp")
-    assert cost(0.0) == plain
+    assert dataclasses.asdict(cost(0.0)) == dataclasses.asdict(plain)
     assert dataclasses.asdict(cost(0.05)) == dataclasses.asdict(plain)  # 0.05 x 12 blocks removes none
 
 
@@ -58,9 +58,11 @@ def test_split_total_ratio_keeps_the_total():
     with pytest.raises(ValueError):
         split_total_ratio(1.0)
     with pytest.raises(ValueError, match="layer_ratio"):
-        Plan(0.3, 8, None, 10, 16, layer_ratio=1.0)
+        Plan(0.3, 8, None, 10, 16, layer_ratio=1.0, pruner="comp")
     with pytest.raises(ValueError, match="pruner"):
         Plan(0.3, 8, None, 10, 16, pruner="obs")
+    with pytest.raises(ValueError, match="needs pruner 'comp'"):
+        Plan(0.3, 8, None, 10, 16, layer_ratio=0.2)
 
 
 def test_comp_memory_below_a_training_step():
