@@ -14,7 +14,7 @@ Merges into the JSON object at ``--json`` (default ``results/bench/bench.json``;
 * ``timing_only_linearity``: s per device-round at the largest N / at the smallest
 * ``timing_only_cpu_s``, ``timing_only_cpu_linearity``: the same with this process's CPU seconds
   (user + system), which other processes on a shared machine disturb less than wall seconds
-* ``timing_only_rounds``, ``timing_only_rows`` (every run: build, loop, verify seconds)
+* ``timing_only_rounds``, ``timing_only_rows`` (every run: build, loop, verify wall and CPU seconds)
 
 Usage:
 
@@ -51,19 +51,25 @@ def scaled(n: int, rounds: int, extra: list[str]):
 def bench(n: int, rounds: int, extra: list[str]) -> dict:
     """One timing-only run of ``n`` devices x ``rounds``: build, loop and verify seconds."""
     sc, base = scaled(n, rounds, extra)
-    c0 = time.process_time()
-    t0 = time.perf_counter()
+    wall, cpu = [time.perf_counter()], [time.process_time()]
+
+    def lap() -> None:
+        wall.append(time.perf_counter())
+        cpu.append(time.process_time())
+
     sim = Simulation(sc, base)
-    t1 = time.perf_counter()
+    lap()
     out = sim.run()
-    t2 = time.perf_counter()
+    lap()
     verify(out.rounds, out.device_rounds, sc.round.policy, expected_bytes(sim, out.device_rounds))
-    t3 = time.perf_counter()
-    cpu_s = time.process_time() - c0
+    lap()
     dr = len(out.device_rounds)
-    return {"devices": n, "rounds": rounds, "device_rounds": dr, "build_s": t1 - t0, "loop_s": t2 - t1,
-            "verify_s": t3 - t2, "total_s": t3 - t0, "device_rounds_per_s": dr / (t3 - t0),
-            "s_per_device_round": (t3 - t0) / dr, "cpu_s": cpu_s}
+    total = wall[3] - wall[0]
+    row = {"devices": n, "rounds": rounds, "device_rounds": dr, "total_s": total, "device_rounds_per_s": dr / total,
+           "s_per_device_round": total / dr, "cpu_s": cpu[3] - cpu[0]}
+    for i, phase in enumerate(("build", "loop", "verify")):
+        row[f"{phase}_s"], row[f"{phase}_cpu_s"] = wall[i + 1] - wall[i], cpu[i + 1] - cpu[i]
+    return row
 
 
 def figures(rows: list[dict]) -> dict:
@@ -102,14 +108,15 @@ def main() -> None:
     a = ap.parse_args()
     rows = []
     print(f"{'devices':>8} {'rounds':>6} {'build s':>8} {'loop s':>8} {'verify s':>8} {'total s':>8} "
-          f"{'cpu s':>8} {'dev-rounds/s':>12} {'us/dev-round':>12}", flush=True)
+          f"{'cpu s':>8} {'(build':>7} {'loop':>7} {'verify)':>7} {'dev-rounds/s':>12} {'us/dev-round':>12}", flush=True)
     for _ in range(a.repeat):
         for n in a.devices:
             r = bench(n, a.rounds, a.set)
             gc.collect()
             rows.append(r)
             print(f"{r['devices']:>8} {r['rounds']:>6} {r['build_s']:>8.2f} {r['loop_s']:>8.2f} {r['verify_s']:>8.2f} "
-                  f"{r['total_s']:>8.2f} {r['cpu_s']:>8.2f} {r['device_rounds_per_s']:>12.0f} {1e6 * r['s_per_device_round']:>12.2f}",
+                  f"{r['total_s']:>8.2f} {r['cpu_s']:>8.2f} {r['build_cpu_s']:>7.2f} {r['loop_cpu_s']:>7.2f} "
+                  f"{r['verify_cpu_s']:>7.2f} {r['device_rounds_per_s']:>12.0f} {1e6 * r['s_per_device_round']:>12.2f}",
                   flush=True)
     fig = figures(rows)
     print("timing_only_s (median): " + ", ".join(f"{k}: {v:.1f}" for k, v in fig["timing_only_s"].items())
