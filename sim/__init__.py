@@ -69,4 +69,28 @@ def load_comparison(*paths, target_acc=None, reference=None):
     return compare_paths(list(paths), target_acc, reference)
 
 
-__all__ = ["__version__", "load_comparison", "load_run", "load_scenario", "load_sweep", "run"]
+def figures(path, *, target_acc=None, reference=None, rounds=None, report=False):
+    """The figures ``fedfleet plot PATH`` draws (a run, comparison or sweep directory), as matplotlib
+    Figures for a notebook: a dict from the file stem (``accuracy_vs_time``, ``heatmap_fedspine``,
+    ``timeline_fedspine``, ``sweep_final_accuracy``, ...) to its open Figure; nothing is written.
+    ``rounds``: the timelines' rounds. ``report=True`` also writes ``PATH/report.html`` (with the figures
+    ``fedfleet plot`` left in ``PATH/figures``, if any) and returns its path under the key ``report``."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from sim.views.figures import plot_runs, resolve_reference  # noqa: PLC0415
+    from sim.views.results import collect, kind_of, load_sweep  # noqa: PLC0415
+
+    path = Path(path)
+    runs = collect(path)
+    ref, _ = resolve_reference(runs, reference)
+    keep: dict = {}
+    plot_runs(runs, path / "figures", sweep=load_sweep(path) if kind_of(path) == "sweep" else None,
+              target_acc=target_acc, reference=ref, timeline_rounds=rounds, keep=keep)
+    if report:
+        from sim.views.report import existing_figures, write_report  # noqa: PLC0415
+
+        keep["report"] = write_report(path, existing_figures(path), target_acc=target_acc)
+    return keep
+
+
+__all__ = ["__version__", "figures", "load_comparison", "load_run", "load_scenario", "load_sweep", "run"]

@@ -8,6 +8,7 @@ more than a short, escaped excerpt of their contents.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -27,6 +28,13 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="show the tracebac
                                                             "(fedfleet --debug COMMAND ...)")] = False) -> None:
     """fedfleet: simulate heterogeneous Jetson fleets doing federated LoRA fine-tuning with pruning."""
     # read by main(), which sees the whole command line; nothing to do here
+
+
+def _logging(level: int) -> None:
+    """Log through rich's handler on the progress bars' console (sim.progress), so lines never break a bar."""
+    from sim.progress import setup_logging  # noqa: PLC0415
+
+    setup_logging(level)
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -94,8 +102,7 @@ def run(
 ) -> None:
     """Run a scenario; writes results/<scenario>/<run id>/ and prints its path and headline figures.
     A scenario with policies: runs each policy as a cell (like a sweep's) into <run id>/<label>/."""
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    _logging(logging.WARNING if quiet else logging.INFO)
     from sim.runner import scenario_of_run  # noqa: PLC0415
 
     if resume is not None:
@@ -264,7 +271,7 @@ def sweep(
 ) -> None:
     """Run every cell of a sweep (matrix x seeds); a rerun resumes, skipping finished cells.
     Writes OUT/<sweep name>/sweep.parquet (one row per cell) and cells/<cell id>/ run directories."""
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _logging(logging.WARNING if quiet else logging.INFO)
     from sim.loader import ScenarioError  # noqa: PLC0415
     from sim.lock import LockError  # noqa: PLC0415
     from sim.progress import CellProgress  # noqa: PLC0415
@@ -310,6 +317,7 @@ ReferenceOpt = Annotated[Optional[str], typer.Option(
 def _figures(path: Path, target_acc: float | None, rounds: list[int] | None, reference: str | None) -> list[Path]:
     """The figures of a results directory; a file that cannot be read, or a figures folder that cannot be
     written, is exit 2 naming the file."""
+    from sim.progress import FigureProgress  # noqa: PLC0415
     from sim.views.figures import plot_runs, resolve_reference  # noqa: PLC0415
     from sim.views.results import ResultsError, collect, kind_of, load_sweep  # noqa: PLC0415
 
@@ -330,8 +338,9 @@ def _figures(path: Path, target_acc: float | None, rounds: list[int] | None, ref
         _fail(str(e))
     try:
         sweep = load_sweep(path) if kind == "sweep" else None
-        written = plot_runs(runs, path / "figures", sweep=sweep, target_acc=target_acc, reference=reference,
-                            timeline_rounds=rounds or None)
+        with FigureProgress(enabled=sys.stderr.isatty()) as bar:
+            written = plot_runs(runs, path / "figures", sweep=sweep, target_acc=target_acc, reference=reference,
+                                timeline_rounds=rounds or None, progress=bar)
         if note:  # only once the figures exist: an error stays the one line on stderr
             typer.echo(f"note: {note}", err=True)
         return written
@@ -351,8 +360,7 @@ def plot(
 ) -> None:
     """Paper-style figures (PNG and PDF) into DIR/figures/: accuracy vs simulated time, time to target,
     per-device-type times, pruning/rank heatmaps, timelines, bytes, memory, sweep sensitivity."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    _logging(logging.WARNING)
     written = _figures(path, target_acc, round_, reference)
     typer.echo(str(path / "figures"))
     typer.echo(f"{len(written)} files: " + ", ".join(sorted({p.stem for p in written})))
@@ -364,15 +372,25 @@ def report(
     target_acc: TargetOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="HTML file (default DIR/report.html)")] = None,
     reference: ReferenceOpt = None,
+    round_: Annotated[Optional[list[int]], typer.Option("--round", help="round for the timelines (repeatable); "
+                                                                       "redraws the figures")] = None,
+    replot: Annotated[bool, typer.Option("--replot", help="redraw DIR/figures/ even if fedfleet plot made them")]
+    = False,
 ) -> None:
-    """One self-contained HTML page: the figures inline, the tables, the resolved scenarios."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    from sim.views.report import write_report  # noqa: PLC0415
+    """One self-contained HTML page: the findings, the figures inline, the tables, the resolved scenarios.
+    Figures already in DIR/figures/ (from fedfleet plot, e.g. with --round) are embedded as they are; they are
+    drawn only when missing, or with --round, --replot, --target-acc or --reference."""
+    _logging(logging.WARNING)
+    from sim.views.report import existing_figures, write_report  # noqa: PLC0415
 
     if out is not None:
         _report_target(out)
-    written = _figures(path, target_acc, None, reference)
+    kept = existing_figures(path)
+    redraw = replot or round_ or target_acc is not None or reference is not None or not kept
+    written = _figures(path, target_acc, round_, reference) if redraw else kept
+    if not redraw:
+        typer.echo(f"note: embedding the {len(kept)} figures already in {path / 'figures'} "
+                   "(--replot to redraw them)", err=True)
     try:
         page = write_report(path, [p for p in written if p.suffix == ".png"], out, target_acc=target_acc)
     except OSError as e:
@@ -523,13 +541,19 @@ def profile(scenario: Path, set_: SetOpt = None) -> None:
 
 
 @app.command()
-def schema(fmt: Annotated[str, typer.Option("--format", help="text or md")] = "text") -> None:
-    """Every scenario key with its default and meaning."""
-    from sim.scenario import schema_rows  # noqa: PLC0415
+def schema(fmt: Annotated[str, typer.Option("--format", help="text, md or json (a JSON Schema of the scenario "
+                                                          "for editor completion)")] = "text") -> None:
+    """Every scenario key with its default and meaning; --format json: the JSON Schema of a scenario file."""
+    from sim.scenario import Scenario, schema_rows  # noqa: PLC0415
+    from sim.views.results import did_you_mean  # noqa: PLC0415
 
+    if fmt not in ("text", "md", "json"):
+        _fail(f"--format {fmt!r}; allowed: text, md, json{did_you_mean(fmt, ['text', 'md', 'json'])}")
+    if fmt == "json":
+        doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", **Scenario.model_json_schema()}
+        typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
     rows = schema_rows()
-    if fmt not in ("text", "md"):
-        _fail(f"--format {fmt!r}; allowed: text, md")
     if fmt == "md":
         typer.echo("| key | default | meaning |\n|---|---|---|")
         for k, d, desc in rows:
@@ -541,17 +565,48 @@ def schema(fmt: Annotated[str, typer.Option("--format", help="text or md")] = "t
 
 
 @app.command()
-def strategies() -> None:
-    """Registered strategies and their parameters."""
+def strategies(name: Annotated[Optional[str], typer.Argument(help="a strategy: its parameters with their "
+                                                                  "meaning and allowed values")] = None) -> None:
+    """Registered strategies and their parameters; with NAME, each parameter's default, allowed values and
+    meaning."""
     from algorithms.registry import get_strategy_class, strategy_names  # noqa: PLC0415
+    from sim.views.results import did_you_mean  # noqa: PLC0415
 
-    for n in strategy_names():
+    names = strategy_names()
+    if name is not None and name not in names:
+        _fail(f"unknown strategy {name!r}; allowed: {', '.join(names)}{did_you_mean(name, names)}")
+    for n in [name] if name else names:
         cls = get_strategy_class(n)
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0].removeprefix(f"``{n}``: ")
         typer.echo(f"{n}: {doc}")
+        props = cls.Params.model_json_schema().get("properties", {})
         for k, f in cls.Params.model_fields.items():
             default = f.default_factory() if f.default_factory is not None else f.default
-            typer.echo(f"    {k} = {default!r}")
+            if name is None:
+                typer.echo(f"    {k} = {default!r}")
+                continue
+            typer.echo(f"    {k} = {default!r}\n        allowed: {allowed_values(props.get(k, {}))}"
+                       + (f"\n        meaning: {f.description}" if f.description else ""))
+
+
+def allowed_values(prop: dict) -> str:
+    """What a JSON Schema property accepts, in words: enum choices, number ranges, lists, null."""
+    if "enum" in prop:
+        return "one of " + ", ".join(map(str, prop["enum"]))
+    if "anyOf" in prop:
+        return " or ".join(allowed_values(p) for p in prop["anyOf"])
+    if "$ref" in prop:
+        return "a mapping (" + prop["$ref"].rsplit("/", 1)[-1] + ")"
+    kind = prop.get("type")
+    if kind in ("number", "integer"):
+        lo = ("(" if "exclusiveMinimum" in prop else "[") + str(prop.get("exclusiveMinimum", prop.get("minimum", "-inf")))
+        hi = str(prop.get("exclusiveMaximum", prop.get("maximum", "inf"))) + (")" if "exclusiveMaximum" in prop else "]")
+        return f"{'an integer' if kind == 'integer' else 'a number'} in {lo}, {hi}"
+    if kind == "array":
+        return "a list of " + allowed_values(prop.get("items", {})).removeprefix("a ").removeprefix("an ")
+    if kind == "object":
+        return "a mapping"
+    return {"null": "null", "string": "a string", "boolean": "true or false"}.get(str(kind), "any value")
 
 
 def main() -> None:

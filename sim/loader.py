@@ -321,6 +321,7 @@ def validate(data: dict[str, Any], origin: str = "<scenario>", base_dir: Path | 
         if spec.name not in strategy_names():
             raise ScenarioError(f"{origin}: invalid scenario\n{where}.name: unknown strategy {_short(spec.name)}; "
                                 f"allowed: {', '.join(strategy_names())}")
+        _adopt_defaults(spec, where, origin)
         params_model = get_strategy_class(spec.name).Params
         try:
             params_model.model_validate(spec.params)
@@ -479,6 +480,10 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple
     """Read, override and validate; returns the scenario and the directory relative paths resolve in."""
     p = Path(path)
     data = read_yaml(p)
+    if "matrix" in data or "base" in data:
+        raise ScenarioError(f"{p}: this is a sweep file (keys {', '.join(k for k in ('base', 'matrix') if k in data)}), "
+                            f"not a scenario: use fedfleet sweep {p}")
+    meta = data.pop("_meta", None)  # a run's resolved scenario.yaml: what fedfleet wrote about it
     for a in overrides or []:
         apply_override(data, a)
     check_structure(data, str(p))
@@ -486,7 +491,28 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple
         name = "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in p.stem)[:100]
         data["name"] = name if name and name[0].isascii() and name[0].isalnum() else "scenario"
     base = p.resolve().parent
-    return validate(data, str(p), base), base
+    recorded = meta.get("base_dir") if isinstance(meta, dict) else None
+    if isinstance(recorded, str) and recorded and Path(recorded).is_dir():
+        base = Path(recorded)  # relative paths of a run's scenario resolve where its run resolved them
+    try:
+        return validate(data, str(p), base), base
+    except ScenarioError as e:
+        raise ScenarioError(str(e) + _name_override_hint(str(e), overrides or [])) from None
+
+
+_NAME_OVERRIDE = re.compile(r"^(algorithm|policies\.[^.=]+)\.name=(.*)$")
+
+
+def _name_override_hint(message: str, overrides: list[str]) -> str:
+    """A hint for ``--set algorithm.name=X`` whose file keeps the params of another strategy: the params
+    of the old strategy fail the new one's schema, and replacing the whole block is what was meant."""
+    for o in overrides:
+        m = _NAME_OVERRIDE.match(o.strip())
+        if m and f"\n{m.group(1)}.params" in message:
+            where, name = m.group(1), m.group(2).strip()
+            return (f"\nhint: --set {where}.name changes the strategy but keeps the params written for the old "
+                    f"one; replace the whole block: --set '{where}={{name: {name}}}' (add params: {{...}} as needed)")
+    return ""
 
 
 LATER_KEYS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
@@ -503,9 +529,52 @@ LATER_KEYS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
 a scenario that does not use it keeps the digest (and run id) it had before the key existed."""
 
 
+def resolved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Strategy ``name``'s parameters with every default filled in (its ``Params`` schema, JSON-compatible);
+    ``params`` unchanged when the name is unknown or the parameters do not validate."""
+    from algorithms.registry import get_strategy_class  # noqa: PLC0415 (keeps import light)
+
+    try:
+        return get_strategy_class(name).Params.model_validate(params).model_dump(mode="json")
+    except (KeyError, ValidationError):
+        return dict(params)
+
+
+def _adopt_defaults(spec: Any, where: str, origin: str) -> None:
+    """Read the ``defaults`` a resolved scenario recorded (see :func:`resolved_dict`): a recorded value that
+    differs from what the strategy would use now becomes a param (so an old run reproduces under changed
+    defaults); values equal to the current defaults change nothing. ``spec.defaults`` is emptied."""
+    from algorithms.registry import get_strategy_class  # noqa: PLC0415
+
+    if not spec.defaults:
+        return
+    both = sorted(set(spec.defaults) & set(spec.params))
+    if both:
+        raise ScenarioError(f"{origin}: invalid scenario\n{where}.defaults.{both[0]}: also set in {where}.params; "
+                            f"allowed: a parameter in params or in defaults, not both")
+    model = get_strategy_class(spec.name).Params
+    try:
+        model.model_validate({**spec.params, **spec.defaults})
+    except ValidationError as e:
+        raise ScenarioError(f"{origin}: invalid scenario\n"
+                            + format_validation_error(e, model, (*where.split("."), "defaults"))) from None
+    now = resolved_params(spec.name, spec.params)
+    for key, value in spec.defaults.items():
+        if resolved_params(spec.name, {**spec.params, key: value}).get(key) != now.get(key):
+            spec.params[key] = value
+    spec.defaults = {}
+
+
+def _specs(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """The strategy blocks of a resolved scenario mapping: ``algorithm`` and each of ``policies``."""
+    return [d["algorithm"], *(d.get("policies") or {}).values()]
+
+
 def resolved_dict(sc: Scenario) -> dict[str, Any]:
     """The fully resolved scenario (every default filled in), JSON-compatible; keys of
-    :data:`LATER_KEYS` that change nothing are left out."""
+    :data:`LATER_KEYS` that change nothing are left out. Each strategy block records, beside the
+    ``params`` as given, the ``defaults`` of every other parameter of its strategy (the values the run
+    used), so the saved ``scenario.yaml`` reproduces the run even if a default changes later."""
     d = sc.model_dump(mode="json")
     for path, unused in LATER_KEYS:
         if unused(d):
@@ -513,13 +582,20 @@ def resolved_dict(sc: Scenario) -> dict[str, Any]:
             for k in path[:-1]:
                 parent = parent[k]
             parent.pop(path[-1], None)
+    for spec in _specs(d):
+        spec["defaults"] = {k: v for k, v in resolved_params(spec["name"], spec["params"]).items()
+                            if k not in spec["params"]}
     return d
 
 
 def scenario_digest(sc: Scenario) -> str:
-    """sha256 of the canonical JSON of the resolved scenario, excluding output settings."""
+    """sha256 of the canonical JSON of the resolved scenario, excluding output settings and the recorded
+    strategy ``defaults`` (a value there that differs from the current default was made a param on
+    loading), so a run's own ``scenario.yaml`` has the digest of the scenario it came from."""
     d = resolved_dict(sc)
     d.pop("output", None)
+    for spec in _specs(d):
+        spec.pop("defaults", None)
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 

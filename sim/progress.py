@@ -1,8 +1,47 @@
-"""Progress bars for long work (rich, stderr, TTY only): rounds of a run, cells of a sweep."""
+"""Progress bars for long work (rich, stderr, TTY only): rounds of a run, cells of a sweep, figures drawn;
+and the log handler that prints above them.
+
+Every bar and every log line go through one rich console on stderr (:data:`CONSOLE`). A plain
+``logging.StreamHandler`` writes to the terminal behind the live bar's back and breaks it; rich's
+``RichHandler`` on the same console prints each record above the bar, which then redraws below it.
+"""
 
 from __future__ import annotations
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+import logging
+import sys
+
+from rich.console import Console
+from rich.highlighter import NullHighlighter
+from rich.logging import RichHandler
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn)
+
+CONSOLE = Console(stderr=True)
+"""The one console of every bar and log line (stderr)."""
+
+
+def setup_logging(level: int) -> None:
+    """Log records at ``level`` and above through rich's handler on :data:`CONSOLE` when stderr is a
+    terminal (where the bars are drawn), else as plain ``LEVEL name: message`` lines (no bar to break,
+    no wrapping at a guessed width); replaces a handler this function installed before. matplotlib's own
+    records from WARNING only."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_fedfleet", False):
+            root.removeHandler(h)
+    handler: logging.Handler
+    if CONSOLE.is_terminal:
+        handler = RichHandler(console=CONSOLE, show_time=False, show_path=False, markup=False,
+                              rich_tracebacks=False, keywords=[], highlighter=NullHighlighter())
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler._fedfleet = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
 class RoundProgress:
@@ -17,7 +56,7 @@ class RoundProgress:
             self._p = Progress(
                 TextColumn("[bold]rounds"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("sim {task.fields[sim_h]:.2f} h"), TextColumn("host"), TimeElapsedColumn(),
-                transient=False,
+                transient=False, console=CONSOLE,
             )
             self._p.__enter__()
             self._task = self._p.add_task("run", total=self.total, sim_h=0.0)
@@ -45,7 +84,7 @@ class CellProgress:
     def __enter__(self) -> "CellProgress":
         if self.enabled:
             self._p = Progress(TextColumn("[bold]cells"), BarColumn(), MofNCompleteColumn(),
-                               TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn())
+                               TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn(), console=CONSOLE)
             self._p.__enter__()
             self._task = self._p.add_task("sweep", total=self.total, failed=0)
         return self
@@ -54,6 +93,37 @@ class CellProgress:
         self._failed += row.get("status") == "failed"
         if self._p is not None:
             self._p.update(self._task, completed=done, failed=self._failed)
+
+    def __exit__(self, *exc) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+
+class FigureProgress:
+    """Figures drawn so far and the one being drawn (``fedfleet plot`` / ``report``); the total is not
+    known in advance (it depends on the data), so a spinner and a count instead of a bar. Transient:
+    the line disappears when the figures are done."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.done = 0
+        self._p: Progress | None = None
+        self._task = None
+
+    def __enter__(self) -> "FigureProgress":
+        if self.enabled:
+            self._p = Progress(SpinnerColumn(), TextColumn("[bold]figures[/] {task.completed} drawn, now "
+                                                           "{task.fields[name]}"), TimeElapsedColumn(),
+                               console=CONSOLE, transient=True)
+            self._p.__enter__()
+            self._task = self._p.add_task("figures", total=None, name="-")
+        return self
+
+    def __call__(self, name: str) -> None:
+        """Called before each figure: ``name`` is the figure being drawn."""
+        if self._p is not None:
+            self._p.update(self._task, completed=self.done, name=name)
+        self.done += 1
 
     def __exit__(self, *exc) -> None:
         if self._p is not None:

@@ -356,6 +356,12 @@ class RoundSpec(Strict):
 class AlgorithmSpec(Strict):
     name: str = Field("fixed", description="strategy (fedfleet strategies lists them)")
     params: dict[str, Any] = Field(default_factory=dict, description="strategy parameters, validated by the strategy")
+    defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the strategy's parameters not set in params, with the values the run used: written by fedfleet "
+                    "into a run's resolved scenario.yaml so that fedfleet run RUN/scenario.yaml reproduces it; a "
+                    "value that differs from the strategy's current default acts as a param (not part of the digest "
+                    "otherwise)")
 
 
 class PartitionSpec(Strict):

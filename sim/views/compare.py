@@ -36,9 +36,15 @@ def expand_runs(paths: list[Path]) -> list[Path]:
 
 
 def labelled_runs(paths: list[Path]) -> list[tuple[Path, str]]:
-    """Like :func:`expand_runs`, with a label per run: the run directory's name, or for a sweep cell
-    ``policy key=value ... seed N`` (the matrix keys shortened to their last component)."""
-    return [(d, f"{g} seed {seed}" if sweep else g) for d, g, seed, sweep in _runs_with_groups(paths)]
+    """Like :func:`expand_runs`, with a label per run: a comparison child's policy label; a separate run's
+    ``scenario algorithm`` (its group); a sweep cell's ``policy key=value ... seed N`` (the matrix keys
+    shortened to their last component). A label shared by several runs gets ``seed N``, and one still shared
+    its run directory's name."""
+    found = _runs_with_groups(paths)
+    groups = [g for _, g, _, _ in found]
+    labels = [f"{g} seed {seed}" if sweep or groups.count(g) > 1 else g for _, g, seed, sweep in found]
+    labels = [f"{lab} ({d.name})" if labels.count(lab) > 1 else lab for (d, *_), lab in zip(found, labels)]
+    return list(zip((d for d, *_ in found), labels))
 
 
 def grouped_runs(paths: list[Path]) -> list[tuple[Path, str, int]]:
@@ -61,13 +67,21 @@ def _runs_with_groups(paths: list[Path]) -> list[tuple[Path, str, int, bool]]:
                 raise FileNotFoundError(f"{p}: a sweep with no finished cell yet")
             continue
         if (p / "summary.json").is_file():
-            out.append((p, p.name, _seed_of(p), False))
+            out.append((p, _scenario_label(p), _seed_of(p), False))
             continue
         kids = sorted(c for c in p.iterdir() if (c / "summary.json").is_file()) if p.is_dir() else []
         if not kids:
             raise FileNotFoundError(f"{p}: not a run directory (no summary.json), a comparison of runs, nor a sweep")
         out.extend((k, k.name, _seed_of(k), False) for k in kids)
     return out
+
+
+def _scenario_label(run_dir: Path) -> str:
+    """A separate run's group: ``scenario algorithm`` from its ``summary.json`` (the run id when neither is
+    recorded), so runs of one scenario on several seeds pool and the table names what ran."""
+    s = read_json_object(run_dir / "summary.json")
+    words = [str(s[k]) for k in ("scenario", "algorithm") if isinstance(s.get(k), str) and s.get(k)]
+    return " ".join(words) or run_dir.name
 
 
 def _seed_of(run_dir: Path) -> int:

@@ -78,7 +78,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_GROUPS = 12  # groups drawn in the figures over groups
-MAX_DETAIL_GROUPS = 6  # groups that get a heatmap and a timeline
+MAX_DETAIL_GROUPS = MAX_GROUPS  # groups that get a heatmap and a timeline: every group drawn
 MAX_SWEEP_PANELS = 4  # policies in a two-key sweep heatmap
 GIB = 2.0**30
 
@@ -100,7 +100,7 @@ _PALETTE = ["#4E79A7", "#F28E2B", "#E15759", "#76B7B2", "#59A14F", "#EDC948", "#
             "#9C755F", "#636363", "#6B6ECF", "#8CA252"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p"]
 _LINESTYLES = ["-", "--", ":", "-."]
-_SHADES = [0.0, 0.45, -0.35, 0.65, -0.55]  # >0 towards white, <0 towards black
+_SHADES_DARK, _SHADES_LIGHT = -0.55, 0.65  # shade amounts: >0 towards white, <0 towards black
 _NO_DATA = "#DDDDDD"
 
 
@@ -225,9 +225,16 @@ def group_runs(runs: Sequence[RunData], max_groups: int = MAX_GROUPS) -> list[Gr
         j = seen.get(g.policy, 0)
         seen[g.policy] = j + 1
         g.marker = policy_style(g.policy)[1]
-        g.color = _shade(base[g.policy], _SHADES[j % len(_SHADES)])
+        g.color = _shade(base[g.policy], shade_of(j, configs[g.policy]))
         g.linestyle = _LINESTYLES[j % len(_LINESTYLES)]
     return groups
+
+
+def shade_of(j: int, n: int) -> float:
+    """The shade of a policy's ``j``-th of ``n`` configurations (swept values in sweep order): one
+    configuration keeps the policy's colour; several run monotonically from dark (-0.55) to light (0.65),
+    so every configuration has its own shade and the order of the shades follows the swept value."""
+    return 0.0 if n <= 1 else float(np.linspace(_SHADES_DARK, _SHADES_LIGHT, n)[j])
 
 
 def _policy_colours(policies: list[str]) -> dict[str, str]:
@@ -250,20 +257,30 @@ def _policy_colours(policies: list[str]) -> dict[str, str]:
 
 def plot_runs(runs: list[RunData], out_dir: Path, *, sweep: SweepData | None = None, target_acc: float | None = None,
               reference: str = "fedspine", timeline_rounds: list[int] | None = None,
-              formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+              formats: tuple[str, ...] = ("png", "pdf"), progress: Callable[[str], None] | None = None,
+              keep: dict[str, Any] | None = None) -> list[Path]:
     """Write every figure the runs (and the sweep, if given) support into ``out_dir`` (see the module
-    docstring); returns the written files, every format of every figure."""
+    docstring); returns the written files, every format of every figure. ``progress`` is called with each
+    figure's name before it is drawn (``sim.progress.FigureProgress``). With ``keep`` (a dict) nothing is
+    written: each matplotlib Figure is stored in it under its file stem, open, for a notebook."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if keep is None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
     def save(fig: Any, stem: str) -> None:
-        """Every format of ``fig`` into ``out_dir`` (:func:`~sim.views.style.save_figure`)."""
+        """Every format of ``fig`` into ``out_dir`` (:func:`~sim.views.style.save_figure`), or into ``keep``."""
+        if keep is not None:
+            keep[stem] = fig
+            return
         written.extend(save_figure(fig, out_dir, stem, formats))
 
     def draw(fn: Callable, *args: Any) -> None:
         """One figure function; a failure is logged and the other figures still get written."""
         before = set(plt.get_fignums())
+        if progress is not None:
+            progress(fn.__name__.strip("_").removesuffix("_figure").removesuffix("_figures")
+                     + (f" {args[0].label}" if args and isinstance(args[0], Group) else ""))
         try:
             fn(plt, save, *args)
         except Exception:  # noqa: BLE001 - one figure's bad data must not lose the others
@@ -374,9 +391,16 @@ def _legend(fig: Any, ax: Any, below: bool = False) -> None:
     if not h:
         return
     if below:
-        fig.legend(h, lab, loc="outside lower center", frameon=False, ncol=min(len(h), 4))
+        fig.legend(h, lab, loc="outside lower center", frameon=False, ncol=legend_columns(lab, fig.get_figwidth()))
     else:
         fig.legend(h, lab, loc="outside right upper", frameon=False)
+
+
+def legend_columns(labels: list[str], width_in: float, fontsize_pt: float = 9.0) -> int:
+    """Legend columns below the axes that fit ``width_in``: an entry takes its label's width (about 0.6 of
+    the font size per character) plus 3 font sizes for the marker and gaps; at most 4 columns."""
+    entry_in = (0.6 * max((len(x) for x in labels), default=1) + 3.0) * fontsize_pt / 72
+    return max(1, min(len(labels), 4, int(width_in / entry_in)))
 
 
 def _title(target: Any, main: str, note: str = "", width_in: float = 6.0) -> None:
@@ -688,7 +712,7 @@ def _bytes_figure(plt: Any, save: Callable, groups: list[Group]) -> None:
     _category_ticks(ax, [g.label for g in groups])
     ax.set_ylabel(f"data communicated per run ({unit})")
     ax.grid(axis="x", visible=False)
-    _title(ax, "Data communicated per run", f"{_seed_note(groups)} of the total", fig.get_figwidth())
+    _title(ax, "Data communicated per run", _seed_note(groups, "error bars on the total"), fig.get_figwidth())
     save(fig, "bytes")
 
 
@@ -727,8 +751,8 @@ def _heatmap_figure(plt: Any, save: Callable, g: Group) -> None:
         cmap = cmap.with_extremes(bad=_NO_DATA)
         im = ax.imshow(np.ma.masked_invalid(m), aspect="auto", interpolation="nearest", cmap=cmap, norm=norm,
                        extent=extent)
-        shrink = min(1.0, 4.5 / height + 0.3)  # a colour bar about 0.2 in wide, at most the axes' height
-        cb = fig.colorbar(im, ax=ax, pad=0.01, fraction=0.05, shrink=shrink, aspect=max(12.0, height * shrink / 0.2))
+        # the colour bar spans its panel's full height, attached to its right edge (about 0.2 in wide)
+        cb = fig.colorbar(im, ax=ax, pad=0.01, fraction=0.05, aspect=max(12.0, height / 0.2))
         cb.set_label(label)
         if col == "lora_rank" and 0 < len(vals) <= 10:
             cb.set_ticks(vals)
@@ -740,14 +764,31 @@ def _heatmap_figure(plt: Any, save: Callable, g: Group) -> None:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(False)
         ax.set_title("prune ratio" if col == "prune_ratio" else "LoRA rank")
-    step = max(1, math.ceil(n / 100))
-    pt_per_label = (height - 1.6) * 72 / n * step
-    axes[0].set_yticks(range(0, n, step))
-    axes[0].set_yticklabels(ids[::step], fontsize=min(8.0, max(4.5, 0.75 * pt_per_label)))
-    axes[0].set_ylabel("device (by type; lines separate types)")
+    _device_axis(axes[0], ids, dtypes, height)
     _title(fig, f"{g.label}: plan per device and round",
            f"seed {run.seed}; grey = not selected or no report", fig.get_figwidth())
     save(fig, f"heatmap_{safe_label(g.label)}")
+
+
+MAX_DEVICE_LABELS = 30
+"""Above this many devices a heatmap labels each device-type block once instead of every device."""
+
+
+def _device_axis(ax: Any, ids: list[str], dtypes: list[str], height_in: float) -> None:
+    """The device axis of a heatmap (rows sorted by type): every device named up to
+    :data:`MAX_DEVICE_LABELS`, else one label per type block at its middle, ``type (count)``."""
+    n = len(ids)
+    if n <= MAX_DEVICE_LABELS:
+        ax.set_yticks(range(n))
+        ax.set_yticklabels(ids, fontsize=min(8.0, max(5.0, 0.75 * (height_in - 1.6) * 72 / n)))
+        ax.set_ylabel("device (by type; lines separate types)")
+        return
+    starts = [k for k in range(n) if k == 0 or dtypes[k] != dtypes[k - 1]]
+    ends = [*starts[1:], n]
+    ax.set_yticks([(a + b - 1) / 2 for a, b in zip(starts, ends)])
+    ax.set_yticklabels([f"{dtypes[a]}\n({b - a})" for a, b in zip(starts, ends)], fontsize=9)
+    ax.tick_params(axis="y", length=0)
+    ax.set_ylabel(f"{n} devices, grouped by type (lines separate types)")
 
 
 def _timeline_figure(plt: Any, save: Callable, g: Group, timeline_rounds: list[int] | None) -> None:
@@ -774,7 +815,7 @@ def _timeline_figure(plt: Any, save: Callable, g: Group, timeline_rounds: list[i
         gantt(ax, lr, t0, t1)
         ax.set_xlim(0, (t1 - t0) * 1.02 if t1 > t0 else 1)
         ax.set_xlabel("time since round start (s, simulated)")
-        ax.set_title(f"round {r} ({t1 - t0:.1f} s, {shown})", fontsize=10)
+        ax.set_title(textwrap.fill(f"round {r} ({t1 - t0:.1f} s, {shown})", 48), fontsize=10)  # fits 5 in
     for ax in list(axes.flat)[len(chosen):]:
         ax.set_visible(False)
     handles, labels = phase_legend(plt)
@@ -812,9 +853,11 @@ def _is_numeric(series: pd.Series) -> bool:
 def _sweep_figures(plt: Any, save: Callable, sweep: SweepData) -> None:
     idx = sweep.index
     idx = idx[idx["status"].astype(str) == "finished"] if "status" in idx else idx
-    keys = [k for k in sweep.matrix_keys if k in idx.columns and k not in POLICY_KEYS]
+    keys = [k for k in sweep.matrix_keys if k in idx.columns and k not in POLICY_KEYS
+            and idx[k].astype(str).nunique() > 1]  # a key with one value is no axis
     if not len(idx) or not keys:
-        log.warning("sweep %s: no finished cells with matrix columns: no sweep figures", sweep.sweep_dir)
+        log.warning("sweep %s: no finished cells with a matrix key of several values: no sweep figures",
+                    sweep.sweep_dir)
         return
     policies = list(dict.fromkeys(idx["policy"].astype(str)))
     if len(keys) > 1 and len(policies) > MAX_SWEEP_PANELS:
@@ -830,7 +873,51 @@ def _sweep_figures(plt: Any, save: Callable, sweep: SweepData) -> None:
         if len(keys) == 1:
             _sweep_lines(plt, save, idx, keys[0], spec_m.get(keys[0], []), policies, metric, mult, ylab, name)
         else:
-            _sweep_heatmaps(plt, save, idx, keys, spec_m, policies, metric, mult, ylab, name)
+            _sweep_heatmaps(plt, save, idx, axis_keys(idx, keys, metric), spec_m, policies, metric, mult, ylab, name)
+
+
+def axis_keys(idx: pd.DataFrame, keys: list[str], metric: str) -> list[str]:
+    """``keys`` reordered for a two-key heatmap: the two whose main effect on ``metric`` is largest (range of
+    the metric's mean over each key's values) first, in sweep order; the others after them (averaged over)."""
+    def effect(k: str) -> float:
+        m = idx.groupby(idx[k].astype(str))[metric].mean()
+        return float(m.max() - m.min()) if m.notna().any() else 0.0
+
+    top = sorted(sorted(keys, key=lambda k: -effect(k))[:2], key=keys.index)
+    return [*top, *(k for k in keys if k not in top)]
+
+
+KEY_WORDS = {"round.policy": "round policy", "round.k": "devices per round (k)",
+             "round.deadline_factor": "deadline factor", "training.local_steps": "local steps per round",
+             "training.rounds": "rounds", "seed": "seed", "algorithm.name": "strategy"}
+
+
+def key_words(key: str) -> str:
+    """A swept key in words: a known key's phrase (:data:`KEY_WORDS`), a strategy parameter as ``discount
+    (strategy parameter)``, else its last part with spaces and its section in parentheses."""
+    if key in KEY_WORDS:
+        return KEY_WORDS[key]
+    parts = key.split(".")
+    last = parts[-1].replace("_", " ")
+    if len(parts) >= 3 and parts[-2] == "params":
+        return f"{last} (strategy parameter)"
+    return f"{last} ({parts[0].replace('_', ' ')})" if len(parts) > 1 else last
+
+
+MIN_COLOUR_SPAN = {100.0: 2.0}
+"""Smallest span of a sweep heatmap's colour scale per metric multiplier: 2 points for percentages (below
+that, cells differ by less than the noise of one accuracy reading); other metrics 2% of the mean."""
+
+
+def colour_limits(values: np.ndarray, mult: float) -> tuple[float, float]:
+    """(low, high) of a heatmap's colour scale: the values' range, widened symmetrically to at least
+    :data:`MIN_COLOUR_SPAN` so that a tiny difference is not stretched from one end of the map to the other."""
+    lo, hi = float(values.min()), float(values.max())
+    span = MIN_COLOUR_SPAN.get(mult, 0.02 * abs((lo + hi) / 2))
+    if hi - lo >= span:
+        return lo, hi
+    mid = (lo + hi) / 2
+    return mid - span / 2, mid + span / 2
 
 
 def _sweep_lines(plt: Any, save: Callable, idx: pd.DataFrame, key: str, spec_values: list[Any], policies: list[str],
@@ -866,11 +953,11 @@ def _sweep_lines(plt: Any, save: Callable, idx: pd.DataFrame, key: str, spec_val
         _category_ticks(ax, [_fmt_value(c) for c in cats])
         ax.set_xlim(-0.5, len(cats) - 0.5)
         ax.grid(axis="x", visible=False)
-    ax.set_xlabel(key)
+    ax.set_xlabel(key_words(key))
     ax.set_ylabel(ylab)
     n_seeds = int(idx.groupby(["policy", key]).size().max())
     band = (", band ±1 std" if numeric else ", error bars ±1 std") if n_seeds > 1 else ""
-    _title(ax, f"Sweep {name}: {_SWEEP_METRICS[metric]} vs {key}", f"mean over seeds{band}", 6.5)
+    _title(ax, f"Sweep {name}: {_SWEEP_METRICS[metric]} vs {key_words(key)}", f"mean over seeds{band}", 6.5)
     _legend(fig, ax)
     save(fig, f"sweep_{metric}")
 
@@ -887,7 +974,7 @@ def _sweep_heatmaps(plt: Any, save: Callable, idx: pd.DataFrame, keys: list[str]
     allv = np.concatenate([m[np.isfinite(m)] for m in mats.values()])
     if not len(allv):
         return
-    norm = _norm(plt, float(allv.min()), float(allv.max()))
+    norm = _norm(plt, *colour_limits(allv, mult))
     hi = float(allv.max())
     cmap = plt.get_cmap("viridis").with_extremes(bad=_NO_DATA)
     n = len(mats)
@@ -911,12 +998,12 @@ def _sweep_heatmaps(plt: Any, save: Callable, idx: pd.DataFrame, keys: list[str]
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
-        ax.set_ylabel(k1)
+        ax.set_ylabel(key_words(k1))
     for ax in list(axes.flat)[max(0, n - ncol):n]:
-        ax.set_xlabel(k2)
+        ax.set_xlabel(key_words(k2))
         ax.tick_params(axis="x", labelbottom=True)
-    cb = fig.colorbar(im, ax=list(axes.flat), label=ylab, shrink=0.9)
+    cb = fig.colorbar(im, ax=list(axes.flat), label=ylab)
     cb.formatter.set_useOffset(False)
-    more = f" and {', '.join(keys[2:])}" if len(keys) > 2 else ""
-    fig.suptitle(f"Sweep {name}: {_SWEEP_METRICS[metric]} (mean over seeds{more})", fontsize=11)
+    more = f" and over {', '.join(key_words(k) for k in keys[2:])}" if len(keys) > 2 else ""
+    _title(fig, f"Sweep {name}: {_SWEEP_METRICS[metric]}", f"mean over seeds{more}", fig.get_figwidth())
     save(fig, f"sweep_{metric}")

@@ -18,7 +18,6 @@ import html
 import json
 import logging
 import math
-import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -81,7 +80,7 @@ table.facts td { overflow-wrap: anywhere; }
 figure { margin: 18px 0 26px; }
 figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; border: 1px solid #e3e6ea; }
 figcaption { text-align: center; font-size: 0.95em; color: #30343a; margin-top: 6px; }
-figcaption a { margin-left: 0.6em; font-size: 0.9em; }
+figcaption .pdf { margin-left: 0.6em; font-size: 0.85em; color: #4a4f57; }
 details { margin: 8px 0; border: 1px solid #d0d4da; border-radius: 4px; padding: 4px 10px; }
 details > summary { cursor: pointer; font-weight: 600; padding: 2px 0; }
 pre { background: #f6f8fa; padding: 10px; overflow-x: auto; font-size: 0.85em; line-height: 1.35;
@@ -359,9 +358,16 @@ def _no_meta(d: dict) -> dict:
 # figures
 
 
+def existing_figures(target: Path) -> list[Path]:
+    """The PNG figures already in ``target/figures`` (drawn by ``fedfleet plot``), sorted by name."""
+    folder = Path(target) / "figures"
+    return sorted(p for p in folder.glob("*.png") if p.is_file()) if folder.is_dir() else []
+
+
 def figures_html(figures: list[Path], target: Path, out: Path) -> tuple[str, int]:
-    """Every PNG inline (base64 data URI) with a caption from its stem; PDFs linked when they lie under the
-    report's folder (relative links only). Returns (html, number of images embedded)."""
+    """Every PNG inline (base64 data URI) with a caption from its stem; PDF versions are named (where they
+    lie beside the report), never linked: the page loads and links nothing outside itself. Returns (html,
+    number of images embedded)."""
     pngs = [Path(f) for f in figures if Path(f).suffix.lower() == ".png"]
     pdfs = [Path(f) for f in figures if Path(f).suffix.lower() == ".pdf"]
     stems = [p.stem for p in pngs]
@@ -379,17 +385,18 @@ def figures_html(figures: list[Path], target: Path, out: Path) -> tuple[str, int
             last = where
         cap = caption_of(p) + (f" ({where})" if where and stems.count(p.stem) > 1 else "")
         pdf = p.with_suffix(".pdf")
-        link = _rel_link(pdf, out) if (pdf in pdfs or pdf.is_file()) else None
+        rel = _rel_path(pdf, out) if (pdf in pdfs or pdf.is_file()) else None
         b64 = base64.b64encode(data).decode("ascii")
         parts.append(f'<figure><img src="data:image/png;base64,{b64}" alt="{_e(cap)}" loading="eager">'
                      f"<figcaption>{_e(cap)}"
-                     + (f' <a href="{_e(link)}">PDF</a>' if link else "") + "</figcaption></figure>")
+                     + (f' <span class="pdf">(PDF beside this page: <code>{_e(rel)}</code>)</span>' if rel else "")
+                     + "</figcaption></figure>")
         n += 1
-    extra = [(caption_of(q), _rel_link(q, out)) for q in pdfs if q.with_suffix(".png") not in pngs]
-    extra = [(c, link) for c, link in extra if link]
+    extra = [(caption_of(q), _rel_path(q, out)) for q in pdfs if q.with_suffix(".png") not in pngs]
+    extra = [(c, rel) for c, rel in extra if rel]
     if extra:
-        parts.append("<p class=note>Other figures (PDF): " + ", ".join(
-            f'<a href="{_e(link)}">{_e(c)}</a>' for c, link in extra) + "</p>")
+        parts.append("<p class=note>Other figures (PDF, beside this page): " + ", ".join(
+            f"{_e(c)} (<code>{_e(rel)}</code>)" for c, rel in extra) + "</p>")
     if not parts:
         parts.append("<p class=note>No figures.</p>")
     return "".join(parts), n
@@ -405,15 +412,15 @@ def _figure_origin(p: Path, target: Path) -> str:
     return "/".join(x for x in rel.parts if x not in skip)
 
 
-def _rel_link(p: Path, out: Path) -> str | None:
-    """A relative link from the report to ``p`` if ``p`` exists inside the report's folder."""
+def _rel_path(p: Path, out: Path) -> str | None:
+    """``p`` relative to the report's folder if it exists there (shown as text, never as a link)."""
     if not p.is_file():
         return None
     try:
         rel = p.resolve().relative_to(out.resolve().parent)
     except ValueError:
         return None
-    return urllib.parse.quote(rel.as_posix())
+    return rel.as_posix()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import markupsafe
 import pandas as pd
 import pytest
-from fleet_helpers import base_scenario
+from fleet_helpers import base_scenario, fedfleet
 
 from sim.loader import resolved_dict, scenario_digest, validate
 from sim.studies.policies import run_policies
@@ -151,7 +151,9 @@ def test_comparison_page_matches_the_summaries_and_embeds_every_figure(compariso
     payloads = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert [base64.b64decode(p) for p in payloads] == [f.read_bytes() for f in figs]
     assert "<figcaption>Round times (spine)" in page and "Device types (lora)" in page
-    assert 'href="spine/plots/round_times.pdf"' in page and "application/pdf" not in page
+    # defect 7: PDFs are named, never linked (the page loads and links nothing outside itself)
+    assert "<code>spine/plots/round_times.pdf</code>" in page and "application/pdf" not in page
+    assert "href=" not in page
     # the header and the scenarios: facts from the data, collapsible YAML per policy
     assert "comparison of 3 policies" in page and "Target accuracy: no accuracy (timing-only runs)" in page
     assert row_of(page, "spine")[0] == "spine" and "<th>fedfleet version</th><td>0.1.0</td>" in page
@@ -325,3 +327,24 @@ def test_the_console_detector_catches_errors_exceptions_and_broken_images(compar
     # chromium's own noise is not a page error
     noise = "[1:2:1201/081013.629202:ERROR:dbus/bus.cc:405] Failed to connect to the bus: no such file"
     assert page_console_errors(noise) == []
+
+
+def test_report_keeps_the_figures_plot_drew_and_has_round(comparison, tmp_path):
+    """Defect 7: fedfleet report embeds the figures fedfleet plot drew (plot --round 1 is not undone);
+    --round redraws them for the given rounds."""
+    parent, _ = comparison
+    copy = tmp_path / "cmp"
+    shutil.copytree(parent, copy)
+    r = fedfleet("plot", str(copy), "--round", "1", timeout=900)
+    assert r.returncode == 0, r.stderr
+    timeline = copy / "figures" / "timeline_spine.png"
+    drawn = timeline.read_bytes()
+    mtime = timeline.stat().st_mtime_ns
+    r = fedfleet("report", str(copy), timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert timeline.stat().st_mtime_ns == mtime and "--replot to redraw" in r.stderr
+    page = (copy / "report.html").read_text()
+    assert base64.b64encode(drawn).decode() in page
+    r = fedfleet("report", str(copy), "--round", "0", "--round", "3", timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert timeline.read_bytes() != drawn  # redrawn for rounds 0 and 3
