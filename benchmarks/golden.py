@@ -97,6 +97,12 @@ def _drop_added(a: Path, b: Path) -> tuple[bytes, bytes, list[str]]:
         added = sorted(set(jb) - set(ja)) if isinstance(jb, dict) and isinstance(ja, dict) else []
         jb = {k: v for k, v in jb.items() if k in ja} if added else jb
         return json.dumps(ja, sort_keys=True).encode(), json.dumps(jb, sort_keys=True).encode(), added
+    if a.suffix == ".yaml":  # a resolved scenario: keys B added at any depth (e.g. algorithm.defaults) listed
+        import yaml
+        ya, yb = (yaml.safe_load(_normalised(p)) for p in (a, b))
+        added: list[str] = []
+        yb = _restrict(yb, ya, "", added)
+        return json.dumps(ya, sort_keys=True).encode(), json.dumps(yb, sort_keys=True).encode(), added
     if a.suffix == ".csv":
         import pandas as pd
         da, db = pd.read_csv(a), pd.read_csv(b)
@@ -104,6 +110,14 @@ def _drop_added(a: Path, b: Path) -> tuple[bytes, bytes, list[str]]:
         added = [c for c in db.columns if c not in da.columns]
         return b"", (b"" if da.equals(db[list(da.columns)]) else b"x"), added
     return _normalised(a), _normalised(b), []
+
+
+def _restrict(b, a, where: str, added: list[str]):
+    """``b`` without the mapping keys ``a`` lacks (at any depth); their dotted paths appended to ``added``."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return b
+    added.extend(f"{where}{k}" for k in b if k not in a)
+    return {k: _restrict(v, a[k], f"{where}{k}.", added) for k, v in b.items() if k in a}
 
 
 def compare(a: Path, b: Path, allow_added: bool = False) -> tuple[int, int, list[str]]:
