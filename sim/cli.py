@@ -202,8 +202,13 @@ def _executor(backend: str, workers: int | None, address: str | None):
     """The cell executor of ``--backend``/``--workers``/``--address`` (exit 2 on a bad combination)."""
     from sim.studies.executors import make_executor  # noqa: PLC0415
 
+    from sim.studies.executors import BACKENDS  # noqa: PLC0415
+    from sim.views.results import did_you_mean  # noqa: PLC0415
+
     if workers is not None and workers < 1:
         _fail(f"--workers {workers}: must be at least 1")
+    if backend not in BACKENDS:
+        _fail(f"--backend {backend!r}; allowed: {', '.join(BACKENDS)}{did_you_mean(backend, list(BACKENDS))}")
     try:
         return make_executor(backend, workers, address)
     except ValueError as e:
@@ -247,7 +252,9 @@ def compare(
     from sim.views.compare import FORMATS, compare_paths, format_seed_table, format_table  # noqa: PLC0415
 
     if fmt not in FORMATS:
-        _fail(f"--format {fmt!r}; allowed: {', '.join(FORMATS)}")
+        from sim.views.results import did_you_mean  # noqa: PLC0415
+
+        _fail(f"--format {fmt!r}; allowed: {', '.join(FORMATS)}{did_you_mean(fmt, list(FORMATS))}")
     if target_acc is not None and not 0.0 <= target_acc <= 1.0:
         _fail(f"--target-acc {target_acc}: must be a fraction in [0, 1]")
     try:

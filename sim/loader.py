@@ -7,6 +7,7 @@ what is allowed; the CLI prints it and exits with status 2. Nothing here writes 
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import json
 import re
@@ -282,7 +283,7 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
         if typ == "extra_forbidden":
             allowed = _allowed_keys(model, tuple(e["loc"]))
             msg = f"unknown key {_short(loc[-1])}" + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
-            lines.append(f"{_loc(loc[:-1])}: {msg}")
+            lines.append(f"{_loc(loc[:-1])}: {msg}{_did_you_mean(loc[-1], allowed)}")
             continue
         msg = e["msg"]
         if msg.startswith("Value error, "):
@@ -301,8 +302,16 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
         got = e.get("input")
         if typ not in ("value_error", "assertion_error") and not isinstance(got, (dict, list)):
             msg = f"{msg} (got {_short(got)})"
+        if typ == "literal_error":
+            msg += _did_you_mean(got, re.findall(r"'([^']*)'", str((e.get("ctx") or {}).get("expected", ""))))
         lines.append(f"{_loc(loc)}: {msg}")
     return "\n".join(lines)
+
+
+def _did_you_mean(word: Any, options: list[str]) -> str:
+    """``"; did you mean 'X'?"`` for the option closest to ``word`` (difflib ratio >= 0.6), else ``""``."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1) if isinstance(word, str) else []
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def validate(data: dict[str, Any], origin: str = "<scenario>", base_dir: Path | None = None) -> Scenario:

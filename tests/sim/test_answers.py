@@ -732,3 +732,18 @@ def test_python_api_returns_matplotlib_figures(majority_comparison):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_typos_in_choices_and_keys_get_did_you_mean(tmp_path):
+    r = fedfleet("validate", "scenarios/quickstart.yaml", "--set", "training.round=3")
+    assert r.returncode == 2 and "unknown key 'round'" in r.stderr and "did you mean 'rounds'?" in r.stderr
+    r = fedfleet("validate", "scenarios/quickstart.yaml", "--set", "round.policy=dedline")
+    assert r.returncode == 2 and "(got 'dedline'); did you mean 'deadline'?" in r.stderr
+    r = fedfleet("validate", "scenarios/quickstart.yaml", "--set", "round.policy=zzz")
+    assert r.returncode == 2 and "did you mean" not in r.stderr  # nothing close: no guess
+    r = fedfleet("run", "scenarios/compare-quick.yaml", "--backend", "rey", "--out", str(tmp_path))
+    assert r.returncode == 2 and "allowed: local, ray; did you mean 'ray'?" in r.stderr
+    d = tmp_path / "empty"
+    d.mkdir()
+    r = fedfleet("compare", str(d), "--format", "laytex")
+    assert r.returncode == 2 and "did you mean 'latex'?" in r.stderr
