@@ -346,7 +346,7 @@ def lora_a_init(rank: int, d_in: int, gen: torch.Generator) -> torch.Tensor:
     return (torch.rand((rank, d_in), generator=gen, dtype=_DTYPE) * 2.0 - 1.0) * bound
 
 
-def _svd_parts(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+def svd_parts(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """``delta = U Σ Vᵀ`` (reduced) and its numerical rank (σ_k > SINGULAR_VALUE_RTOL·σ_max)."""
     U, S, Vh = torch.linalg.svd(delta, full_matrices=False)
     smax = float(S[0]) if S.numel() else 0.0
@@ -362,7 +362,8 @@ A_ROW_NORM = 1.0 / math.sqrt(3.0)
 
 
 def factor_svd(
-    delta: torch.Tensor, rank: int, scaling: float, gen: torch.Generator
+    delta: torch.Tensor, rank: int, scaling: float, gen: torch.Generator,
+    parts: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FlexLoRA redistribution of a dense update into rank-``r`` factors for one device.
 
@@ -384,7 +385,9 @@ def factor_svd(
     directions while ``s·B·A`` is unchanged.
 
     RNG use does not depend on the values of ``delta``: one ``(r × n)`` block is always drawn from ``gen``
-    and its first ``g`` rows are overwritten. Returns fp32 ``(B: m × r, A: r × n)``.
+    and its first ``g`` rows are overwritten. ``parts``: :func:`svd_parts` of ``delta`` when the caller
+    already has them (devices with the same structure receive the same block; the learner computes its
+    SVD once per global update). Returns fp32 ``(B: m × r, A: r × n)``.
     """
     r = _check_rank(rank)
     s = _check_scaling(scaling)
@@ -396,7 +399,7 @@ def factor_svd(
     B = torch.zeros((m, r), dtype=_DTYPE)
     if not bool(d.any()):  # no data components (e.g. no global update yet): the SVD would keep none
         return B, A
-    U, S, Vh, numerical_rank = _svd_parts(d)
+    U, S, Vh, numerical_rank = svd_parts(d) if parts is None else parts
     g = min(r, numerical_rank)
     if g > 0:
         c = A_ROW_NORM
@@ -471,7 +474,7 @@ def global_factors(dense: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.
     if dense.dim() != 2 or dense.shape[0] == 0 or dense.shape[1] == 0:
         raise ValueError(f"dense must be a non-empty 2-D tensor, got shape {tuple(dense.shape)}")
     d = _f32(dense)
-    U, S, Vh, numerical_rank = _svd_parts(d)
+    U, S, Vh, numerical_rank = svd_parts(d)
     g = min(r, numerical_rank)
     B_g = torch.zeros((d.shape[0], r), dtype=_DTYPE)
     A_g = torch.zeros((r, d.shape[1]), dtype=_DTYPE)

@@ -105,11 +105,34 @@ class Payload:
     rank: int  # largest rank over the uploaded factors (after self-pruning)
 
 
+SVD_CACHE = 16  # restricted blocks whose SVD one global entry keeps (by structure)
+SVD_KEEP = 64  # leading singular components kept per cached block (ranks above it factorise anew)
+
+
 @dataclass
 class GlobalEntry:
     dense: torch.Tensor | None = None  # ΔW_g, full coordinates
     B: torch.Tensor | None = None  # factors with the scaling folded in: ΔW_g = B @ A
     A: torch.Tensor | None = None
+    svd: dict = field(default_factory=dict, repr=False)  # structure bytes -> svd_parts of dense[rows][:, cols]
+
+    def svd_parts(self, structure: bytes, block: torch.Tensor, rank: int) -> tuple:
+        """``agg.svd_parts(block)`` for the block that ``structure`` (the keep-mask bytes) cuts from ``dense``,
+        computed once per global update: devices with the same structure get the same (deterministic)
+        SVD, so the result is bit-identical to computing it per device. Kept: the leading
+        :data:`SVD_KEEP` components of at most :data:`SVD_CACHE` blocks (oldest dropped first); a rank
+        that needs more components is factorised anew. A new aggregate is a new entry, its cache empty."""
+        hit = self.svd.get(structure)
+        if hit is None:
+            U, S, Vh, nr = agg.svd_parts(block.detach().to("cpu", torch.float32))
+            if len(self.svd) >= SVD_CACHE:
+                self.svd.pop(next(iter(self.svd)))
+            hit = self.svd[structure] = (U[:, :SVD_KEEP].clone(), S[:SVD_KEEP].clone(), Vh[:SVD_KEEP].clone(), nr)
+            if min(rank, nr) > SVD_KEEP:
+                return U, S, Vh, nr
+        if min(rank, hit[3]) > hit[1].numel():
+            return agg.svd_parts(block.detach().to("cpu", torch.float32))
+        return hit
 
     def as_dense(self) -> torch.Tensor | None:
         if self.dense is None and self.B is not None:
@@ -400,7 +423,10 @@ class RealLearner(Learner):
                 continue
             dense = g.as_dense() if g is not None else None
             delta = torch.zeros(len(rows), len(cols)) if dense is None else dense[rows][:, cols]
-            out[key] = agg.factor_svd(delta, rank, s, gen)
+            parts = None
+            if dense is not None and bool(delta.any()):
+                parts = g.svd_parts(masks.of(self.specs[key[1]].kind)[key[0]].tobytes(), delta, rank)
+            out[key] = agg.factor_svd(delta, rank, s, gen, parts)
         return out
 
     def _max_rank(self) -> int:
@@ -440,7 +466,6 @@ class RealLearner(Learner):
         with autocast(self.torch_device, self.amp_dtype):
             logits = self._logits(batch)
         return nn.functional.cross_entropy(logits.float(), y)
-
 
     # ------------------------------------------------------------------ local update
     def local_update(self, device: int, plan: Plan, round_index: int) -> Update:

@@ -143,3 +143,44 @@ def test_importance_is_measured_only_in_rounds_that_prune():
     assert all(np.array_equal(after.values[k], v) for k, v in ema.values.items())
     more = lr.local_update(0, Plan(prune_ratio=0.5, lora_rank=4, lora_layers=None, local_steps=3, batch_size=8), 1)
     assert all(more.payload.state.importance.count[k] == c + 3 for k, c in ema.count.items())
+
+
+def test_devices_with_one_structure_share_one_svd_of_the_global_update():
+    """The SVD of the global update restricted to a structure is computed once per aggregate and reused
+    by every device with that structure; the received factors are bit-identical to factorising anew."""
+    from learning.aggregate import factor_svd  # noqa: PLC0415
+
+    lr = _learner()
+    keep = Plan(prune_ratio=0.0, lora_rank=4, lora_layers=None, local_steps=2, batch_size=8)
+    ups = [lr.local_update(d, keep, 0) for d in (0, 1)]
+    lr.aggregate([0, 1], ups, "svd", [1.0, 1.0])
+    got = {}
+    for d in (0, 1):
+        run = lr._prepare(d, keep, 1)
+        got[d] = lr._received(run.keys, run.masks, run.ranks, run.gen)
+        assert all(len(lr.glob[k].svd) == 1 for k in run.keys)  # device 1 hit device 0's entry
+        gen = torch.Generator().manual_seed(stream_seed(lr.seed, "learn.resize", d, 1))
+        for k in run.keys:
+            rows, cols = lr._rows_cols(k, run.masks)
+            B, A = factor_svd(lr.glob[k].dense[rows][:, cols], run.ranks[k], 16.0 / run.ranks[k], gen)
+            assert torch.equal(B, got[d][k][0]) and torch.equal(A, got[d][k][1])
+    lr.aggregate([0], [ups[0]], "svd", [1.0])
+    assert all(not g.svd for g in lr.glob.values())  # a new global update starts without cached SVDs
+
+
+def test_cached_svd_keeps_leading_components_and_refactorises_larger_ranks(monkeypatch):
+    import learning.learner as L  # noqa: PLC0415
+    from learning.aggregate import factor_svd, svd_parts  # noqa: PLC0415
+
+    monkeypatch.setattr(L, "SVD_KEEP", 3)
+    block = torch.randn(20, 12, generator=torch.Generator().manual_seed(0))
+    entry = L.GlobalEntry(dense=block)
+    small = entry.svd_parts(b"s", block, 2)
+    assert small[0].shape == (20, 3) and small[3] == 12  # truncated, numerical rank of the whole block
+    full = entry.svd_parts(b"s", block, 8)  # needs 8 > 3 components: computed anew, uncached
+    assert full[0].shape == (20, 12) and len(entry.svd) == 1
+    for r, parts in ((2, small), (8, full)):
+        ref = factor_svd(block, r, 16.0 / r, torch.Generator().manual_seed(1))
+        got = factor_svd(block, r, 16.0 / r, torch.Generator().manual_seed(1), parts)
+        assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
+    assert svd_parts(block)[3] == 12
