@@ -25,11 +25,13 @@ def setup_logging(level: int) -> None:
     """Log records at ``level`` and above through rich's handler on :data:`CONSOLE` when stderr is a
     terminal (where the bars are drawn), else as plain ``LEVEL name: message`` lines (no bar to break,
     no wrapping at a guessed width); replaces a handler this function installed before. matplotlib's own
-    records from WARNING only."""
+    records from WARNING only. Like ``logging.basicConfig``, it leaves a root logger alone that already has
+    other handlers (an embedding program's, or a test harness's)."""
     root = logging.getLogger()
+    if any(not getattr(h, "_fedfleet", False) for h in root.handlers):
+        return
     for h in list(root.handlers):
-        if getattr(h, "_fedfleet", False):
-            root.removeHandler(h)
+        root.removeHandler(h)
     handler: logging.Handler
     if CONSOLE.is_terminal:
         handler = RichHandler(console=CONSOLE, show_time=False, show_path=False, markup=False,

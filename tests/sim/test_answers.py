@@ -494,6 +494,11 @@ def test_log_lines_print_above_a_live_bar_not_into_it(monkeypatch):
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     try:
+        other = logging.StreamHandler(io.StringIO())
+        root.handlers[:] = [other]
+        progress.setup_logging(logging.INFO)  # a root logger with another program's handler is left alone
+        assert root.handlers == [other]
+        root.handlers[:] = []
         progress.setup_logging(logging.INFO)
         mine = [h for h in root.handlers if getattr(h, "_fedfleet", False)]
         assert len(mine) == 1 and isinstance(mine[0], RichHandler) and mine[0].console is progress.CONSOLE
