@@ -100,7 +100,7 @@ _PALETTE = ["#4E79A7", "#F28E2B", "#E15759", "#76B7B2", "#59A14F", "#EDC948", "#
             "#9C755F", "#636363", "#6B6ECF", "#8CA252"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p"]
 _LINESTYLES = ["-", "--", ":", "-."]
-_SHADES_DARK, _SHADES_LIGHT = -0.55, 0.65  # shade amounts: >0 towards white, <0 towards black
+_SHADES_LIGHT = 0.7  # the lightest shade of a policy's configurations: 0.7 of the way to white
 _NO_DATA = "#DDDDDD"
 
 
@@ -231,10 +231,10 @@ def group_runs(runs: Sequence[RunData], max_groups: int = MAX_GROUPS) -> list[Gr
 
 
 def shade_of(j: int, n: int) -> float:
-    """The shade of a policy's ``j``-th of ``n`` configurations (swept values in sweep order): one
-    configuration keeps the policy's colour; several run monotonically from dark (-0.55) to light (0.65),
-    so every configuration has its own shade and the order of the shades follows the swept value."""
-    return 0.0 if n <= 1 else float(np.linspace(_SHADES_DARK, _SHADES_LIGHT, n)[j])
+    """The shade of a policy's ``j``-th of ``n`` configurations (swept values in sweep order): the first
+    keeps the policy's colour, the others run monotonically lighter up to 0.7 of the way to white, so every
+    configuration has its own shade and the order of the shades follows the swept value."""
+    return 0.0 if n <= 1 else float(np.linspace(0.0, _SHADES_LIGHT, n)[j])
 
 
 def _policy_colours(policies: list[str]) -> dict[str, str]:
