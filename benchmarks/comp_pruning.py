@@ -88,7 +88,7 @@ def pooled_features(model: nn.Module, batch: dict) -> torch.Tensor:
 
 def head_of(model: nn.Module) -> nn.Module:
     if hasattr(model, "bert"):
-        return nn.Sequential(model.bert.pooler, model.classifier)
+        return nn.Sequential(model.bert.pooler.dense, model.bert.pooler.activation, model.classifier)
     return model.score
 
 
@@ -197,18 +197,20 @@ def run_one(name: str, seed: int, args) -> list[dict]:
     model, tok = load_model(name, seed, args.llama_layers)
     pad = tok.pad_token_id
     train, test = train_test_split(len(ds.labels), 2000, generator(seed, "bench.comp.split"))
-    ids = tokenize(ds.texts, tok, 64)
+    test_rows = test[:args.test]
+    cal_rows = generator(seed, "bench.comp.cal").choice(train, args.cal_batches * BATCH, replace=False)
+    used = np.unique(np.concatenate([train[:args.train], test_rows, cal_rows]))
+    ids = dict(zip(used.tolist(), tokenize([ds.texts[i] for i in used], tok, 64)))  # only the rows used
     labels = np.asarray(ds.labels)
     fine_tune(model, ids, labels, train[:args.train], args.tune_steps, pad, seed)
     ad = ArchAdapter.for_model(model)
     slicer = Slicer(model, ad, cache_size=0)
-    test_rows = test[:args.test]
-    cal_rows = generator(seed, "bench.comp.cal").choice(train, args.cal_batches * BATCH, replace=False)
     cal = [batch_of(ids, cal_rows[i * BATCH:(i + 1) * BATCH], pad) for i in range(args.cal_batches)]
     cal_y = [torch.from_numpy(labels[cal_rows[i * BATCH:(i + 1) * BATCH]]).long() for i in range(args.cal_batches)]
     dense_acc, dense_loss = evaluate(model, ids, labels, test_rows, pad)
     rows = [{"model": name, "seed": seed, "ratio": 0.0, "method": "dense", "accuracy": dense_acc, "loss": dense_loss,
              "block_share": 0.0, "peak_bytes": float("nan"), "seconds": 0.0}]
+    print(f"{name} seed {seed} dense: acc {dense_acc:.4f} loss {dense_loss:.4f}", flush=True)
     for ratio in args.ratios:
         for method in METHODS:
             t0 = time.perf_counter()
