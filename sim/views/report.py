@@ -443,7 +443,8 @@ def findings_html(runs: list[RunData], groups: list[str], seeds: list[int], targ
     return templates.render(
         "findings.html", fastest=fastest.sentence, setters=[_setter_line(f) for f in found if f.setters],
         type_rows=[row for f in found for row in _type_rows(f)], last_share=f"{100 * LAST_SHARE:.0f}%",
-        last_rounds=f"{min(rounds)}-{max(rounds)}" if rounds else "-",
+        last_rounds=("-" if not rounds else f"round {min(rounds)}" if min(rounds) == max(rounds)
+                     else f"rounds {min(rounds)}-{max(rounds)}"),
         evaluation=_evaluation_rows(evaluation_facts(runs[0]), found), params=[_params_row(f) for f in found])
 
 

@@ -49,7 +49,7 @@ report comes last decides its length.</p>
 <h3>Per device type</h3>
 <p class="note">Rounds set: in how many rounds the last report came from this type. Idle: mean idle fraction
 (waiting for the round's last report, over the round's length) of its reporting devices. Chosen: the most
-frequent prune ratio and LoRA rank of its plans over the last {{ last_share }} of rounds (rounds {{ last_rounds }}),
+frequent prune ratio and LoRA rank of its plans over the last {{ last_share }} of rounds ({{ last_rounds }}),
 with the share of plans that chose it: what a bandit converged to.</p>
 <div class="scroll"><table id="finding-types"><thead><tr><th>policy</th><th>device type</th>
 <th class="num">rounds set</th><th class="num">idle (%)</th><th class="num">chosen prune ratio</th>
