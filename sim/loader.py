@@ -308,9 +308,12 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], prefix
     return "\n".join(lines)
 
 
-def _did_you_mean(word: Any, options: list[str]) -> str:
-    """``"; did you mean 'X'?"`` for the option closest to ``word`` (difflib ratio >= 0.6), else ``""``."""
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1) if isinstance(word, str) else []
+def _did_you_mean(word: Any, options: list[str] | None) -> str:
+    """``"; did you mean 'X'?"`` for the option closest to ``word`` (difflib ratio >= 0.6), else ``""``
+    (also when the allowed options are unknown, e.g. a free-form mapping's key)."""
+    if not isinstance(word, str) or not options:
+        return ""
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -532,10 +535,18 @@ LATER_KEYS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     (("learning", "allow_download"), lambda d: not d["learning"]["allow_download"]),
     (("sparsity",), lambda d: d["sparsity"] == {"constraint": "per_device", "spread": 0.2, "weighting": "uniform"}),
     (("fleet", "calibration"), lambda d: d["fleet"]["calibration"] == "datasheet"),
+    (("learning", "autocast"), lambda d: d["learning"]["autocast"] == "none"),
 )
 """Keys added after results were published, each with the condition under which it changes nothing
 (absent, or its kind unused, or off). The resolved scenario drops a key while its condition holds, so
 a scenario that does not use it keeps the digest (and run id) it had before the key existed."""
+
+
+RENAMED_KEYS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("learning",), "device", "compute_device"),
+)
+"""(parent path, key's name now, its name when results were published): the digest uses the old name, so
+a renamed key keeps every run id; the loader accepts the old name as well."""
 
 
 def resolved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -603,6 +614,12 @@ def scenario_digest(sc: Scenario) -> str:
     loading), so a run's own ``scenario.yaml`` has the digest of the scenario it came from."""
     d = resolved_dict(sc)
     d.pop("output", None)
+    for path, now, old in RENAMED_KEYS:
+        parent = d
+        for k in path:
+            parent = parent[k]
+        if now in parent:
+            parent[old] = parent.pop(now)
     for spec in _specs(d):
         spec.pop("defaults", None)
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False)

@@ -129,10 +129,10 @@ class KnownCohort:
         return j[started[np.lexsort((j[started], self.e1[started]))]]
 
 
-def timeout_at(env: simpy.Environment, t_s: float) -> simpy.Timeout:
-    """A timeout that fires at exactly ``t_s`` (> now): the delay d with ``now + d == t_s`` in floats
-    (``t_s - now`` is not always that d; the nearest one is found by stepping d one ulp at a time)."""
-    now = env.now
+def _exact_delay(now: float, t_s: float) -> float | None:
+    """The float delay d with ``now + d == t_s`` (``t_s - now`` is not always it: the nearest one is found
+    by stepping d one ulp at a time), or None when no float d lands there (possible only when
+    now < t_s / 2: otherwise ``t_s - now`` is exact by Sterbenz's lemma and so is the sum)."""
     d = t_s - now
     for _ in range(64):
         if now + d < t_s:
@@ -140,8 +140,18 @@ def timeout_at(env: simpy.Environment, t_s: float) -> simpy.Timeout:
         elif now + d > t_s:
             d = np.nextafter(d, -math.inf)
         else:
-            return env.timeout(d)
-    raise RuntimeError(f"no float delay takes {now!r} to {t_s!r}")
+            return d
+    return None
+
+
+def call_at(env: simpy.Environment, t_s: float, fn) -> None:
+    """Call ``fn()`` at exactly the simulated time ``t_s`` (> now). When no single float delay reaches
+    ``t_s`` from now, hop first to about 3/4 of ``t_s``, from where the delay ``t_s - now`` is exact."""
+    d = _exact_delay(env.now, t_s)
+    if d is not None:
+        env.timeout(d).callbacks.append(lambda _event: fn())
+        return
+    env.timeout(0.75 * t_s - env.now).callbacks.append(lambda _event: call_at(env, t_s, fn))
 
 
 class Round:
@@ -328,7 +338,7 @@ class Round:
 
     def _check_at(self, t_s: float) -> None:
         """Check whether the round is over at ``t_s`` (> now)."""
-        timeout_at(self.env, t_s).callbacks.append(lambda _event: self._check_done())
+        call_at(self.env, t_s, self._check_done)
 
     def _process(self, j: int):
         """Device ``j``'s process: the short one when its phase durations are known at the start."""

@@ -431,6 +431,14 @@ class LearningSpec(Strict):
                        "torch_threads is set (the server side then uses as many); results identical to workers: 1 "
                        "at the same torch_threads")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_device_key(cls, data: Any) -> Any:
+        """``compute_device`` (its name until issue 21) still reads as ``device``."""
+        if isinstance(data, dict) and "compute_device" in data and "device" not in data:
+            data = {("device" if k == "compute_device" else k): v for k, v in data.items()}
+        return data
+
     @model_validator(mode="after")
     def _workers_on_cpu(self) -> "LearningSpec":
         if self.workers > 1 and self.device != "cpu":

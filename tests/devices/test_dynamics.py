@@ -679,3 +679,18 @@ def test_bad_dwell_range_is_one_clear_line():
     assert "dynamics.power_mode.dwell_rounds.low: 9 > high 3; allowed: low <= high" in str(e.value).splitlines()
     with pytest.raises(ScenarioError, match="dynamics.background_load.phi"):
         validate({"fleet": fleet, "dynamics": {"background_load": {"kind": "ar1", "phi": 1.0}}})
+
+
+def test_quickstart_run_id_survives_the_learning_device_rename():
+    """learning.compute_device became learning.device (+ autocast) in issue 21: the quickstart keeps the
+    digest it had before (bd92a790...), the old key still loads, and a non-default device changes it."""
+    from sim.loader import load_scenario, resolved_dict, scenario_digest
+
+    def digest(*sets):
+        return scenario_digest(load_scenario(REPO / "scenarios" / "quickstart.yaml", list(sets))[0])
+
+    assert digest().startswith("bd92a790")
+    assert digest("learning.compute_device=cpu") == digest()
+    assert digest("learning.device=auto") != digest()
+    learning = resolved_dict(load_scenario(REPO / "scenarios" / "quickstart.yaml")[0])["learning"]
+    assert learning["device"] == "cpu" and "autocast" not in learning and "compute_device" not in learning

@@ -19,7 +19,7 @@ from devices.completion import CompletionTimes
 from devices.rng import generator
 from sim.engine import Simulation
 from sim.loader import validate
-from sim.round import KnownCohort, Round, timeout_at
+from sim.round import KnownCohort, Round, call_at
 
 TYPES = ["tx2", "nano", "xavier_nx", "agx_xavier", "orin_nano_8gb"]
 POLICIES = ["all", "partial", "deadline_fixed", "deadline_factor", "first_k"]
@@ -174,16 +174,31 @@ def test_a_phase_that_would_not_move_the_clock_goes_to_the_event_path():
     assert KnownCohort.advances(10.0, times, np.array([False, False])).tolist() == [True, True]
 
 
-def test_timeout_at_lands_on_the_exact_float():
+def test_call_at_lands_on_the_exact_float():
     import simpy  # noqa: PLC0415
 
     env = simpy.Environment(initial_time=0.1)
     targets = [0.3, 1e6 + 0.7, 12345.678901234, 0.1 + 1e-9]
-    for t in targets:
-        timeout_at(env, t).callbacks.append(lambda _e, t=t: seen.append((env.now, t)))
     seen: list = []
+    for t in targets:
+        call_at(env, t, lambda t=t: seen.append((env.now, t)))
     env.run()
     assert all(now == t for now, t in seen) and len(seen) == len(targets)
+
+
+def test_call_at_reaches_a_time_no_single_float_delay_reaches():
+    """From 17.134310607475076 no float d gives now + d == 60.96017785225731 (the sum rounds past it
+    both ways); the call still lands there exactly (found by a real-learning run with first-k)."""
+    import simpy  # noqa: PLC0415
+
+    now, t = 17.134310607475076, 60.96017785225731
+    d = t - now
+    assert all(now + x != t for x in (np.nextafter(d, -1.0), d, np.nextafter(d, 100.0)))
+    env = simpy.Environment(initial_time=now)
+    seen: list = []
+    call_at(env, t, lambda: seen.append(env.now))
+    env.run()
+    assert seen == [t]
 
 
 @pytest.mark.parametrize("k", [3, 8, 12])
