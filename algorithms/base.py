@@ -149,6 +149,9 @@ class Strategy(ABC):
     aggregator: ClassVar[str] = "fedavg"
     resize: ClassVar[str] = "svd"
     """How a device turns the global update into its rank (``learning.resize: auto``): svd or truncate."""
+    split: ClassVar[bool] = False
+    """True for split-learning strategies: every plan carries ``split_layers`` and the engine runs the
+    round as a split round (``sim/split_round.py``)."""
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")

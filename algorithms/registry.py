@@ -30,6 +30,7 @@ def _load_builtin() -> None:
         import algorithms.oracle  # noqa: F401, PLC0415
         import algorithms.prune_then_fedlora  # noqa: F401, PLC0415
         import algorithms.random_arms  # noqa: F401, PLC0415
+        import algorithms.splitfed  # noqa: F401, PLC0415
 
 
 def strategy_names() -> list[str]:

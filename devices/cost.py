@@ -197,11 +197,36 @@ def activation_bytes_per_layer(arch: ModelArch, shape: Shape, seq: int, batch: i
     return float(attn + mlp + 4 * sb * h)
 
 
+def layer_flops_per_token(arch: ModelArch, shape: Shape, seq: int) -> tuple[float, float]:
+    """(F_lin, F_attn) of one (pruned) block per token (module docstring)."""
+    h = arch.hidden
+    f_lin = 2 * (h * shape.q + 2 * h * shape.kv + shape.q * h) + 2 * arch.ffn_matrices * h * shape.ffn
+    f_attn = 2 * 2 * seq * shape.q * (0.5 if arch.is_decoder else 1.0)
+    return f_lin, f_attn
+
+
+def lora_param_count(w: Workload, shape: Shape, plan: Plan, layers) -> int:
+    """N_lora over ``layers``: sum of r_l x (d_in + d_out) of every adapted matrix of each layer."""
+    dims = [d for t in w.lora_targets for d in lora_matrix_dims(w.arch, shape, t)]
+    width = sum(di + do for di, do in dims)  # LoRA params per unit rank in one layer
+    return sum(plan.rank_at(li) * width for li in sorted(set(layers)))
+
+
+def head_flops(w: Workload, batch: int) -> tuple[float, float]:
+    """(F_head, F_head_bwd) of a batch (module docstring): classifier on the first token or LM head."""
+    arch, h, s = w.arch, w.arch.hidden, w.seq_len
+    if w.task == "lm":
+        f_head = 2.0 * batch * s * h * arch.vocab
+        return f_head, f_head
+    f_head = 2.0 * batch * (h * h + h * w.num_labels)
+    return f_head, (2 * f_head if w.train_head else f_head)
+
+
 @functools.lru_cache(maxsize=4096)
 def plan_cost(w: Workload, plan: Plan, precision: str) -> PlanCost:
     """Price ``plan`` on workload ``w`` at compute precision ``precision`` (fp32, amp or fp16)."""
     arch = w.arch
-    L, h, s, b = arch.num_layers, arch.hidden, w.seq_len, plan.batch_size
+    L, s, b = arch.num_layers, w.seq_len, plan.batch_size
     shape = kept_shape(arch, plan.prune_ratio)
     lora_layers = plan.lora_layers if plan.lora_layers is not None else tuple(range(L))
     if min(lora_layers) < 0 or max(lora_layers) >= L:
@@ -211,18 +236,10 @@ def plan_cost(w: Workload, plan: Plan, precision: str) -> PlanCost:
     if L < L_all:
         n_bwd = max(1, round(n_bwd * L / L_all))
 
-    f_lin = 2 * (h * shape.q + 2 * h * shape.kv + shape.q * h) + 2 * arch.ffn_matrices * h * shape.ffn
-    f_attn = 2 * 2 * s * shape.q * (0.5 if arch.is_decoder else 1.0)
-    dims = [d for t in w.lora_targets for d in lora_matrix_dims(arch, shape, t)]
-    width = sum(di + do for di, do in dims)  # LoRA params per unit rank in one layer
-    lora_params = sum(plan.rank_at(li) * width for li in sorted(set(lora_layers)))
+    f_lin, f_attn = layer_flops_per_token(arch, shape, s)
+    lora_params = lora_param_count(w, shape, plan, lora_layers)
     f_lora = 2 * lora_params  # per token, summed over the LoRA layers
-    if w.task == "lm":
-        f_head = 2.0 * b * s * h * arch.vocab
-        f_head_bwd = f_head
-    else:
-        f_head = 2.0 * b * (h * h + h * w.num_labels)
-        f_head_bwd = 2 * f_head if w.train_head else f_head
+    f_head, f_head_bwd = head_flops(w, b)
     tokens = b * s
     flops_fwd = tokens * (L * (f_lin + f_attn) + f_lora) + f_head
     flops_bwd = tokens * (n_bwd * (f_lin + 2 * f_attn) + 2 * f_lora) + f_head_bwd

@@ -48,6 +48,12 @@ class Plan:
         pruner: how the device ranks what it removes: ``None`` (the learner's configured criterion) or
             one of :data:`PRUNERS` (``comp``: the post-training COMP pruner, ``learning/comp.py``, the
             only one that removes blocks, so ``layer_ratio`` > 0 needs it).
+        split_layers: split learning (``devices/split_cost.py``): the device runs the bottom
+            ``split_layers`` blocks (and the embeddings) and the server the rest; ``None`` (default):
+            not split, the device trains the whole model.
+        merge_features: split learning only: the server merges the step's features of every merging
+            device into one batch for the top (MergeSFL), so their steps meet at a per-step barrier;
+            False: the server serves each device's features on their own (SplitFed).
     """
 
     prune_ratio: float
@@ -60,6 +66,8 @@ class Plan:
     rank_prune_tol: float = 0.0
     layer_ratio: float = 0.0
     pruner: str | None = None
+    split_layers: int | None = None
+    merge_features: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prune_ratio < 1.0:
@@ -79,6 +87,10 @@ class Plan:
             raise ValueError(f"layer_ratio must be in [0, 1) and pruner one of {PRUNERS} or None: {self}")
         if self.layer_ratio > 0 and self.pruner != "comp":
             raise ValueError(f"layer_ratio > 0 needs pruner 'comp' (layer importance is COMP's): {self}")
+        if self.split_layers is not None and (self.split_layers < 1 or self.layer_ratio > 0):
+            raise ValueError(f"split_layers must be >= 1 and layer_ratio 0 in a split plan: {self}")
+        if self.merge_features and self.split_layers is None:
+            raise ValueError(f"merge_features needs split_layers: {self}")
 
     def rank_at(self, layer: int) -> int:
         """LoRA rank of target-model layer ``layer`` (``lora_rank`` unless ``layer_ranks`` is set)."""

@@ -47,7 +47,8 @@ from sim.fleet import FleetModel, build_fleet, build_workload
 from sim.records import STATUS_CODE, Recorder
 from sim.round import Link, Round
 from sim.round_policy import round_policy
-from sim.scenario import Scenario
+from sim.scenario import Scenario, ServerSpec
+from sim.split_round import SPLIT_COLUMNS, ServerProfile, SplitRound
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class Simulation:
         self._build_env(simpy.Environment())
         self.recorder = Recorder(self.fleet.ids, self.fleet.group_labels, self.fleet.group_types,
                                  self.fleet.placement_names, self.fleet.slot_names)
-        self.recorder.extra_names = tuple(self.learner.extra_columns)
+        self.recorder.extra_names = tuple(self.learner.extra_columns) + (SPLIT_COLUMNS if self.strategy.split else ())
         self.select_rng = generator(sc.seed, "server.selection")
         self.stop_reason = "rounds"
         self.last_eval: dict[str, float] = {}
@@ -265,8 +266,7 @@ class Simulation:
         view = FleetView(round=r, device_ids=fleet.ids, prune_ratio=fleet.prune_ratio, last=self._last_reports)
         plans = self.strategy.plan(r, view, selected)
         self._check_plans(r, selected, plans)
-        rnd = Round(self.env, r, selected, plans, fleet, self.workload, self.link, self.learner, self.policy,
-                    self.sc.dynamics.power_mode.switch_outage_s)
+        rnd = self._new_round(r, selected, plans)
         yield from rnd.run()
         buf = rnd.buf
         self.policy.observe(buf, rnd.deadline_s)
@@ -287,9 +287,19 @@ class Simulation:
         if self.on_round is not None:
             self.on_round(row)
 
+    def _new_round(self, r: int, selected: np.ndarray, plans: list[Plan]) -> Round:
+        """Round ``r``: a :class:`~sim.split_round.SplitRound` for a split-learning strategy (its server
+        from the scenario's ``server`` section, or the defaults), else a plain :class:`~sim.round.Round`."""
+        args = (self.env, r, selected, plans, self.fleet, self.workload, self.link, self.learner, self.policy,
+                self.sc.dynamics.power_mode.switch_outage_s)
+        if not self.strategy.split:
+            return Round(*args)
+        spec = self.sc.server or ServerSpec()
+        return SplitRound(*args, server=ServerProfile(spec.peak_tflops, spec.efficiency))
+
     def _check_plans(self, r: int, selected: np.ndarray, plans: list[Plan]) -> None:
         """Refuse plans that break the strategy contract: one per device, sparsity never lowered,
-        LoRA layers inside the model."""
+        LoRA layers inside the model, split plans exactly from a split strategy."""
         fleet = self.fleet
         if len(plans) != len(selected):
             raise StrategyError(f"strategy returned {len(plans)} plans for {len(selected)} devices")
@@ -299,6 +309,9 @@ class Simulation:
                                     f"{fleet.prune_ratio[d]} -> {plan.prune_ratio}")
             if plan.lora_layers is not None and max(plan.lora_layers) >= self.workload.arch.num_layers:
                 raise StrategyError(f"round {r}: plan for {fleet.ids[d]} names LoRA layers beyond the model")
+            if (plan.split_layers is not None) != self.strategy.split:
+                raise StrategyError(f"round {r}: plan for {fleet.ids[d]} has split_layers {plan.split_layers}, "
+                                    f"but the strategy's split is {self.strategy.split}")
 
     def _learn(self, rnd: Round, ok_idx: np.ndarray) -> dict:
         """Aggregate the reported updates; on evaluation rounds evaluate and return the round's

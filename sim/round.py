@@ -225,9 +225,15 @@ class Round:
             except TypeError:  # a plan with an unhashable field (a list): priced on its own
                 u = len(unique)
             if u == len(unique):
-                unique.append(plan_cost(workload, plan, prec))
+                unique.append(self.price(workload, plan, prec))
             value_of_pair[i] = u
         return unique, value_of_pair[pair_of.reshape(-1)]
+
+    @staticmethod
+    def price(workload: Workload, plan: Plan, precision: str) -> PlanCost:
+        """The cost of one plan at one compute precision (:func:`devices.cost.plan_cost`; the split
+        round, ``sim/split_round.py``, prices split plans instead)."""
+        return plan_cost(workload, plan, precision)
 
     def _est_transfer(self, d: int, size: int, direction: str) -> float:
         """A transfer's planned duration from the round start (traces followed, no contention)."""

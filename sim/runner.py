@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from algorithms.base import STATUSES
-from devices.cost import plan_cost
 from devices.plan import Plan, top_layers
+from devices.split_cost import message_bytes
 from learning.api import Learner, NullLearner
 from learning.config import EvalConfig, ImportanceConfig, LearnerConfig, PartitionConfig
 from sim import __version__
@@ -48,10 +48,14 @@ def versions() -> dict[str, str]:
 
 
 def expected_bytes(sim: Simulation, dev: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Re-price every row's plan with the cost model (vectorised over distinct plans)."""
+    """Re-price every row's plan with the cost model (vectorised over distinct plans; a split run's rows
+    at their ``split_layers``, :func:`devices.split_cost.message_bytes`)."""
     if dev.empty:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     keys = ["prune_ratio", "lora_rank", "lora_layers", "layer_ranks", "local_steps", "batch_size", "group"]
+    split = "split_layers" in dev
+    if split:
+        keys.append("split_layers")
     uniq = dev[keys].drop_duplicates().reset_index(drop=True)
     L = sim.workload.arch.num_layers
     labels = sim.fleet.group_labels
@@ -59,10 +63,11 @@ def expected_bytes(sim: Simulation, dev: pd.DataFrame) -> tuple[np.ndarray, np.n
     for r in uniq.itertuples(index=False):
         layers = None if r.lora_layers < 0 else top_layers(int(r.lora_layers), L)
         ranks = tuple(int(x) for x in r.layer_ranks.split(",")) if r.layer_ranks else None
-        plan = Plan(float(r.prune_ratio), int(r.lora_rank), layers, int(r.local_steps), int(r.batch_size), ranks)
-        c = plan_cost(sim.workload, plan, sim.fleet.profiles[labels.index(str(r.group))].precision)
-        down.append(c.bytes_down)
-        up.append(c.bytes_up)
+        plan = Plan(float(r.prune_ratio), int(r.lora_rank), layers, int(r.local_steps), int(r.batch_size), ranks,
+                    split_layers=int(r.split_layers) if split else None)
+        d, u = message_bytes(sim.workload, plan, sim.fleet.profiles[labels.index(str(r.group))].precision)
+        down.append(d)
+        up.append(u)
     uniq["_down"], uniq["_up"] = down, up
     m = dev[keys].merge(uniq, on=keys, how="left")
     return m["_down"].to_numpy(np.int64), m["_up"].to_numpy(np.int64)

@@ -508,6 +508,15 @@ class FaultsSpec(Strict):
                                                         "[start_s, end_s) of simulated time")
 
 
+class ServerSpec(Strict):
+    """The server's compute for the top of a split model (split learning; sim/split_round.py)."""
+
+    peak_tflops: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = Field(
+        100.0, description="server accelerator peak, TFLOP/s (default: a data-centre GPU class, inferred)")
+    efficiency: Fraction = Field(0.5, description="share of the peak the top's forward and backward achieve "
+                                                  "(default inferred)")
+
+
 class SparsitySpec(Strict):
     constraint: Literal["per_device", "fleet_mean"] = Field(
         "per_device", description="per_device: every device ends at the policy's prune_target P; fleet_mean: each "
@@ -537,6 +546,8 @@ class Scenario(Strict):
     sparsity: SparsitySpec = Field(default_factory=SparsitySpec, description="the fleet's sparsity constraint, read by every pruning policy")
     faults: FaultsSpec | None = Field(None, description="fault injection (crashes, lost uploads, partitions, "
                                                         "straggler spikes, devices leaving); none by default")
+    server: ServerSpec | None = Field(None, description="server compute for split learning (plans with split_layers: "
+                                                        "splitfed, mergesfl); default peak_tflops 100, efficiency 0.5")
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @field_validator("name")
