@@ -9,7 +9,7 @@ losses, failures). Device types and profiles are *not* in the view; a strategy t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -130,6 +130,9 @@ class StrategyContext:
     learning: bool = False  # a real learner trains (losses and LoRA updates are in the reports)
     oracle: Oracle | None = field(default=None, repr=False)  # only for prior_free = False strategies
     sparsity: SparsityRule = field(default_factory=SparsityRule)  # the scenario's ``sparsity`` section
+    step_flops: Callable[[Plan], float] | None = field(default=None, repr=False)
+    """FLOPs of one local step under a plan (forward + backward): the model's cost, the same on every
+    device, so a prior-free strategy may use it (None when the run gives none)."""
 
 
 def declared(params: BaseModel, name: str, default: Any = None) -> Any:

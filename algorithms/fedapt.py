@@ -18,7 +18,7 @@ from pydantic import Field
 from algorithms.base import FleetView, Strategy
 from algorithms.common import CommonParams, Rank, Ratio
 from algorithms.registry import register
-from algorithms.schedule import Schedule, scheduled_ratio
+from algorithms.schedule import Schedule, reach_round, scheduled_ratio
 from devices.plan import Plan
 
 
@@ -47,6 +47,6 @@ class FedAPT(Strategy):
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p = self.params
         layers, steps, batch = self.plan_shape()
-        ratio = scheduled_ratio(p.schedule, round_index, p.reach_target_by or self.ctx.rounds, p.prune_target,
+        ratio = scheduled_ratio(p.schedule, round_index, reach_round(p.reach_target_by, self.ctx.rounds), p.prune_target,
                                 p.warmup, p.final)
         return [Plan(max(ratio, float(view.prune_ratio[d])), p.rank, layers, steps, batch) for d in selected]

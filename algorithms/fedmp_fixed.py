@@ -23,7 +23,7 @@ from pydantic import Field
 from algorithms.base import FleetView, RoundReports, Strategy
 from algorithms.common import CommonParams, Rank, Ratio
 from algorithms.registry import register
-from algorithms.schedule import scheduled_ratio
+from algorithms.schedule import reach_round, scheduled_ratio
 from algorithms.sparsity import project_mean
 from devices.plan import Plan
 
@@ -65,7 +65,7 @@ class FedMPFixed(Strategy):
         layers, steps, batch = self.plan_shape()
         if self._targets is None and round_index >= p.probe_rounds:
             self._targets = self.assign(view)
-        rounds = p.reach_target_by or self.ctx.rounds
+        rounds = reach_round(p.reach_target_by, self.ctx.rounds)
         out = []
         for d in selected:
             target = p.prune_target if self._targets is None else float(self._targets[d])

@@ -1,6 +1,7 @@
 """``fixed``: one plan for every device, with the pruning ratio ramped linearly to a target.
 
-    p_t = target * min(1, (t + 1) / ramp_rounds)        (ramp_rounds defaults to training.rounds)
+    p_t = target * min(1, (t + 1) / ramp_rounds)   (ramp_rounds defaults to ceil(0.8 x training.rounds),
+                                                   :func:`algorithms.schedule.reach_round`)
 
 so the fleet reaches the target sparsity at round ramp_rounds - 1 and stays there. Rank, LoRA
 depth, local steps and batch are the same for all devices: the "uniform configuration" against
@@ -18,6 +19,7 @@ from pydantic import Field
 from algorithms.base import FleetView, Strategy
 from algorithms.common import CommonParams
 from algorithms.registry import register
+from algorithms.schedule import reach_round
 from devices.plan import Plan
 
 
@@ -35,7 +37,7 @@ class FixedStrategy(Strategy):
 
     def prune_at(self, round_index: int) -> float:
         p: FixedParams = self.params
-        ramp = p.ramp_rounds or self.ctx.rounds
+        ramp = reach_round(p.ramp_rounds, self.ctx.rounds)
         return p.prune_target * min(1.0, (round_index + 1) / ramp)
 
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:

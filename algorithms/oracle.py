@@ -15,10 +15,16 @@ rank as that allows; at the target sparsity only the ranks still differ. Plans t
 device's memory are never chosen (predicted time +inf). Future dynamics (mode switches, bandwidth
 changes during the round) are unknown even to the oracle.
 
-Under ``sparsity.constraint: fleet_mean`` the target P of the window is each device's own final ratio
-T_i, computed once at the first round from the fleet's state then (:meth:`Oracle.fleet_targets`: the
-smallest ratio that brings each device under a common round time, the time chosen so the fleet's mean
-ratio is P, projected so it is exactly P) and fixed for the run; the grid spans [0, max_i T_i].
+Under ``sparsity.constraint: fleet_mean`` the oracle is held to the rules the prior-free policies
+follow there: the fleet's mean ratio follows the uniform ramp m(t) = P min(1, (t + 1) / R), and each
+device's ratio may rise by at most s = max_step_factor P / R per round (unlimited when unset). Each
+round it re-solves the clairvoyant allocation (:meth:`Oracle.allocate`): the smallest ratio that
+brings each device under a common round time T, within lo_i = max(p_i^{t-1}, P - spread - s (R-1-t))
+and hi_i = min(p_i^{t-1} + s, P + spread, 0.9), with T chosen so the mean ratio is m(t), projected so
+it is exactly m(t); then the highest rank that keeps each device within T* (1 + tolerance). With
+``max_step_factor`` unset the allocation at round 0 may already hold the final ratios of the slow
+devices (their mean is still m(0)); ``pin_targets: true`` restores the earlier rule (final ratios
+computed once at round 0 with mean P, each device at its own target from round 0 on).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from pydantic import Field
 from algorithms.base import FleetView, Strategy
 from algorithms.common import CommonParams, Rank, Ratio
 from algorithms.registry import register
-from algorithms.schedule import window
+from algorithms.schedule import reach_round, scheduled_ratio, window
 from algorithms.sparsity import MAX_RATIO, project_mean
 from devices.plan import Plan
 
@@ -39,10 +45,11 @@ from devices.plan import Plan
 class OracleParams(CommonParams):
     prune_target: Ratio = 0.3
     reach_target_by: Annotated[int, Field(ge=1)] | None = None
-    max_step_factor: Annotated[float, Field(ge=1, le=1000, allow_inf_nan=False)] | None = None
+    max_step_factor: Annotated[float, Field(ge=1, le=1000, allow_inf_nan=False)] | None = 4.0
     ranks: list[Rank] = Field(default_factory=lambda: [4, 8, 16, 32], min_length=1)
     prune_grid: Annotated[int, Field(ge=2, le=101)] = 11
     tolerance: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 0.02
+    pin_targets: bool = Field(False, description="fleet_mean: final ratios fixed at round 0 instead of the per-round ramp allocation")
 
 
 @register
@@ -56,17 +63,17 @@ class Oracle(Strategy):
         super().__init__(params, ctx)
         self._targets: np.ndarray | None = None  # fleet_mean: each device's final ratio, fixed once computed
 
-    def fleet_targets(self, view: FleetView) -> np.ndarray:
-        """``sparsity.constraint: fleet_mean``: clairvoyant final ratios. On a grid of ratios g (step
-        0.005) the predicted time of every device at its fastest rank, T_i(g) = min_r T_i(g, r); for a
-        common round time T each device gets the smallest g in [lo_i, hi_i] with T_i(g) <= T (hi_i if
-        none); T is bisected so the mean ratio is at most P, then the ratios are projected onto the
-        fleet-mean set (:func:`algorithms.sparsity.project_mean`) so the mean is exactly P."""
+    def allocate(self, mean: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Clairvoyant ratios of mean ``mean`` within [lo, hi]: on a grid of ratios g (step 0.005) the
+        predicted time of every device at its fastest rank, T_i(g) = min_r T_i(g, r); for a common round
+        time T each device gets the smallest g in [lo_i, hi_i] with T_i(g) <= T (hi_i if none); T is
+        bisected so the mean ratio is at most ``mean``, then the ratios are projected onto the
+        fleet-mean set (:func:`algorithms.sparsity.project_mean`) so the mean is exactly ``mean``."""
         p, rule = self.params, self.ctx.sparsity
         layers, steps, batch = self.plan_shape()
         devs = np.arange(self.ctx.n_devices)
-        lo, hi = rule.bounds(p.prune_target, view.prune_ratio)
         grid = np.linspace(0.0, MAX_RATIO, 181)
+        grid = np.unique(np.concatenate([grid[(grid > lo.min()) & (grid < hi.max())], lo, hi]))
         times = np.array([np.min([self.ctx.oracle.predict_round_s(devs, Plan(float(g), r, layers, steps, batch))
                                   for r in p.ranks], axis=0) for g in grid])  # (grid, device)
         inside = (grid[:, None] >= lo[None, :] - 1e-12) & (grid[:, None] <= hi[None, :] + 1e-12)
@@ -79,10 +86,30 @@ class Oracle(Strategy):
         finite = times[np.isfinite(times)]
         a, b = float(finite.min()), float(finite.max())
         w = rule.weights_for(len(devs))
-        for _ in range(100):  # mean ratio is non-increasing in T: the smallest T with mean <= P
+        for _ in range(100):  # mean ratio is non-increasing in T: the smallest T with mean <= target
             mid = 0.5 * (a + b)
-            a, b = (mid, b) if w @ ratios(mid) > p.prune_target else (a, mid)
-        return project_mean(ratios(b), p.prune_target, lo, hi, w)
+            a, b = (mid, b) if w @ ratios(mid) > mean else (a, mid)
+        return project_mean(ratios(b), mean, lo, hi, w)
+
+    def fleet_targets(self, view: FleetView) -> np.ndarray:
+        """``pin_targets``: final ratios of mean P from the fleet's state at round 0, within
+        :meth:`algorithms.sparsity.SparsityRule.bounds`."""
+        lo, hi = self.ctx.sparsity.bounds(self.params.prune_target, view.prune_ratio)
+        return self.allocate(self.params.prune_target, lo, hi)
+
+    def ramp_ratios(self, round_index: int, view: FleetView) -> np.ndarray:
+        """This round's clairvoyant ratios on the fleet ramp (module docstring)."""
+        p, rule = self.params, self.ctx.sparsity
+        rounds = reach_round(p.reach_target_by, self.ctx.rounds)
+        step = np.inf if p.max_step_factor is None else p.max_step_factor * p.prune_target / rounds
+        prev = np.asarray(view.prune_ratio, dtype=float)
+        fmin, fmax = rule.bounds(p.prune_target, np.zeros(1))
+        left = max(rounds - 1 - round_index, 0)
+        lo = np.maximum(prev, float(fmin[0]) - (step * left if left else 0.0))
+        hi = np.maximum(lo, np.minimum(prev + step, float(fmax[0])))
+        w = rule.weights_for(len(prev))
+        mean = min(max(scheduled_ratio("linear", round_index, rounds, p.prune_target), float(w @ lo)), float(w @ hi))
+        return self.allocate(mean, lo, hi)
 
     def state(self) -> dict:
         st = super().state()
@@ -102,19 +129,29 @@ class Oracle(Strategy):
                              else np.full(self.ctx.n_devices, float(self.params.prune_target)))
         return self._targets
 
+    def candidates(self, round_index: int, view: FleetView, sel: np.ndarray) -> list[list[float]]:
+        """Per selected device, the ratios the oracle may play this round, lowest first: the fleet-ramp
+        allocation alone (``fleet_mean``), or the window's ends and the grid inside it."""
+        p = self.params
+        if self.ctx.sparsity.constraint == "fleet_mean" and not p.pin_targets:
+            ratios = self.ramp_ratios(round_index, view)
+            return [[float(ratios[d])] for d in sel]
+        rounds = reach_round(p.reach_target_by, self.ctx.rounds)
+        targets = self.targets(view)
+        grid = np.linspace(0.0, float(targets.max()), p.prune_grid)
+        cands = []
+        for d in sel:
+            lo, hi = window(round_index, rounds, float(targets[d]), float(view.prune_ratio[d]), p.max_step_factor)
+            cands.append(sorted({lo, hi, *[float(g) for g in grid if lo < g < hi]}))
+        return cands
+
     def plan(self, round_index: int, view: FleetView, selected: np.ndarray) -> list[Plan]:
         p = self.params
         oracle = self.ctx.oracle
         layers, steps, batch = self.plan_shape()
-        rounds = p.reach_target_by or self.ctx.rounds
-        targets = self.targets(view)
-        grid = np.linspace(0.0, float(targets.max()), p.prune_grid)
         ranks = sorted(set(p.ranks), reverse=True)
         sel = np.asarray(selected)
-        cands: list[list[float]] = []
-        for d in sel:
-            lo, hi = window(round_index, rounds, float(targets[d]), float(view.prune_ratio[d]), p.max_step_factor)
-            cands.append(sorted({lo, hi, *[float(g) for g in grid if lo < g < hi]}))
+        cands = self.candidates(round_index, view, sel)
         times: dict[tuple[float, int], np.ndarray] = {}  # (p, r) -> predicted time of every selected device
         for ps in sorted({x for c in cands for x in c}):
             for r in ranks:

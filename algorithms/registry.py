@@ -5,6 +5,7 @@ from __future__ import annotations
 from algorithms.base import Strategy, StrategyContext
 
 _REGISTRY: dict[str, type[Strategy]] = {}
+_BUILTIN_LOADED = False
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
@@ -15,7 +16,11 @@ def register(cls: type[Strategy]) -> type[Strategy]:
 
 
 def _load_builtin() -> None:
-    if not _REGISTRY:
+    """Import the built-in strategy modules once (each registers itself on import; importing one of
+    them directly beforehand, e.g. ``from algorithms.fedspine import FedSpine``, must not stop the rest)."""
+    global _BUILTIN_LOADED
+    if not _BUILTIN_LOADED:
+        _BUILTIN_LOADED = True
         import algorithms.comp  # noqa: F401, PLC0415
         import algorithms.fedapt  # noqa: F401, PLC0415
         import algorithms.fedlora  # noqa: F401, PLC0415

@@ -10,12 +10,19 @@ others; its equation is not public. The functional form below is ours:
     pi_i  = (p_i^t - p_i^{t-1}) / P                    pruning progress (P = target sparsity)
     I_i   = ||B_i^t - B_i^{t-1}||_F / mean_j ||B_j^t - B_j^{t-1}||_F    LoRA-update importance ("I(B_total)")
     g(T)  = exp(-|T_i - T~| / T~)   (time_shape exp)   or   min(T_i, T~) / max(T_i, T~)   (ratio)
-    T~    = median_j T_j (time_ref median, default), mean_j T_j, max_j T_j (max) or the 90th percentile
-            of T_j (q90); j over the devices that reported ok this round. With max or q90 the reference
-            is (about) the round's end, so a fast device scores higher by doing *more* work per round and
-            a slow one by doing less; with median, the fastest devices score lowest.
+    T~    = median_j T_j (time_ref median, default), mean_j T_j, max_j T_j (max), the 90th percentile
+            of T_j (q90), or per device the largest T_j of the *other* devices (others_max); j over the
+            devices that reported ok this round. With max, q90 or others_max the reference is (about)
+            the round's end, so a fast device scores higher by doing *more* work; measured worse than
+            the median under the fleet-mean constraint (``docs/method.md`` section 6): the device that
+            sets the end is never pushed to do less (max), and a large group of equally slow devices
+            becomes its own reference (others_max).
+    T_i   = the measured duration, or (``time_at: target``, the default with ``target`` arms under
+            ``fleet_mean``) the duration predicted at the requested final ratio (:func:`predicted_times`).
 
-With the default weights (all 1) this is exactly rho = dL * (1 + kappa pi) * I * g(T) with kappa = 1.
+With the default weights (loss, importance, time 1; progress 0) this is rho = dL * I * g(T); the progress
+term (kappa = ``weights.progress``, 1 before issue 20) rewards pruning early, the same for every device only
+when every device follows the same schedule, so it is off by default.
 ``form: sum`` is the weighted mean of the terms in [0, 1] instead:
 ``(w_l dL + w_p pi + w_i I / max_j I_j + w_t g) / (w_l + w_p + w_i + w_t)``.
 
@@ -37,6 +44,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from algorithms.base import RoundReports
+from devices.plan import Plan
 
 NonNeg = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
 
@@ -44,7 +52,7 @@ NonNeg = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
 class RewardWeights(BaseModel):
     model_config = ConfigDict(extra="forbid")
     loss: NonNeg = 1.0
-    progress: NonNeg = 1.0
+    progress: NonNeg = 0.0
     importance: NonNeg = 1.0
     time: NonNeg = 1.0
 
@@ -56,8 +64,9 @@ class RewardSpec(BaseModel):
     terms: Literal["auto", "full", "time_only"] = "auto"
     form: Literal["product", "sum"] = "product"
     weights: RewardWeights = Field(default_factory=RewardWeights)
-    time_ref: Literal["median", "mean", "max", "q90"] = "median"
+    time_ref: Literal["median", "mean", "max", "q90", "others_max"] = "median"
     time_shape: Literal["exp", "ratio"] = "exp"
+    time_at: Literal["auto", "round", "target"] = "auto"
 
 
 def resolve_terms(spec: RewardSpec, learning: bool) -> str:
@@ -75,6 +84,15 @@ def check_reward(spec: RewardSpec, learning: bool, key: str = "reward") -> list[
     return []
 
 
+def others_max(t_s: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Per device, the largest completion time among the *other* ok devices (the round's end as the
+    rest of the fleet sets it): the maximum, or for the device holding it alone, the second largest."""
+    t_ok = np.sort(t_s[ok])
+    top1, top2 = t_ok[-1], (t_ok[-2] if len(t_ok) > 1 else t_ok[-1])
+    alone = ok & (t_s == top1) & (np.count_nonzero(t_s[ok] == top1) == 1)
+    return np.where(alone, top2, top1)
+
+
 def time_reference(t_ok_s: np.ndarray, how: str) -> float:
     """T~ of g(T): the median, mean, maximum or 90th percentile of the ok devices' completion times."""
     if how == "median":
@@ -84,12 +102,25 @@ def time_reference(t_ok_s: np.ndarray, how: str) -> float:
     return float(np.max(t_ok_s)) if how == "max" else float(np.quantile(t_ok_s, 0.9))
 
 
+def predicted_times(reports: RoundReports, at: list[Plan], step_flops) -> np.ndarray:
+    """T^_i: each device's completion time predicted under plan ``at[i]`` from its measured round,
+
+        T^_i = (T_i - C_i) + C_i F(at_i) / F(played_i)
+
+    with T_i its duration, C_i its reported compute time and F the FLOPs of one local step
+    (``step_flops``, the model's cost: no device knowledge). Transfers are kept as measured."""
+    scale = np.array([step_flops(a) / max(step_flops(p), 1.0) for a, p in zip(at, reports.plans)])
+    T, C = reports.duration_s, np.nan_to_num(reports.compute_s, nan=0.0)
+    return (T - C) + C * scale
+
+
 def compute_rewards(reports: RoundReports, prev_ratio: np.ndarray, target: float, spec: RewardSpec,
-                    learning: bool) -> dict[str, np.ndarray]:
+                    learning: bool, times_s: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Reward and its terms for every device in ``reports`` (aligned with ``reports.devices``).
 
-    ``prev_ratio``: each device's sparsity before this round; ``target``: the target sparsity P.
-    Returns the columns of :data:`algorithms.base.REWARD_COLUMNS`.
+    ``prev_ratio``: each device's sparsity before this round; ``target``: the target sparsity P;
+    ``times_s``: the T_i of the time term (default: the measured durations; ``time_at: target``
+    passes :func:`predicted_times`). Returns the columns of :data:`algorithms.base.REWARD_COLUMNS`.
     """
     n = len(reports)
     status = np.asarray(reports.status)
@@ -105,13 +136,12 @@ def compute_rewards(reports: RoundReports, prev_ratio: np.ndarray, target: float
     p_now = np.array([p.prune_ratio for p in reports.plans])
     progress = (p_now - prev_ratio) / target if target > 0 else np.zeros(n)
     progress = np.clip(progress, 0.0, None)
-    T = reports.duration_s
+    T = reports.duration_s if times_s is None else np.asarray(times_s, dtype=float)
     Tok = T[ok]
-    ref = time_reference(Tok, spec.time_ref)
-    if ref > 0:
+    ref = others_max(T, ok) if spec.time_ref == "others_max" else np.full(n, time_reference(Tok, spec.time_ref))
+    with np.errstate(invalid="ignore", divide="ignore"):
         g = np.exp(-np.abs(T - ref) / ref) if spec.time_shape == "exp" else np.minimum(T, ref) / np.maximum(T, ref)
-    else:
-        g = np.ones(n)
+    g = np.where(ref > 0, g, 1.0)
     out["reward_progress"][ok] = progress[ok]
     out["reward_time"][ok] = g[ok]
     if terms == "full":

@@ -22,9 +22,21 @@ per-round limit, so a slow device may prune early and a fast one late.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 Schedule = Literal["linear", "cubic"]
+RECOVERY_SHARE = 0.2
+"""Share of the rounds kept for recovery after the target is reached, when ``reach_target_by`` is unset."""
+
+
+def reach_round(reach_target_by: int | None, rounds: int) -> int:
+    """R, the round count by which an iterative method reaches its target: ``reach_target_by`` when
+    set, else ceil((1 - RECOVERY_SHARE) x rounds) (at least 1), so the last fifth of the rounds
+    trains the final sparse model instead of jumping to it in the last round."""
+    if reach_target_by:
+        return int(reach_target_by)
+    return max(1, math.ceil((1.0 - RECOVERY_SHARE) * rounds - 1e-9))
 
 
 def scheduled_ratio(kind: Schedule, t: int, rounds: int, target: float, warmup: float = 0.0,

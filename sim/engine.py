@@ -135,7 +135,7 @@ class Simulation:
             n_devices=self.fleet.n, rounds=sc.training.rounds, local_steps=sc.training.local_steps,
             batch_size=sc.workload.batch_size, num_layers=self.workload.arch.num_layers,
             rng=generator(sc.seed, f"strategy.{sc.algorithm.name}"), learning=self.learner.trains,
-            sparsity=self._sparsity_rule(sc),
+            sparsity=self._sparsity_rule(sc), step_flops=self._step_flops,
         )
         self.strategy = make_strategy(sc.algorithm.name, sc.algorithm.params, ctx)
         if not self.strategy.prior_free:
@@ -329,6 +329,11 @@ class Simulation:
                  extra["accuracy"], extra["accuracy_min"], extra["accuracy_max"], extra["test_loss"],
                  float(np.mean([p.prune_ratio for p in rnd.plans])))
         return extra
+
+    def _step_flops(self, plan: Plan) -> float:
+        """FLOPs of one local step of ``plan`` on this run's model (forward + backward; device-free)."""
+        c = plan_cost(self.workload, plan, "fp32")
+        return c.flops_fwd + c.flops_bwd
 
     def _sparsity_rule(self, sc: Scenario) -> SparsityRule:
         """The ``sparsity`` section for the strategy; data weights only where a learner holds data."""

@@ -86,6 +86,29 @@ def final_prune_summary(dev: pd.DataFrame, n_devices: int) -> dict[str, float | 
             "final_prune_ratio_max": float(final.max())}
 
 
+def inference_summary(sim: Simulation, dev: pd.DataFrame) -> dict:
+    """``final_inference_s``: each device's inference latency for one batch under its own final plan
+    (its last ok plan's pruning ratio and rank, adapters on every layer) in its final power mode, without background load, from
+    the cost model: the step-time formula max(F / F_eff, B / B_mem) + K x t_kernel applied to the forward
+    pass only (forward FLOPs F_fwd; bytes and kernels scaled by the forward share F_fwd / (F_fwd + F_bwd)).
+    Min, mean and max over the devices that reported, and the mean per device type."""
+    ok = dev[dev["status"] == "ok"]
+    if not len(ok):
+        return {}
+    last = ok.sort_values("round").groupby("device_index", observed=True).last()
+    d = last.index.to_numpy(dtype=int)
+    costs = [plan_cost(sim.workload, Plan(float(p), int(r), None, 1, sim.sc.workload.batch_size),
+                       sim.fleet.profiles[g].precision)
+             for p, r, g in zip(last["prune_ratio"], last["lora_rank"], sim.fleet.group[d])]
+    share = np.array([c.flops_fwd / (c.flops_fwd + c.flops_bwd) for c in costs])
+    t_s = sim.fleet.mode_table.step_times_s(sim.fleet.slots(d), np.array([c.flops_fwd for c in costs]),
+                                            np.array([c.bytes_moved for c in costs]) * share,
+                                            np.array([c.kernels for c in costs]) * share, np.ones(len(d)))
+    by_type = pd.Series(t_s).groupby(last["device_type"].astype(str).to_numpy()).mean()
+    return {"final_inference_s": {"min": float(t_s.min()), "mean": float(t_s.mean()), "max": float(t_s.max()),
+                                  "by_type": {str(k): float(v) for k, v in by_type.items()}}}
+
+
 def summarize(sc: Scenario, out: RunOutput, run_id: str) -> dict:
     rounds, dev = out.rounds, out.device_rounds
     acc = rounds["accuracy"].to_numpy(dtype=float) if len(rounds) else np.array([])
@@ -273,6 +296,7 @@ def _run_locked(sc: Scenario, base_dir: Path | None, run_dir: Path, progress: bo
 def write_results(sc: Scenario, sim: Simulation, out: RunOutput, run_dir: Path, started: float) -> dict:
     """Write a finished run's tables, summary and plots into ``run_dir``; returns the summary."""
     summary = summarize(sc, out, run_dir.name)
+    summary.update(inference_summary(sim, out.device_rounds))
     summary["host"] = {"host_time_s": out.host_time_s, "versions": versions(), "started_unix": started}
     atomic_write_parquet(run_dir / "rounds.parquet", out.rounds)
     atomic_write_parquet(run_dir / "device_rounds.parquet", out.device_rounds)

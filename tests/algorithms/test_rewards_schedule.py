@@ -27,30 +27,34 @@ def test_product_reward_equals_hand_computation():
     rep = reports(["ok", "ok", "ok"], [10.0, 20.0, 40.0], [1.0, 2.0, 1.0], [0.8, 1.0, 1.2], [1.0, 2.0, 3.0],
                   [0.2, 0.1, 0.3])
     prev = np.array([0.1, 0.1, 0.0])
-    cols = compute_rewards(rep, prev, 0.5, RewardSpec(), learning=True)
     med = 20.0
-    for j, (T, lb, la, nb, p, pp) in enumerate(zip([10, 20, 40], [1, 2, 1], [0.8, 1.0, 1.2], [1, 2, 3],
-                                                    [0.2, 0.1, 0.3], prev)):
-        dl = max(0.0, lb - la) / lb
-        pi = (p - pp) / 0.5
-        imp = nb / 2.0
-        g = math.exp(-abs(T - med) / med)
-        rho = min(1.0, max(0.0, dl * (1 + pi) * imp * g))
-        assert cols["reward_loss"][j] == pytest.approx(dl)
-        assert cols["reward_progress"][j] == pytest.approx(pi)
-        assert cols["reward_importance"][j] == pytest.approx(imp)
-        assert cols["reward_time"][j] == pytest.approx(g)
-        assert cols["reward"][j] == pytest.approx(rho)
-    assert cols["reward"][2] == 0.0  # the loss went up: no improvement, no reward
+    for kappa in (0.0, 1.0):  # the default progress weight (0, since issue 20) and the earlier 1
+        cols = compute_rewards(rep, prev, 0.5, RewardSpec(weights={"progress": kappa}), learning=True)
+        for j, (T, lb, la, nb, p, pp) in enumerate(zip([10, 20, 40], [1, 2, 1], [0.8, 1.0, 1.2], [1, 2, 3],
+                                                        [0.2, 0.1, 0.3], prev)):
+            dl = max(0.0, lb - la) / lb
+            pi = (p - pp) / 0.5
+            imp = nb / 2.0
+            g = math.exp(-abs(T - med) / med)
+            rho = min(1.0, max(0.0, dl * (1 + kappa * pi) * imp * g))
+            assert cols["reward_loss"][j] == pytest.approx(dl)
+            assert cols["reward_progress"][j] == pytest.approx(pi)
+            assert cols["reward_importance"][j] == pytest.approx(imp)
+            assert cols["reward_time"][j] == pytest.approx(g)
+            assert cols["reward"][j] == pytest.approx(rho)
+        assert cols["reward"][2] == 0.0  # the loss went up: no improvement, no reward
+    assert RewardSpec().weights.progress == 0.0
 
 
 def test_time_only_sum_mean_and_failures():
     rep = reports(["ok", "ok", "late", "dropped", "cancelled"], [10.0, 30.0, math.nan, math.nan, math.nan],
                   [math.nan] * 5, [math.nan] * 5, [math.nan] * 5, [0.2, 0.2, 0.2, 0.2, 0.2])
     prev = np.array([0.0, 0.2, 0.0, 0.0, 0.0])
-    cols = compute_rewards(rep, prev, 0.4, RewardSpec(), learning=False)  # auto -> time_only
     mean_t = 20.0  # median of two = mean
     g0, g1 = math.exp(-10 / mean_t), math.exp(-10 / mean_t)
+    cols = compute_rewards(rep, prev, 0.4, RewardSpec(), learning=False)  # auto -> time_only, progress weight 0
+    assert cols["reward"][0] == pytest.approx(g0) and cols["reward"][1] == pytest.approx(g1)
+    cols = compute_rewards(rep, prev, 0.4, RewardSpec(weights={"progress": 1.0}), learning=False)
     assert cols["reward"][0] == pytest.approx((1 + 0.5) / 2 * g0)
     assert cols["reward"][1] == pytest.approx((1 + 0.0) / 2 * g1)
     assert cols["reward"][2] == 0.0 and cols["reward"][3] == 0.0  # selected, no report: reward 0
@@ -111,3 +115,12 @@ def test_time_term_aligned_with_the_round_end(how, ref):
     assert cols["reward_time"] == pytest.approx(g)
     assert cols["reward"] == pytest.approx(g)  # progress weight 0: (1 + 0) / (1 + 0) g
     assert cols["reward"][0] < cols["reward"][1]
+
+
+def test_others_max_is_the_round_end_the_rest_of_the_fleet_sets():
+    from algorithms.rewards import others_max
+    t = np.array([3.0, 9.0, 5.0, 7.0, 100.0])
+    ok = np.array([True, True, True, True, False])  # a device that did not report does not count
+    assert others_max(t, ok)[:4].tolist() == [9.0, 7.0, 9.0, 9.0]
+    tied = np.array([4.0, 9.0, 9.0])
+    assert others_max(tied, np.ones(3, bool)).tolist() == [9.0, 9.0, 9.0]

@@ -119,3 +119,89 @@ def test_fedmp_fixed_gives_slow_boards_the_higher_ratio():
     slow, fast = first.idxmax(), first.idxmin()
     assert last[slow] == pytest.approx(0.5) and last[fast] == pytest.approx(0.1)
     assert (dev[dev["round"] == 0]["prune_ratio"].nunique()) == 1  # the probe round is uniform
+
+
+# ---------------------------------------------------------------- issue 20: arms, ramp, prediction
+def _run(algo: str, constraint: str, rounds: int, world: str = "paper-fleet-80-paperlike.yaml", extra=()):
+    sc, base = load_scenario(ROOT / "scenarios" / world, [
+        f"training.rounds={rounds}", f"algorithm={algo}", f"sparsity={{constraint: {constraint}}}", *extra])
+    _, out = simulate(sc, base)
+    return sc, out
+
+
+def _ramp(t: int, rounds: int, target: float = 0.3) -> float:
+    from algorithms.schedule import reach_round, scheduled_ratio
+    return scheduled_ratio("linear", t, reach_round(None, rounds), target)
+
+
+@pytest.mark.parametrize("name", ["fedspine", "oracle"])
+def test_fleet_mean_follows_the_uniform_ramp_every_round(name):
+    """Under fleet_mean the fleet's mean ratio is the uniform plan's at every round (no method wins by
+    pruning more early), and each device moves at most max_step_factor x P / R per round."""
+    rounds = 20
+    _, out = _run(f"{{name: {name}, params: {{prune_target: 0.3}}}}", "fleet_mean", rounds)
+    dev = out.device_rounds
+    means = dev.groupby("round")["prune_ratio"].mean()
+    for t, m in means.items():
+        assert m == pytest.approx(_ramp(int(t), rounds), abs=1e-9)
+    step = 4.0 * 0.3 / 16  # reach_round(None, 20) = 16
+    for _, g in dev.groupby("device_index"):
+        d = np.diff(np.concatenate([[0.0], g.sort_values("round")["prune_ratio"].to_numpy()]))
+        assert (d >= -1e-12).all() and (d <= step + 1e-9).all()
+
+
+def test_target_arms_differ_across_boards_and_track_speed():
+    """FedSpine's target arms under fleet_mean: boards end at different ratios, the slower boards
+    (longer first rounds) at the higher ones, with no prior knowledge of the devices."""
+    sc, out = _run("{name: fedspine, params: {prune_target: 0.3}}", "fleet_mean", 60,
+                   "paper-fleet-80-stationary.yaml")
+    dev = out.device_rounds
+    first = dev[dev["round"] == 0].set_index("device_index")
+    slowness = first["t_report_s"] - first["t_round_start_s"]
+    final = dev[dev["round"] == dev["round"].max()].set_index("device_index")["prune_ratio"]
+    rho = slowness.rank().corr(final.rank())
+    assert rho > 0.5, rho
+    assert final.max() - final.min() > 0.1
+
+
+def test_reach_round_defaults_to_four_fifths():
+    from algorithms.schedule import reach_round
+    assert [reach_round(None, r) for r in (1, 4, 5, 50, 200)] == [1, 4, 4, 40, 160]
+    assert reach_round(7, 200) == 7
+
+
+def test_uniform_plan_reaches_target_before_the_last_round():
+    """No method jumps to its target in the last round: fedapt is at P from round ceil(0.8 R) - 1 on."""
+    _, out = _run("{name: fedapt, params: {prune_target: 0.3}}", "per_device", 10)
+    p = out.device_rounds.groupby("round")["prune_ratio"].max()
+    assert p[7] == pytest.approx(0.3) and p[6] < 0.3 - 1e-6 and p[9] == pytest.approx(0.3)
+
+
+def test_predicted_times_scale_compute_by_the_model_flops():
+    """T^ = (T - C) + C F(at) / F(played): transfers kept, compute scaled by the FLOPs ratio."""
+    from algorithms.base import RoundReports
+    from algorithms.rewards import predicted_times
+    from devices.plan import Plan
+    played = [Plan(0.1, 8, None, 10, 8), Plan(0.2, 8, None, 10, 8)]
+    at = [Plan(0.4, 8, None, 10, 8), Plan(0.2, 8, None, 10, 8)]
+    n = 2
+    rep = RoundReports(round=0, devices=np.arange(n), plans=played, status=np.array(["ok", "ok"]), t_start_s=0.0,
+                       t_report_s=np.array([10.0, 20.0]), compute_s=np.array([6.0, 15.0]),
+                       bytes_up=np.zeros(n), bytes_down=np.zeros(n), loss_before=np.full(n, np.nan),
+                       loss_after=np.full(n, np.nan), lora_update_norm=np.full(n, np.nan))
+
+    def flops(plan: Plan) -> float:  # a toy cost: linear in the kept width
+        return 100.0 * (1.0 - plan.prune_ratio)
+
+    got = predicted_times(rep, at, flops)
+    assert got[0] == pytest.approx(4.0 + 6.0 * 60.0 / 90.0)
+    assert got[1] == pytest.approx(20.0)
+
+
+def test_registry_loads_every_builtin_after_a_direct_import():
+    """Importing one strategy module first (as a benchmark does) must not hide the others."""
+    import subprocess
+    import sys
+    code = ("from algorithms.fedspine import FedSpine\nfrom algorithms.registry import strategy_names\n"
+            "names = strategy_names()\nassert 'fedapt' in names and 'oracle' in names, names\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
