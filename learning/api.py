@@ -23,6 +23,7 @@ end) and on random streams named by (device, round), never on the order devices 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,9 +61,19 @@ class Learner(ABC):
     def local_update(self, device: int, plan: Plan, round_index: int) -> Update:
         """Carry out ``plan`` on ``device``'s data in round ``round_index``; commits nothing."""
 
+    on_trained: Callable[[], None] | None = None
+    """Called once per finished local update, in host time (the runner's progress inside a round)."""
+
+    def trained(self) -> None:
+        """One local update has finished: tell :attr:`on_trained`, if set."""
+        if self.on_trained is not None:
+            self.on_trained()
+
     def submit(self, device: int, plan: Plan, round_index: int) -> Any:
         """Start the device's update when its download ends; returns a handle for :meth:`collect`."""
-        return self.local_update(device, plan, round_index)
+        update = self.local_update(device, plan, round_index)
+        self.trained()
+        return update
 
     def collect(self, handles: list[Any]) -> list[Update]:
         """The updates of ``handles`` (from :meth:`submit`, this round), in the same order."""

@@ -153,6 +153,7 @@ class ParallelLearner(RealLearner):
                     if g is not None and g.B is None:
                         g.B, g.A = B, A
                 self._done[h] = upd
+                self.trained()
             self._dispatch()
         return [self._done.pop(h) for h in handles]
 

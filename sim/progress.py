@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.highlighter import NullHighlighter
 from rich.logging import RichHandler
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn)
+                           TimeElapsedColumn, TimeRemainingColumn)
 
 CONSOLE = Console(stderr=True)
 """The one console of every bar and log line (stderr)."""
@@ -47,26 +47,52 @@ def setup_logging(level: int) -> None:
 
 
 class RoundProgress:
+    """Rounds done (with simulated hours and host time) and, for real learning, the local updates
+    finished in the current round (:meth:`device_trained`), with an ETA for the round once one round
+    has told how many updates a round has."""
+
     def __init__(self, total_rounds: int, enabled: bool = True):
         self.enabled = enabled
         self.total = total_rounds
         self._p: Progress | None = None
         self._task = None
+        self._devices = None  # the in-round task, added on the first local update
+        self._trained = 0  # local updates finished in this round
+        self._last_round_trained: int | None = None
 
     def __enter__(self) -> "RoundProgress":
         if self.enabled:
             self._p = Progress(
-                TextColumn("[bold]rounds"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("sim {task.fields[sim_h]:.2f} h"), TextColumn("host"), TimeElapsedColumn(),
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                 transient=False, console=CONSOLE,
             )
             self._p.__enter__()
-            self._task = self._p.add_task("run", total=self.total, sim_h=0.0)
+            self._task = self._p.add_task("rounds", total=self.total, note="sim 0.00 h")
         return self
 
     def update(self, row: dict) -> None:
+        """A round ended (the engine's ``on_round``): advance the rounds, restart the in-round count."""
+        if self._trained:
+            self._last_round_trained = self._trained
+        self._trained = 0
         if self._p is not None:
-            self._p.update(self._task, advance=1, sim_h=row["t_end_s"] / 3600.0)
+            self._p.update(self._task, advance=1, note=f"sim {row['t_end_s'] / 3600.0:.2f} h")
+            if self._devices is not None:
+                self._p.reset(self._devices, total=self._last_round_trained)
+
+    def device_trained(self) -> None:
+        """One device's local update of this round finished (the learner's ``on_trained``)."""
+        self._trained += 1
+        if self._p is None:
+            return
+        if self._devices is None:
+            self._devices = self._p.add_task("local updates this round", total=None, note="")
+        self._p.update(self._devices, completed=self._trained)
+
+    @property
+    def trained_this_round(self) -> int:
+        return self._trained
 
     def __exit__(self, *exc) -> None:
         if self._p is not None:

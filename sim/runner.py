@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from algorithms.base import STATUSES
+from devices.cost import plan_cost
 from devices.plan import Plan, top_layers
 from devices.split_cost import message_bytes
 from learning.api import Learner, NullLearner
@@ -187,14 +188,16 @@ def make_learner(sc: Scenario, base_dir: Path | None = None) -> Learner:
 
 
 def simulate(sc: Scenario, base_dir: Path | None = None, learner: Learner | None = None, on_round=None,
-             checkpoint=None, resume_from: Path | None = None) -> tuple[Simulation, RunOutput]:
+             checkpoint=None, resume_from: Path | None = None, on_trained=None) -> tuple[Simulation, RunOutput]:
     """Run the simulation in memory and verify it. Builds the scenario's learner unless given (and then
     closes it when the run ends, also on error; its results stay readable). ``checkpoint(sim,
     next_round)`` is called at round boundaries; ``resume_from`` (a checkpoint file of the same
-    scenario) continues a run from its last saved round boundary (``sim.checkpoint``)."""
+    scenario) continues a run from its last saved round boundary (``sim.checkpoint``); ``on_trained()``
+    after every finished local update (:attr:`learning.api.Learner.on_trained`)."""
     owned = learner is None
     if owned:
         learner = make_learner(sc, base_dir)
+    learner.on_trained = on_trained
     try:
         sim = Simulation(sc, base_dir, learner=learner, on_round=on_round, checkpoint=checkpoint)
         if resume_from is not None:
@@ -282,7 +285,8 @@ def _run_locked(sc: Scenario, base_dir: Path | None, run_dir: Path, progress: bo
 
         with RoundProgress(sc.training.rounds, enabled=show and sys.stderr.isatty()) as bar:
             sim, out = simulate(sc, base_dir, on_round=bar.update, checkpoint=save_checkpoint if every else None,
-                                resume_from=ckpt_path if resume else None)
+                                resume_from=ckpt_path if resume else None,
+                                on_trained=bar.device_trained if sc.learning.kind == "real" else None)
         summary = write_results(sc, sim, out, run_dir, started)
         atomic_write_json(run_dir / "status.json", {"status": "finished", "started_unix": started,
                                                     "finished_unix": time.time(), "resumed": resume})

@@ -194,3 +194,31 @@ def test_engine_collects_submitted_updates_at_the_cut_off_before_aggregating():
         assert sorted(trained["loss_before"] - 0.5) == sorted(submitted)  # cancelled and late ones too
     order = [e[0] for e in sub.log]
     assert all(order[i - 1] == "collect" for i, e in enumerate(order) if e == "aggregate")
+
+
+def test_progress_inside_a_round_counts_every_local_update(monkeypatch):
+    """The runner's in-round progress: ``on_trained`` fires once per local update the learner computes
+    (every device whose download finished), and the bar shows the updates of the current round."""
+    import io
+
+    from rich.console import Console
+
+    import sim.progress as progress
+
+    d = base_scenario()
+    d["fleet"]["groups"] = [{"type": "xavier_nx", "count": 6, "placement": "lan"}]
+    d["training"]["rounds"] = 3
+    calls: list[int] = []
+    _, out = simulate(validate(d), learner=SerialFake(), on_trained=lambda: calls.append(1))
+    started = out.device_rounds["t_compute_start_s"].notna().sum()
+    assert len(calls) == started == 18
+    monkeypatch.setattr(progress, "CONSOLE", Console(file=io.StringIO(), force_terminal=True, width=120))
+    with progress.RoundProgress(2) as bar:
+        for _ in range(4):
+            bar.device_trained()
+        assert bar.trained_this_round == 4
+        bar.update({"t_end_s": 5.0})
+        bar.device_trained()
+        assert bar.trained_this_round == 1
+    text = progress.CONSOLE.file.getvalue()
+    assert "local updates this round" in text
