@@ -2,7 +2,8 @@
 
 A device's measured per-step time is ``compute_s / local_steps`` of its last ok report. The rank
 tiers of HetLoRA / FlexLoRA and LEGEND's capacity rule read these estimates; nothing here looks at
-device profiles or types.
+device profiles or types. :func:`proportional_batches` splits a total batch in proportion to measured
+throughput (MergeSFL's batch regulation, ``algorithms/mergesfl.py``).
 """
 
 from __future__ import annotations
@@ -37,3 +38,13 @@ def rank_tiers(step_s: np.ndarray, ranks: list[int]) -> np.ndarray:
     tier = np.empty(len(step_s), dtype=np.int64)
     tier[order] = (np.arange(len(step_s)) * k) // max(1, len(step_s))
     return np.array(ranks)[tier]
+
+
+def proportional_batches(total: int, weights: np.ndarray) -> np.ndarray:
+    """Integers proportional to ``weights`` that sum to ``total`` (largest remainder; ties to the lower index)."""
+    share = total * weights / weights.sum()
+    out = np.floor(share).astype(np.int64)
+    rest = total - int(out.sum())
+    if rest > 0:
+        out[np.argsort(-(share - out), kind="stable")[:rest]] += 1
+    return out

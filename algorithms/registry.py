@@ -32,6 +32,7 @@ def _load_builtin() -> None:
         import algorithms.flexlora  # noqa: F401, PLC0415
         import algorithms.hetlora  # noqa: F401, PLC0415
         import algorithms.legend  # noqa: F401, PLC0415
+        import algorithms.mergesfl  # noqa: F401, PLC0415
         import algorithms.oracle  # noqa: F401, PLC0415
         import algorithms.prune_then_fedlora  # noqa: F401, PLC0415
         import algorithms.random_arms  # noqa: F401, PLC0415
