@@ -42,12 +42,13 @@ test: setup chromium
 bench: setup
 	$(BIN)/python benchmarks/bench.py
 
-# The FedSpine paper reproduction (issue 8): every sweep of scenarios/paper/ (resumes: finished cells are
-# skipped), then docs/paper-reproduction.md and docs/figures/ regenerated from the results
-# (measured: 85 min on 2 cores from scratch, 4 min when every cell is done; `benchmarks/paper.py --skip-runs`
-# only rebuilds the page).
+# The FedSpine paper reproduction: every sweep of scenarios/paper/ (resumes: finished cells are skipped),
+# then docs/paper-reproduction.md and docs/figures/ regenerated from the results; the expected cost is
+# logged first. PAPER_SCALE=full runs the larger design (more seeds; a bigger machine, a GPU or Ray),
+# PAPER_SCALE=smoke a miniature for checking the pipeline (pages of other scales go to results/paper-SCALE/page/).
+PAPER_SCALE ?= default
 paper: setup
-	$(BIN)/python benchmarks/paper.py
+	$(BIN)/python benchmarks/paper.py --scale $(PAPER_SCALE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,7 +1,8 @@
 """Local-update speed of the paper proxy at 1, 8 and 80 devices per round (issue 21).
 
-The learner is the one of ``scenarios/paper/learning.yaml`` (all-MiniLM-L6-v2 cut to 3 layers, mean
-pooling, Rotten Tomatoes at ``max_len`` 64, LoRA on query/value/FFN-in) with a fleet of 80 devices,
+The learner is the one of ``scenarios/paper/learning-8.yaml`` set to issue 21's paper proxy
+(``PROXY``: all-MiniLM-L6-v2 cut to 3 layers, mean pooling, Rotten Tomatoes at ``max_len`` 64, LoRA on
+query/value/FFN-in) with a fleet of 80 devices,
 under a typical FedSpine plan: pruning 0.3, LoRA rank 8 on every layer, tau = 20 steps of batch 8.
 For each fleet share D in (1, 8, 80), starting from the same fresh learner state, ``rounds`` rounds
 are run: D ``RealLearner.local_update`` calls (round 0 calibrates and prunes to 0.3, later rounds keep
@@ -51,7 +52,8 @@ from learning.learner import RealLearner  # noqa: E402
 from sim.loader import load_scenario  # noqa: E402
 from sim.runner import learner_config  # noqa: E402
 
-SCENARIO = ROOT / "scenarios" / "paper" / "learning.yaml"
+SCENARIO = ROOT / "scenarios" / "paper" / "learning-8.yaml"
+PROXY = ["learning.proxy_layers=3", "learning.max_len=64", "workload.lora_targets=[query, value, ffn_in]"]
 FLEET = 80
 FULL_RUN = {"rounds": 50, "devices": 80, "tau": 20}
 
@@ -88,7 +90,7 @@ class StepCounter:
 
 
 def build(threads: int | None) -> RealLearner:
-    sets = [] if threads is None else [f"learning.torch_threads={threads}"]
+    sets = PROXY + ([] if threads is None else [f"learning.torch_threads={threads}"])
     sc, base = load_scenario(SCENARIO, sets)
     arch = load_arch(sc.workload.model, base)
     return RealLearner(learner_config(sc.learning), seed=sc.seed, n_devices=FLEET,

@@ -1,56 +1,156 @@
-"""The FedSpine paper reproduction (issue 8): ``make paper`` runs every sweep of ``scenarios/paper/``
-(resuming: finished cells are skipped) and regenerates ``docs/paper-reproduction.md`` and its figures
-in ``docs/figures/`` from the results with :func:`sim.views.paper.write_page`, which computes every
-number on that page from the run files.
+"""The FedSpine paper reproduction: ``make paper`` runs every sweep of ``scenarios/paper/`` (resuming:
+finished cells are skipped) and regenerates ``docs/paper-reproduction.md`` and its figures in
+``docs/figures/`` with :func:`sim.views.paper.write_page`, which computes every number on that page
+from the run files.
 
-    .venv/bin/python benchmarks/paper.py [--skip-runs] [--out results] [--workers N]
+    .venv/bin/python benchmarks/paper.py [--scale default|full|smoke] [--skip-runs] [--out results] [--workers N]
 
-``--skip-runs`` only rebuilds the page from results already on disk (a missing sweep is an error).
+Scales: ``default`` runs the sweep files as written (sized for 150 minutes on 2 CPU cores); ``full``
+runs more seeds and the per-device FedSpine at full scale, for a bigger machine, a GPU (add
+``learning.device: cuda`` to ``scenarios/paper/learning-8.yaml``) or a Ray cluster (``--address``);
+``smoke`` is a minutes-long miniature with the tiny packaged model, for testing the pipeline. A scale
+other than the default writes its sweeps under ``OUT/paper-SCALE/`` and its page to
+``OUT/paper-SCALE/page/``. The expected cost is printed before anything runs.
+``--skip-runs`` only rebuilds the page from results already on disk.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import yaml
+
+from sim.studies.sweep import load_sweep_file
 from sim.views.paper import SWEEPS, write_page
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "scenarios" / "paper"
 log = logging.getLogger("paper")
 
+_TINY = {"learning.model": "tiny-bert", "learning.proxy_layers": 1, "learning.train_examples": 240,
+         "learning.test_size": 48, "learning.max_len": 32}  # dotted: the rest of the learning section stays
+SCALES: dict[str, dict[str, dict]] = {
+    # per sweep: "set" entries merged into the sweep's set, "matrix" entries replacing its keys, "seeds"
+    "default": {},
+    "full": {
+        "system": {"seeds": list(range(1, 11))},
+        "stress-drifting": {"seeds": list(range(1, 6))},
+        "stress-hostile": {"seeds": list(range(1, 6))},
+        "accuracy": {"seeds": list(range(1, 11)), "matrix": {"algorithm.params.prune_target": [0.2, 0.3, 0.5]}},
+        "accuracy-fleet-mean": {"seeds": list(range(1, 11)), "matrix": {"algorithm.params.prune_target": [0.2, 0.3, 0.5]}},
+        "tau": {"seeds": list(range(1, 11))},
+        "fullscale": {"seeds": [1, 2, 3], "matrix": {"sparsity.constraint": ["fleet_mean", "per_device"]},
+                      "set": {"training": {"rounds": 50, "local_steps": 10, "eval_every": 2}}},
+    },
+    "smoke": {
+        "system": {"seeds": [1, 2], "set": {"training.rounds": 8}, "matrix": {"algorithm.params.prune_target": [0.3]}},
+        "stress-drifting": {"seeds": [1, 2], "set": {"training.rounds": 8}},
+        "stress-hostile": {"seeds": [1, 2], "set": {"training.rounds": 8}},
+        "accuracy": {"seeds": [1, 2], "set": {"training": {"rounds": 5, "local_steps": 2, "eval_every": 1},
+                                              **_TINY}},
+        "accuracy-fleet-mean": {"seeds": [1, 2], "set": {"training": {"rounds": 5, "local_steps": 2, "eval_every": 1},
+                                                         **_TINY}},
+        "tau": {"seeds": [1, 2], "set": _TINY,
+                "matrix": {"training": [{"local_steps": 10, "rounds": 4, "eval_every": 1},
+                                        {"local_steps": 20, "rounds": 2, "eval_every": 1},
+                                        {"local_steps": 30, "rounds": 2, "eval_every": 1},
+                                        {"local_steps": 40, "rounds": 1, "eval_every": 1}]}},
+        "fullscale": {"seeds": [1], "set": {"training": {"rounds": 2, "local_steps": 1, "eval_every": 1},
+                                            **_TINY, "learning.train_examples": 1200,
+                                            "learning.partition": {"kind": "dirichlet", "alpha": 100.0,
+                                                                   "min_size": 4}}},
+    },
+}
+# Host seconds per local step of one board, measured on this project's 2-core machine (torch threads 1),
+# by (model, proxy_layers); timing-only cells cost about TIMING_S_PER_ROUND per round of 80 boards.
+STEP_S = {("minilm", 2): 0.055, ("minilm", 3): 0.08, ("minilm", None): 0.15, ("tiny-bert", 1): 0.004}
+TIMING_S_PER_ROUND = 0.02
 
-def run_sweeps(out: Path, workers: int | None) -> dict[str, float]:
-    """``fedfleet sweep`` on each file (a rerun resumes); returns host seconds per sweep."""
+
+def _merge(base: dict, extra: dict) -> dict:
+    """``base`` with ``extra`` merged in (nested dicts merged, other values replaced)."""
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def sweep_file(name: str, scale: str, work: Path) -> Path:
+    """The sweep file of ``name`` at ``scale``: the committed one for ``default``, else a derived copy
+    (base made absolute) under ``work``."""
+    src = PAPER / f"{name}.yaml"
+    change = SCALES[scale].get(name)
+    if not change:
+        return src
+    spec = yaml.safe_load(src.read_text())
+    spec["base"] = str((PAPER / spec["base"]).resolve())
+    spec["set"] = _merge(spec.get("set") or {}, change.get("set", {}))
+    spec["matrix"] = {**(spec.get("matrix") or {}), **change.get("matrix", {})}
+    spec["seeds"] = change.get("seeds", spec.get("seeds"))
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / f"{name}.yaml"
+    out.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out
+
+
+def expected_host_s(path: Path) -> float:
+    """Host seconds the sweep's cells should take on one core (module constants; a rough guide)."""
+    _, cells = load_sweep_file(path)
+    total = 0.0
+    for c in cells:
+        sc = c.scenario
+        if sc.learning.kind != "real":
+            total += sc.training.rounds * TIMING_S_PER_ROUND * sc.n_devices / 80 + 0.5
+            continue
+        step = STEP_S.get((sc.learning.model, sc.learning.proxy_layers), 0.15)
+        steps = sc.n_devices * sc.training.rounds * sc.training.local_steps
+        evals = sc.training.rounds // max(1, sc.training.eval_every)
+        total += steps * step + evals * (sc.learning.test_size or 1000) * 0.001 + 8.0
+    return total
+
+
+def run_sweeps(files: dict[str, Path], out: Path, workers: int | None, address: str | None) -> None:
+    """``fedfleet sweep`` on each file (a rerun resumes); logs host seconds per sweep."""
     exe = Path(sys.executable).with_name("fedfleet")
-    took = {}
-    for name in SWEEPS:
-        cmd = [str(exe), "sweep", str(PAPER / f"{name}.yaml"), "--out", str(out / "paper")]
+    for name, path in files.items():
+        cmd = [str(exe), "sweep", str(path), "--out", str(out)]
         if workers:
             cmd += ["--workers", str(workers)]
+        if address:
+            cmd += ["--backend", "ray", "--address", address]
         log.info("sweep %s: %s", name, " ".join(cmd))
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, cwd=REPO)
-        took[name] = time.perf_counter() - t0
-        log.info("sweep %s: %.0f s", name, took[name])
-    return took
+        log.info("sweep %s: %.0f s", name, time.perf_counter() - t0)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", choices=list(SCALES), default="default")
     ap.add_argument("--skip-runs", action="store_true", help="only rebuild the page from existing results")
-    ap.add_argument("--out", type=Path, default=REPO / "results", help="results root (sweeps under OUT/paper/)")
-    ap.add_argument("--no-figures", action="store_true", help="keep docs/figures/ as it is (page only)")
+    ap.add_argument("--out", type=Path, default=REPO / "results", help="results root (sweeps under OUT/paper[-SCALE]/)")
+    ap.add_argument("--no-figures", action="store_true", help="keep the figures as they are (page only)")
     ap.add_argument("--workers", type=int, default=None, help="parallel cells per sweep (default: CPU count)")
+    ap.add_argument("--address", default=None, help="an existing Ray cluster to run the cells on")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    paper_dir = args.out / ("paper" if args.scale == "default" else f"paper-{args.scale}")
+    files = {n: sweep_file(n, args.scale, paper_dir / "sweeps") for n in SWEEPS}
     if not args.skip_runs:
-        run_sweeps(args.out, args.workers)
-    page = write_page(args.out / "paper", REPO / "docs", PAPER, figures=not args.no_figures)
+        cost = {n: expected_host_s(p) for n, p in files.items()}
+        workers = args.workers or __import__("os").cpu_count() or 1
+        log.info("expected cost at scale %s: %.0f core-min (%s), about %.0f min on %d workers",
+                 args.scale, sum(cost.values()) / 60, ", ".join(f"{n} {s / 60:.0f}" for n, s in cost.items()),
+                 sum(cost.values()) / 60 / workers, workers)
+        run_sweeps(files, paper_dir, args.workers, args.address)
+    docs = REPO / "docs" if args.scale == "default" else paper_dir / "page"
+    page = write_page(paper_dir, docs, figures=not args.no_figures, scale=args.scale)
     print(page)
     return 0
 

@@ -1,20 +1,25 @@
-"""Build ``docs/paper-reproduction.md`` and ``docs/figures/paper-*.png`` from the sweeps of
-``scenarios/paper/`` (run by ``benchmarks/paper.py``, the ``make paper`` script). Every number on the page is computed here from
-the run files; nothing is typed in.
+"""Build ``docs/paper-reproduction.md`` (and ``docs/figures/paper-*.png``) from the sweeps of
+``scenarios/paper/``, run by ``benchmarks/paper.py`` (``make paper``). Every number on the page is
+computed here from the run files; nothing is typed in. The prose is in :mod:`sim.views.paper_text`.
 
-Definitions used on the page (also written there):
+Each claim of FedSpine (arXiv 2501.02438, its evaluation section) is judged with power behind the word:
 
-* final accuracy: the accuracy of the last evaluated round (``rounds.parquet``); gains are paired by
-  seed (same partition, same fleet draws) and given in percentage points (pp).
-* time to target: simulated seconds (``t_end_s``) of the first round whose accuracy reaches the target;
-  the target of a comparison is the lowest seed-mean final accuracy among the methods compared, so
-  that, on average, every method reaches it. Speed-up = baseline time / FedSpine time, per seed.
-* idle fraction: the mean over rounds and devices of (round end - device report) / round duration
-  (``mean_idle_fraction`` of ``summary.json``).
-* a fixed-plan method (FedAPT, Prune-then-FedLoRA, FedLoRA-then-prune) never looks at time, so its
-  learning is the same under both calibrations; its paper-calibration times come from the timing-only
-  ``retime-calibrated`` sweep, joined round by round, after checking that ``retime`` (datasheet,
-  timing-only) reproduces the datasheet learning runs' round times exactly.
+* a comparison is paired by seed (same data split, same fleet draws): d_s = x_s - y_s, or for a
+  speed-up d_s = ln(t_baseline,s / t_FedSpine,s);
+* its mean, 95% Student t interval [lo, hi] and minimum detectable effect at 80% power
+  (:func:`sim.views.stats.mde_paired`, from the measured paired standard deviation);
+* **holds** when lo > 0 and hi reaches the paper's lower bound L (an effect in the claimed direction,
+  compatible with the claimed size); **does not hold** when hi < L (the data exclude an effect as large
+  as the claim's lower bound); otherwise **cannot be resolved at this budget**, with the seeds that
+  would bring the MDE down to L (or to the page's goal of 1.5 pp for accuracy, if larger);
+* level claims (the uniform plan's idle time, "about 30%") hold when the mean's 95% interval lies in
+  [25%, 35%], do not hold when it lies outside, else cannot be resolved;
+* the best tau holds when tau = 20 beats every other tau (lo > 0 against each), does not hold when some
+  tau beats it (hi < 0), else cannot be resolved.
+
+Accuracy of a run: the mean of its evaluations from the first round at which every board holds its
+final sparsity (the settled model, :meth:`Cell.settled_accuracy`), so a run is not judged on one noisy
+evaluation nor on rounds before its last pruning step.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,36 +36,26 @@ import pandas as pd
 import yaml
 
 from sim.store import atomic_write_bytes, atomic_write_text
-from sim.views.results import RunData, load_sweep, time_to_target
+from sim.views.results import RunData, load_sweep, majority_rate, time_to_target
+from sim.views.stats import mde_paired, paired_difference, seed_stats, seeds_for_mde, t975
 
 log = logging.getLogger(__name__)
 
-# Fast timing-only sweeps first, then real learning (longest last, so a partial run still has claim 1).
-SWEEPS = ["system", "system-calibrated", "retime", "retime-calibrated",
-          "sparsity", "sequential", "sparsity-calibrated", "tau", "tau-calibrated"]
-CALS = {"datasheet": "", "paper": "-calibrated"}  # calibration -> sweep-name suffix
-CAL_TITLE = {"datasheet": "datasheet", "paper": "paper-calibrated"}
-FIXED = ("fedapt", "prune_then_fedlora", "fedlora_then_prune")
-LABEL = {"fedspine": "FedSpine", "fedapt": "FedAPT (uniform iterative)", "fedmp": "FedMP",
-         "prune_then_fedlora": "Prune-then-FedLoRA", "fedlora_then_prune": "FedLoRA-then-prune"}
-SPARSITIES = (0.2, 0.3, 0.5)
+# Timing-only sweeps first (seconds), then real learning (the full-scale cells last).
+SWEEPS = ["system", "stress-drifting", "stress-hostile", "accuracy", "accuracy-fleet-mean", "tau", "fullscale"]
+WORLDS = {"system": "paper-like", "stress-drifting": "drifting", "stress-hostile": "hostile"}
+READINGS = ("per_device", "fleet_mean")
+P0 = 0.3  # the sparsity of the accuracy claims and of the summary rows
 TAUS = (10, 20, 30, 40)
+ACC_GOAL_PP = 1.5  # the design's goal for the accuracy claims' MDE
+BASELINES = ("fedapt", "fedmp", "fedmp_fixed", "prune_then_fedlora", "fedlora_then_prune")
+LABEL = {"fedspine": "FedSpine", "fedapt": "FedAPT (uniform iterative)", "fedmp": "FedMP",
+         "fedmp_fixed": "FedMP (fixed ratios)", "prune_then_fedlora": "Prune-then-FedLoRA",
+         "fedlora_then_prune": "FedLoRA-then-prune", "oracle": "oracle (clairvoyant)"}
 # (sweep, figure stem written by `fedfleet plot`) -> name under docs/figures/
-FIGURES = {
-    ("sparsity", "accuracy_vs_time"): "paper-sparsity-accuracy-vs-time.png",
-    ("sparsity", "sweep_final_accuracy"): "paper-sparsity-final-accuracy.png",
-    ("sparsity-calibrated", "accuracy_vs_time"): "paper-sparsity-calibrated-accuracy-vs-time.png",
-    ("sparsity-calibrated", "sweep_final_accuracy"): "paper-sparsity-calibrated-final-accuracy.png",
-    ("sequential", "accuracy_vs_time"): "paper-sequential-accuracy-vs-time.png",
-    ("tau", "accuracy_vs_time"): "paper-tau-accuracy-vs-time.png",
-    ("tau-calibrated", "accuracy_vs_time"): "paper-tau-calibrated-accuracy-vs-time.png",
-    ("system", "time_to_finish"): "paper-system-time.png",
-    ("system-calibrated", "time_to_finish"): "paper-system-calibrated-time.png",
-    ("system", "sweep_mean_idle_fraction"): "paper-system-idle.png",
-    ("system-calibrated", "sweep_mean_idle_fraction"): "paper-system-calibrated-idle.png",
-    ("system", "device_type_times"): "paper-system-device-types.png",
-    ("system-calibrated", "device_type_times"): "paper-system-calibrated-device-types.png",
-}
+FIGURES = {("accuracy", "accuracy_vs_time"): "paper-accuracy-vs-time.png",
+           ("tau", "accuracy_vs_time"): "paper-tau-accuracy-vs-time.png",
+           ("fullscale", "accuracy_vs_time"): "paper-fullscale-accuracy-vs-time.png"}
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -69,18 +65,36 @@ class Cell:
 
     sweep: str
     policy: str
+    reading: str  # sparsity.constraint
     p: float
     tau: int
     rounds_n: int
     seed: int
     digest: str
-    run: RunData
-    rounds: pd.DataFrame = field(repr=False)
+    run: RunData = field(repr=False)
 
     @property
-    def final_accuracy(self) -> float:
-        acc = self.rounds["accuracy"].dropna() if "accuracy" in self.rounds else pd.Series(dtype=float)
-        return float(acc.iloc[-1]) if len(acc) else math.nan
+    def rounds(self) -> pd.DataFrame:
+        return self.run.rounds
+
+    @property
+    def summary(self) -> dict:
+        return self.run.summary
+
+    def settled_round(self) -> int:
+        """The first round from which every board keeps its final pruning ratio."""
+        dr = self.run.device_rounds
+        final = dr.groupby("device_index", observed=True)["prune_ratio"].transform("last")
+        moving = dr.loc[(dr["prune_ratio"] - final).abs() > 1e-12, "round"]
+        return int(moving.max()) + 1 if len(moving) else 0
+
+    def settled_accuracy(self) -> float:
+        """Mean evaluated accuracy over the rounds from :meth:`settled_round` on (NaN without any)."""
+        if "accuracy" not in self.rounds:
+            return math.nan
+        r = self.rounds
+        acc = r.loc[r["round"] >= min(self.settled_round(), int(r["round"].max())), "accuracy"].dropna()
+        return float(acc.mean()) if len(acc) else math.nan
 
 
 def load_cells(paper_dir: Path, sweep: str) -> list[Cell]:
@@ -92,555 +106,330 @@ def load_cells(paper_dir: Path, sweep: str) -> list[Cell]:
     for r in load_sweep(d).runs():
         sc = yaml.safe_load((r.run_dir / "scenario.yaml").read_text())
         meta = sc.pop("_meta", {})
-        r.__dict__["scenario"] = sc  # RunData.scenario is a cached property: the same parse, without _meta
-        out.append(Cell(sweep, r.policy, float(sc["algorithm"]["params"].get("prune_target", math.nan)),
+        reading = (sc.get("sparsity") or {}).get("constraint", "per_device")
+        params = {**sc["algorithm"].get("defaults", {}), **sc["algorithm"]["params"]}
+        out.append(Cell(sweep, r.policy, reading, float(params.get("prune_target", math.nan)),
                         int(sc["training"]["local_steps"]), int(sc["training"]["rounds"]), r.seed,
-                        meta.get("digest", ""), r, r.rounds))
+                        meta.get("digest", ""), r))
     return out
 
 
-def _key(c: Cell) -> tuple:
-    return (c.policy, round(c.p, 6), c.seed)
-
-
-# ----------------------------------------------------------------------------------------- statistics
-def mean_std(xs: list[float]) -> tuple[float, float, int]:
-    v = np.array([x for x in xs if not math.isnan(x)], dtype=float)
-    if not len(v):
-        return math.nan, math.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
-
-
-EXPECTED_N = [0]  # seeds per group of the run being reported (set by write_page); fewer are flagged
-
-
-def fmt(xs: list[float], scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
-    m, s, n = mean_std(xs)
-    if n == 0:
-        return "n/a"
-    tail = f" (n={n})" if n != len(xs) or n < EXPECTED_N[0] else ""
-    return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}{unit}{tail}"
-
-
-# ----------------------------------------------------------------------------------------- the data
 class Results:
-    """Every sweep's cells, indexed, plus the calibrated timelines of the fixed-plan methods."""
+    """Every sweep's finished cells, looked up by (sweep, policy, reading, sparsity, tau) per seed."""
 
     def __init__(self, paper_dir: Path):
         self.dir = paper_dir
         self.cells = {n: load_cells(paper_dir, n) for n in SWEEPS}
         self.missing = [n for n in SWEEPS if not self.cells[n]]
-        self.retime_check = self._check_retime()
-        self._learning = {cal: self._learning_cells(cal) for cal in CALS}
 
-    def rounds_of(self, sweep: str) -> int:
-        """Rounds of a sweep's runs (0 when it has not run)."""
-        return self.cells[sweep][0].rounds_n if self.cells[sweep] else 0
+    def by_seed(self, sweep: str, policy: str, reading: str | None = None, p: float = P0,
+                tau: int | None = None) -> dict[int, Cell]:
+        """seed -> cell; ``reading`` None accepts either (methods the reading leaves unchanged)."""
+        return {c.seed: c for c in self.cells[sweep]
+                if c.policy == policy and (reading is None or c.reading == reading)
+                and abs(c.p - p) < 1e-9 and (tau is None or c.tau == tau)}
 
-    def learning(self, cal: str) -> dict[tuple, Cell]:
-        """(policy, p, seed) -> cell with learning at tau = 20 (the claim-1/2 runs) under ``cal``."""
-        return self._learning[cal]
+    def accuracy_cells(self, policy: str, reading: str) -> dict[int, Cell]:
+        """Claim 1a/1b/2 runs: FedSpine under ``reading``; the others (reading-free) from ``accuracy``."""
+        if policy == "fedspine" and reading == "fleet_mean":
+            return self.by_seed("accuracy-fleet-mean", policy, reading)
+        return self.by_seed("accuracy", policy, "per_device")
 
-    def _learning_cells(self, cal: str) -> dict[tuple, Cell]:
-        out: dict[tuple, Cell] = {}
-        if cal == "datasheet":
-            for c in self.cells["sparsity"] + self.cells["sequential"]:
-                out[_key(c)] = c
-            return out
-        for c in self.cells["sparsity-calibrated"]:
-            out[_key(c)] = c
-        if self.retime_check["ok"]:
-            cal_t = {_key(c): c for c in self.cells["retime-calibrated"]}
-            for k, c in self._learning_cells("datasheet").items():
-                if c.policy in FIXED and k in cal_t:
-                    r = c.rounds.copy()
-                    t = cal_t[k].rounds
-                    for col in ("t_start_s", "t_end_s", "duration_s", "mean_idle_fraction"):
-                        r[col] = t[col].to_numpy()
-                    out[k] = Cell("retime-join", c.policy, c.p, c.tau, c.rounds_n, c.seed, c.digest, c.run, r)
-        return out
+    def seeds(self, sweep: str) -> list[int]:
+        return sorted({c.seed for c in self.cells[sweep]})
 
-    def _check_retime(self) -> dict:
-        """retime (datasheet, timing-only) must reproduce the datasheet learning runs' round times."""
-        learn = {_key(c): c for c in self.cells["sparsity"] + self.cells["sequential"] if c.policy in FIXED}
-        timing = {_key(c): c for c in self.cells["retime"]}
-        pairs = [(learn[k], timing[k]) for k in learn if k in timing]
-        worst = 0.0
-        for a, b in pairs:
-            ta, tb = a.rounds["t_end_s"].to_numpy(), b.rounds["t_end_s"].to_numpy()
-            worst = max(worst, math.inf if ta.shape != tb.shape else float(np.max(np.abs(ta - tb))))
-        return {"ok": bool(pairs) and worst == 0.0, "pairs": len(pairs), "max_abs_diff_s": worst}
 
-    def system(self, cal: str) -> dict[tuple, Cell]:
-        return {_key(c): c for c in self.cells["system" + CALS[cal]]}
+# ----------------------------------------------------------------------------------------- verdicts
+HOLDS, FAILS, OPEN = "holds", "does not hold", "cannot be resolved at this budget"
 
-    def tau(self, cal: str) -> dict[tuple, Cell]:
-        """(tau, seed) -> FedSpine cell at sparsity 0.3; tau = 20 from the sparsity sweep."""
-        out = {(c.tau, c.seed): c for c in self.cells["tau" + CALS[cal]]}
-        for c in self.cells["sparsity" + CALS[cal]]:
-            if c.policy == "fedspine" and abs(c.p - 0.3) < 1e-9 and c.tau == 20:
-                out[(20, c.seed)] = c
-        return out
 
-    def seeds(self) -> list[int]:
-        return sorted({c.seed for cs in self.cells.values() for c in cs})
+@dataclass
+class Judged:
+    """A paired comparison judged against the paper's lower bound ``low`` (module docstring)."""
+
+    diffs: dict[int, float]
+    low: float
+    goal: float  # the MDE the design aims at (the paper's bound, or a tighter goal)
+    mean: float = math.nan
+    lo: float = math.nan
+    hi: float = math.nan
+    mde: float = math.nan
+    n: int = 0
+    word: str = OPEN
+    seeds_needed: int | None = None
+
+    def __post_init__(self) -> None:
+        p = paired_difference(self.diffs, {s: 0.0 for s in self.diffs})
+        self.mean, self.lo, self.hi, self.n = p.mean, p.low, p.high, p.n
+        sd = seed_stats(list(self.diffs.values())).std
+        self.mde = mde_paired(sd, self.n)
+        if self.n == 0:
+            self.word = "not run"
+        elif self.n >= 2 and self.lo > 0 and self.hi >= self.low:
+            self.word = HOLDS
+        elif self.n >= 2 and self.hi < self.low:
+            self.word = FAILS
+        else:
+            self.word = OPEN
+            self.seeds_needed = seeds_for_mde(sd, self.goal)
+
+
+def judge_gain(diffs: dict[int, float], low_pp: float) -> Judged:
+    """Accuracy gains (fractions) against the paper's lower bound in pp; MDE goal min(bound, 1.5 pp)."""
+    return Judged({s: 100.0 * d for s, d in diffs.items() if math.isfinite(d)}, low_pp, min(low_pp, ACC_GOAL_PP))
+
+
+def judge_speed(ratios: dict[int, float], low: float) -> Judged:
+    """Speed-ups, judged on ln(ratio) against ln(``low``)."""
+    logs = {s: math.log(r) for s, r in ratios.items() if math.isfinite(r) and r > 0}
+    return Judged(logs, math.log(low), math.log(low))
+
+
+def judge_level(values: dict[int, float], band: tuple[float, float]) -> tuple[str, float, float, float]:
+    """A level claim: (verdict, mean, lo, hi) of the mean's 95% t interval against ``band``."""
+    st = seed_stats(list(values.values()))
+    if st.n < 2:
+        return OPEN, st.mean, math.nan, math.nan
+    half = t975(st.n - 1) * st.std / math.sqrt(st.n)
+    lo, hi = st.mean - half, st.mean + half
+    if band[0] <= lo and hi <= band[1]:
+        return HOLDS, st.mean, lo, hi
+    if hi < band[0] or lo > band[1]:
+        return FAILS, st.mean, lo, hi
+    return OPEN, st.mean, lo, hi
+
+
+def paired_values(a: dict[int, Cell], b: dict[int, Cell], f: Callable[[Cell, Cell], float]) -> dict[int, float]:
+    """f(a_s, b_s) over the seeds both have."""
+    return {s: f(a[s], b[s]) for s in sorted(set(a) & set(b))}
+
+
+@dataclass
+class Row:
+    """One line of a claims table."""
+
+    claim: str
+    reading: str
+    paper: str
+    figure: str
+    judged: Judged | None
+    word: str
+    why: str = ""
+
+
+def fmt_gain(j: Judged) -> str:
+    if j.n == 0:
+        return "not run"
+    if j.n == 1:
+        return f"{j.mean:+.1f} pp (1 seed)"
+    return f"{j.mean:+.1f} pp [{j.lo:+.1f}, {j.hi:+.1f}]"
+
+
+def fmt_speed(j: Judged) -> str:
+    if j.n == 0:
+        return "not run"
+    if j.n == 1:
+        return f"{math.exp(j.mean):.2f}x (1 seed)"
+    return f"{math.exp(j.mean):.2f}x [{math.exp(j.lo):.2f}, {math.exp(j.hi):.2f}]"
+
+
+def fmt_mde(j: Judged | None, speed: bool = False) -> str:
+    if j is None or not math.isfinite(j.mde):
+        return "n/a"
+    return f"{math.exp(j.mde):.2f}x" if speed else f"{j.mde:.1f} pp"
 
 
 # ----------------------------------------------------------------------------------------- claims
-@dataclass
-class Row:
-    claim: str
-    paper: str
-    figures: dict[str, str]   # calibration -> "mean ± std"
-    verdicts: dict[str, str]  # calibration -> verdict
-    why: str
+def accuracy_rows(res: Results) -> list[Row]:
+    """Claims 1a (FedSpine vs FedAPT at the same sparsity) and 2 (iterative vs sequential), per reading."""
+    rows = []
+    acc = lambda x, y: x.settled_accuracy() - y.settled_accuracy()  # noqa: E731
+    apt = res.accuracy_cells("fedapt", "per_device")
+    for reading in READINGS:
+        spine = res.accuracy_cells("fedspine", reading)
+        j = judge_gain(paired_values(spine, apt, acc), 0.4)
+        rows.append(Row("1a. final accuracy, FedSpine - FedAPT at sparsity 0.3", reading, "+0.4 to +4.5 pp",
+                        fmt_gain(j), j, j.word))
+    for it, reading in (("fedapt", "per_device"), ("fedspine", "per_device"), ("fedspine", "fleet_mean")):
+        a = res.accuracy_cells(it, reading)
+        for seq in ("prune_then_fedlora", "fedlora_then_prune"):
+            j = judge_gain(paired_values(a, res.accuracy_cells(seq, "per_device"), acc), 0.5)
+            rows.append(Row(f"2. final accuracy, {LABEL[it]} - {LABEL[seq]} at 0.3",
+                            reading if it == "fedspine" else "either", "+0.5 to +1.7 pp", fmt_gain(j), j, j.word))
+    return rows
 
 
-def _verdict(values: list[float], low: float, null: float, expected: int) -> str:
-    """holds: mean >= ``low`` and every value above ``null``; direction only: mean above ``null``."""
-    m, _s, n = mean_std(values)
-    if n == 0:
-        return "not run"
-    if n < expected:
-        return f"partial ({n} of {expected} pairs)"
-    if m >= low and all(v > null for v in values):
-        return "holds"
-    if m > null:
-        return "direction only"
-    return "does not hold"
+def target_for(runs: list[dict[int, Cell]]) -> float:
+    """The time-to-target comparison's target: the lowest seed-mean settled accuracy of the methods
+    compared (so each reaches it on average); NaN when it is not above the majority rate plus two
+    binomial standard errors (a trivial classifier would reach it)."""
+    means = [seed_stats([c.settled_accuracy() for c in r.values()]).mean for r in runs if r]
+    if not means:
+        return math.nan
+    target = min(means)
+    cell = next(iter(runs[0].values()))
+    maj = majority_rate(cell.summary)
+    n_eval = (cell.summary.get("learning_info") or {}).get("n_eval") or 0
+    floor = maj + 2 * math.sqrt(maj * (1 - maj) / n_eval) if n_eval and math.isfinite(maj) else -math.inf
+    return target if target > floor else math.nan
 
 
-def verdict_gain(gains: list[float], low_pp: float, expected: int = 0) -> str:
-    """Accuracy gains (fractions) against the paper's lower bound in percentage points."""
-    return _verdict(gains, low_pp / 100, 0.0, expected)
+def speed_to_target_rows(res: Results, full: bool) -> list[Row]:
+    """Claim 1b: FedSpine's speed-up to a target accuracy over the pruning baselines, per reading, at
+    the learning scale (8 boards, seeds) or at full scale (80 boards learning, ``fullscale``)."""
+    rows = []
+    for reading in (("fleet_mean",) if full else READINGS):
+        for base in ("fedapt", "prune_then_fedlora", "fedlora_then_prune"):
+            if full:
+                spine, other = res.by_seed("fullscale", "fedspine", reading), res.by_seed("fullscale", base)
+            else:
+                spine, other = res.accuracy_cells("fedspine", reading), res.accuracy_cells(base, "per_device")
+            if not other and full:
+                continue
+            target = target_for([spine, other])
+            ratios = {} if not math.isfinite(target) else paired_values(
+                other, spine, lambda b, s, t=target: time_to_target(b.rounds, t) / time_to_target(s.rounds, t))
+            j = judge_speed(ratios, 1.4)
+            scale = "80 boards learning" if full else "8 boards"
+            why = (f"target {target * 100:.1f}%; reached by both in {j.n} of {len(set(spine) & set(other))} seeds"
+                   if math.isfinite(target) else "no target above the majority rate + 2 SE")
+            rows.append(Row(f"1b. time to target accuracy ({scale}), {LABEL[base]} / FedSpine", reading,
+                            "1.4x to 6.9x", fmt_speed(j), j, j.word, why))
+    return rows
 
 
-def verdict_speed(ratios: list[float], low: float, expected: int = 0) -> str:
-    """Speed-ups (ratios) against the paper's lower bound."""
-    return _verdict(ratios, low, 1.0, expected)
+def equal_rounds_rows(res: Results, sweep: str, p: float = P0) -> list[Row]:
+    """Claim 1c: simulated time of the same rounds, baseline / FedSpine, per reading (timing-only)."""
+    rows = []
+    t = lambda b, s: b.summary["sim_time_s"] / s.summary["sim_time_s"]  # noqa: E731
+    for reading in READINGS:
+        spine = res.by_seed(sweep, "fedspine", reading, p)
+        for base in BASELINES:
+            j = judge_speed(paired_values(res.by_seed(sweep, base, reading, p), spine, t), 1.4)
+            n = f"{res.cells[sweep][0].rounds_n} rounds" if res.cells[sweep] else "the same rounds"
+            rows.append(Row(f"1c. time of {n}, {LABEL[base]} / FedSpine, sparsity {p}", reading, "1.4x to 6.9x (time to accuracy)",
+                            fmt_speed(j), j, j.word))
+    return rows
 
 
-def paired(a: dict[tuple, Cell], b: dict[tuple, Cell], pa: str, pb: str, p: float, seeds: list[int],
-           f) -> list[float]:
-    out = []
-    for s in seeds:
-        ka, kb = (pa, round(p, 6), s), (pb, round(p, 6), s)
-        if ka in a and kb in b:
-            out.append(f(a[ka], b[kb]))
+def idle_rows(res: Results, sweep: str) -> list[Row]:
+    """Claims 3a (the uniform plan's fastest-board idle, about 30%) and 3b (FedSpine reduces it)."""
+    uni = res.by_seed(sweep, "fedapt", "per_device")
+    values = {s: c.summary["mean_idle_fastest"] for s, c in uni.items()}
+    word, m, lo, hi = judge_level(values, (0.25, 0.35))
+    fig = "not run" if not values else (f"{m * 100:.1f}% [{lo * 100:.1f}, {hi * 100:.1f}]" if math.isfinite(lo)
+                                        else f"{m * 100:.1f}%")
+    rows = [Row("3a. fastest-board idle 1 - T_fastest / T_slowest, uniform plan (FedAPT) at 0.3", "either",
+                "about 30%", fig, None, word)]
+    idle = lambda u, s: u.summary["mean_idle_fastest"] - s.summary["mean_idle_fastest"]  # noqa: E731
+    for reading in READINGS:
+        j = judge_gain(paired_values(uni, res.by_seed(sweep, "fedspine", reading), idle), 0.0)
+        j.goal = math.nan
+        rows.append(Row("3b. fastest-board idle removed by FedSpine (FedAPT - FedSpine)", reading,
+                        "reduced (no number)", fmt_gain(j), j, j.word))
+    return rows
+
+
+def tau_rows(res: Results) -> list[Row]:
+    """Claim 4: tau = 20 beats 10, 30 and 40 at an equal budget of local steps."""
+    by_tau = {tau: res.by_seed("tau", "fedspine", "per_device", tau=tau) for tau in TAUS}
+    acc = lambda x, y: x.settled_accuracy() - y.settled_accuracy()  # noqa: E731
+    judged = {tau: judge_gain(paired_values(by_tau[20], by_tau[tau], acc), 0.0) for tau in TAUS if tau != 20}
+    if any(j.n < 2 for j in judged.values()):
+        word = OPEN if any(j.n for j in judged.values()) else "not run"
+    elif all(j.lo > 0 for j in judged.values()):
+        word = HOLDS
+    elif any(j.hi < 0 for j in judged.values()):
+        word = FAILS
+    else:
+        word = OPEN
+    means = {tau: seed_stats([c.settled_accuracy() for c in by_tau[tau].values()]).mean for tau in TAUS}
+    fig = ", ".join(f"{t}: {m * 100:.1f}%" for t, m in means.items() if math.isfinite(m)) or "not run"
+    worst = max(judged.values(), key=lambda j: j.mde if math.isfinite(j.mde) else -1.0)
+    why = "; ".join(f"20 - {t}: {fmt_gain(j)}" for t, j in judged.items())
+    return [Row("4. best tau of 10, 20, 30, 40 (240 local steps per board)", "per_device", "tau = 20", fig,
+                worst, word, why)]
+
+
+# ----------------------------------------------------------------------------------------- facts
+def plans_by_type(res: Results, sweep: str = "system", last_share: float = 0.2) -> pd.DataFrame:
+    """FedSpine's and FedAPT's plans by device type over the last ``last_share`` of the rounds (all
+    seeds, sparsity 0.3): mean pruning ratio, modal LoRA rank, median local work (download to report)."""
+    rows = []
+    for pol, reading in (("fedapt", "per_device"), ("fedspine", "per_device"), ("fedspine", "fleet_mean"),
+                         ("oracle", "fleet_mean")):
+        cs = list(res.by_seed(sweep, pol, reading).values())
+        if not cs:
+            continue
+        dr = pd.concat([c.run.device_rounds for c in cs])
+        dr = dr[dr["round"] >= (1 - last_share) * (dr["round"].max() + 1)]
+        dr = dr.assign(work=dr["t_report_s"] - dr["t_round_start_s"])
+        for t, g in dr.groupby("device_type", observed=True):
+            rows.append({"method": LABEL[pol], "reading": reading, "board": str(t), "p": g["prune_ratio"].mean(),
+                         "rank": int(g["lora_rank"].mode().iloc[0]), "work_s": g["work"].median()})
+    return pd.DataFrame(rows)
+
+
+def learning_facts(res: Results) -> dict:
+    """Dataset and evaluation facts of the accuracy runs (from a cell's summary)."""
+    for sweep in ("accuracy", "fullscale", "tau"):
+        if res.cells[sweep]:
+            s = res.cells[sweep][0].summary
+            info = s.get("learning_info") or {}
+            return {"majority": majority_rate(s), "n_eval": info.get("n_eval"), "n_train": info.get("n_train"),
+                    "model": info.get("model"), "dataset": info.get("dataset")}
+    return {}
+
+
+def host_times(paper_dir: Path) -> list[str]:
+    out = ["| sweep | cells finished | host time of its cells (s, sum over cells) |", "|---|---|---|"]
+    for name in SWEEPS:
+        d = paper_dir / name
+        if not (d / "sweep.parquet").is_file():
+            continue
+        idx = pd.read_parquet(d / "sweep.parquet")
+        host = 0.0
+        for cid in idx.loc[idx["status"] == "finished", "cell_id"]:
+            s = json.loads((d / "cells" / cid / "summary.json").read_text())
+            host += float(s.get("host", {}).get("host_time_s", 0.0))
+        out.append(f"| {name} | {int((idx['status'] == 'finished').sum())} / {len(idx)} | {host:.0f} |")
     return out
 
 
-def accuracy_gain_rows(res: Results) -> tuple[list[Row], list[str]]:
-    """Claim 1 (accuracy at the same sparsity) and claim 2 (iterative vs sequential at 0.3)."""
-    seeds = res.seeds()
-    rows, detail = [], []
-    learn = {cal: res.learning(cal) for cal in CALS}
-    detail.append("| calibration | sparsity | method | final accuracy (%) | FedSpine gain (pp) |")
-    detail.append("|---|---|---|---|---|")
-    for cal in CALS:
-        L = learn[cal]
-        for p in SPARSITIES:
-            for pol in ("fedspine", *FIXED):
-                accs = [L[(pol, round(p, 6), s)].final_accuracy for s in seeds if (pol, round(p, 6), s) in L]
-                if not accs:
-                    continue
-                gain = "" if pol == "fedspine" else fmt(paired(
-                    L, L, "fedspine", pol, p, seeds, lambda x, y: x.final_accuracy - y.final_accuracy), 100, 1)
-                detail.append(f"| {CAL_TITLE[cal]} | {p} | {LABEL[pol]} | {fmt(accs, 100, 1)} | {gain} |")
-    # claim 1: FedSpine vs FedAPT (the same-sparsity pruning baseline run at every sparsity)
-    figs, verds, notes = {}, {}, []
-    for cal in CALS:
-        L = learn[cal]
-        gains = []
-        for p in SPARSITIES:
-            gains += paired(L, L, "fedspine", "fedapt", p, seeds, lambda x, y: x.final_accuracy - y.final_accuracy)
-        figs[cal] = fmt(gains, 100, 1, " pp")
-        verds[cal] = verdict_gain(gains, 0.4, len(SPARSITIES) * len(seeds))
-        per_p = ", ".join(f"{p}: {fmt(paired(L, L, 'fedspine', 'fedapt', p, seeds, lambda x, y: x.final_accuracy - y.final_accuracy), 100, 1)}"
-                          for p in SPARSITIES)
-        notes.append(f"{CAL_TITLE[cal]} by sparsity {per_p}")
-    rows.append(Row("1a. final accuracy, FedSpine vs FedAPT at the same sparsity (0.2, 0.3, 0.5; all seeds pooled)",
-                    "+0.4 to +4.5 pp", figs, verds, "; ".join(notes)))
-    # claim 2: iterative (FedAPT, FedSpine) vs sequential at 0.3
-    for it in ("fedapt", "fedspine"):
-        figs, verds, notes = {}, {}, []
-        for cal in CALS:
-            L = learn[cal]
-            gains = []
-            for seq in ("prune_then_fedlora", "fedlora_then_prune"):
-                g = paired(L, L, it, seq, 0.3, seeds, lambda x, y: x.final_accuracy - y.final_accuracy)
-                gains += g
-                notes.append(f"{CAL_TITLE[cal]} vs {LABEL[seq]}: {fmt(g, 100, 1)}")
-            figs[cal] = fmt(gains, 100, 1, " pp")
-            verds[cal] = verdict_gain(gains, 0.5, 2 * len(seeds))
-        rows.append(Row(f"2. iterative ({LABEL[it]}) vs Prune-then-FedLoRA and FedLoRA-then-prune at 0.3",
-                        "+0.5 to +1.7 pp", figs, verds, "; ".join(notes)))
-    return rows, detail
-
-
-def speed_rows(res: Results) -> tuple[list[Row], list[str]]:
-    """Claim 1b: time to target accuracy (learning scale) and 1c: time of the full-scale runs."""
-    detail: list[str] = []
-    rows = [_speed_to_target(res, detail), _speed_full_scale(res, detail)]
-    return rows, detail
-
-
-def _speed_to_target(res: Results, detail: list[str]) -> Row:
-    """Claim 1b's row; its table lines are appended to ``detail``."""
-    seeds = res.seeds()
-    figs, verds, notes = {}, {}, []
-    detail.append("| calibration | sparsity | target accuracy (%) | method | time to target (s) | reached | speed-up of FedSpine |")
-    detail.append("|---|---|---|---|---|---|---|")
-    for cal in CALS:
-        L = res.learning(cal)
-        ratios_all = []
-        for p in SPARSITIES:
-            pols = [pol for pol in ("fedspine", *FIXED) if any((pol, round(p, 6), s) in L for s in seeds)]
-            if "fedspine" not in pols or len(pols) < 2:
-                continue
-            finals = {pol: mean_std([L[(pol, round(p, 6), s)].final_accuracy for s in seeds
-                                     if (pol, round(p, 6), s) in L])[0] for pol in pols}
-            target = min(finals.values())
-            tt = {pol: {s: time_to_target(L[(pol, round(p, 6), s)].rounds, target) for s in seeds
-                        if (pol, round(p, 6), s) in L} for pol in pols}
-            for pol in pols:
-                ratios = [] if pol == "fedspine" else [tt[pol][s] / tt["fedspine"][s] for s in seeds
-                                                      if s in tt[pol] and s in tt["fedspine"]
-                                                      and not math.isnan(tt[pol][s]) and not math.isnan(tt["fedspine"][s])]
-                if pol != "fedspine":
-                    ratios_all += ratios
-                reached = sum(not math.isnan(v) for v in tt[pol].values())
-                detail.append(f"| {CAL_TITLE[cal]} | {p} | {target * 100:.1f} | {LABEL[pol]} | "
-                              f"{fmt(list(tt[pol].values()), 1, 0)} | {reached}/{len(tt[pol])} | "
-                              f"{'' if pol == 'fedspine' else fmt(ratios, 1, 2, 'x')} |")
-        figs[cal] = fmt(ratios_all, 1, 2, "x")
-        verds[cal] = verdict_speed(ratios_all, 1.4)
-        if ratios_all:
-            notes.append(f"{CAL_TITLE[cal]}: range {min(ratios_all):.2f}x to {max(ratios_all):.2f}x over "
-                         f"{len(ratios_all)} (baseline, sparsity, seed) pairs")
-    return Row("1b. speed-up to a target accuracy, FedSpine vs the pruning baselines (learning scale, 8 boards)",
-               "1.4x to 6.9x", figs, verds, "; ".join(notes))
-
-
-def _speed_full_scale(res: Results, detail: list[str]) -> Row:
-    """Claim 1c's row (simulated time of the full-scale runs); its table lines are appended to ``detail``."""
-    seeds = res.seeds()
-    figs, verds, notes = {}, {}, []
-    detail.append("")
-    n = res.rounds_of("system")
-    detail.append(f"Full scale (80 boards, timing-only, {n} rounds): simulated time of the {n} rounds, "
-                  "and FedSpine's speed-up (baseline time / FedSpine time, per seed):")
-    detail.append("")
-    detail.append(f"| calibration | sparsity | method | time of {n} rounds (h) | speed-up of FedSpine |")
-    detail.append("|---|---|---|---|---|")
-    for cal in CALS:
-        S = res.system(cal)
-        ratios_all = []
-        for p in SPARSITIES:
-            for pol in ("fedspine", "fedapt", "fedmp", "prune_then_fedlora", "fedlora_then_prune"):
-                ts = [S[(pol, round(p, 6), s)].run.summary["sim_time_s"] for s in seeds if (pol, round(p, 6), s) in S]
-                if not ts:
-                    continue
-                r = [] if pol == "fedspine" else paired(
-                    S, S, pol, "fedspine", p, seeds,
-                    lambda x, y: x.run.summary["sim_time_s"] / y.run.summary["sim_time_s"])
-                ratios_all += r
-                detail.append(f"| {CAL_TITLE[cal]} | {p} | {LABEL[pol]} | {fmt(ts, 1 / 3600, 2)} | "
-                              f"{'' if pol == 'fedspine' else fmt(r, 1, 2, 'x')} |")
-        figs[cal] = fmt(ratios_all, 1, 2, "x")
-        verds[cal] = verdict_speed(ratios_all, 1.4)
-        if ratios_all:
-            notes.append(f"{CAL_TITLE[cal]}: range {min(ratios_all):.2f}x to {max(ratios_all):.2f}x")
-    return Row(f"1c. speed-up at equal rounds, full scale (80 boards, {n} rounds, timing-only), FedSpine vs the "
-               "pruning baselines", "1.4x to 6.9x (the paper's figure is time to accuracy)",
-               figs, verds, "; ".join(notes))
-
-
-def idle_rows(res: Results) -> tuple[list[Row], list[str]]:
-    """Claim 3: about 30% idle time with a uniform plan, which the bandit reduces (full scale)."""
-    seeds = res.seeds()
-    rows, detail = [], []
-    detail.append("| calibration | sparsity | method | mean idle fraction (%) |")
-    detail.append("|---|---|---|---|")
-    f_uni, v_uni, f_red, v_red, notes = {}, {}, {}, {}, []
-    for cal in CALS:
-        S = res.system(cal)
-        uni, diffs = [], []
-        for p in SPARSITIES:
-            for pol in ("fedapt", "fedspine", "fedmp"):
-                xs = [S[(pol, round(p, 6), s)].run.summary["mean_idle_fraction"] for s in seeds
-                      if (pol, round(p, 6), s) in S]
-                if xs:
-                    detail.append(f"| {CAL_TITLE[cal]} | {p} | {LABEL[pol]} | {fmt(xs, 100, 1)} |")
-            uni += [S[("fedapt", round(p, 6), s)].run.summary["mean_idle_fraction"] for s in seeds
-                    if ("fedapt", round(p, 6), s) in S]
-            diffs += paired(S, S, "fedapt", "fedspine", p, seeds,
-                            lambda x, y: x.run.summary["mean_idle_fraction"] - y.run.summary["mean_idle_fraction"])
-        m = mean_std(uni)[0]
-        f_uni[cal] = fmt(uni, 100, 1, "%")
-        v_uni[cal] = "not run" if math.isnan(m) else ("holds" if 0.2 <= m <= 0.4 else "does not hold")
-        f_red[cal] = fmt(diffs, 100, 1, " pp")
-        v_red[cal] = verdict_gain(diffs, 0.0) if diffs else "not run"
-    rows.append(Row("3a. idle time with a uniform plan (FedAPT), full scale", "about 30%", f_uni, v_uni,
-                    "idle = mean over rounds and boards of the wait for the round's last report"))
-    rows.append(Row("3b. idle time the bandit removes (FedAPT idle - FedSpine idle, same seed), full scale",
-                    "reduced (no number)", f_red, v_red, "; ".join(notes)))
-    return rows, detail
-
-
-def tau_rows(res: Results) -> tuple[list[Row], list[str]]:
-    """Claim 4: tau = 20 is the best of {10, 20, 30, 40}."""
-    seeds = res.seeds()
-    detail = ["| calibration | tau | rounds | final accuracy (%) | simulated time (s) |", "|---|---|---|---|---|"]
-    figs, verds, notes = {}, {}, []
-    for cal in CALS:
-        T = res.tau(cal)
-        means = {}
-        for tau in TAUS:
-            cs = [T[(tau, s)] for s in seeds if (tau, s) in T]
-            if not cs:
-                continue
-            accs = [c.final_accuracy for c in cs]
-            means[tau] = mean_std(accs)[0]
-            detail.append(f"| {CAL_TITLE[cal]} | {tau} | {cs[0].rounds_n} | {fmt(accs, 100, 1)} | "
-                          f"{fmt([c.run.summary['sim_time_s'] for c in cs], 1, 0)} |")
-        if len(means) < len(TAUS):
-            figs[cal], verds[cal] = "n/a", "not run"
-            continue
-        best = max(means, key=lambda t: means[t])
-        figs[cal] = "best tau = {} ({})".format(best, ", ".join(f"{t}: {means[t] * 100:.1f}%" for t in TAUS))
-        verds[cal] = "holds" if best == 20 else "does not hold"
-    return [Row("4. best tau of {10, 20, 30, 40} (equal budget of local steps)", "tau = 20", figs, verds,
-                "tau = 10 gets 8 rounds, 20 gets 4, 30 gets 3 (90 steps), 40 gets 2")], detail
-
-
-# ----------------------------------------------------------------------------------------- figures
-def make_figures(res: Results, docs: Path) -> list[str]:
-    """The figures of ``fedfleet plot`` on each sweep (:func:`sim.views.figures.plot_runs` into the
-    sweep's ``figures/``); copy the chosen PNGs to docs/figures/ (names in FIGURES)."""
+def make_figures(res: Results, out_dir: Path) -> list[str]:
+    """``fedfleet plot``'s figures of the learning sweeps, copied to ``out_dir`` (names in FIGURES)."""
     from sim.views.figures import plot_runs  # noqa: PLC0415 - matplotlib only when figures are made
 
-    out_dir = docs / "figures"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for sweep in sorted({s for s, _ in FIGURES}):
         d = res.dir / sweep
         if not res.cells.get(sweep):
             continue
-        sweep_data = load_sweep(d)
-        plot_runs(sweep_data.runs(), d / "figures", sweep=sweep_data)
+        data = load_sweep(d)
+        plot_runs(data.runs(), d / "figures", sweep=data)
         for (s, stem), name in FIGURES.items():
             src = d / "figures" / f"{stem}.png"
             if s == sweep and src.is_file():
                 atomic_write_bytes(out_dir / name, src.read_bytes())
                 written.append(name)
-            elif s == sweep:
-                log.warning("figure %s not written by fedfleet plot", src)
     return written
 
 
-# ----------------------------------------------------------------------------------------- checks
-def step_ratios(res: Results) -> tuple[list[str], dict[str, float]]:
-    """Per calibration: each device type's median local-step time under the uniform plan (FedAPT at 0.3,
-    full fleet, every round and seed), relative to the TX2's; and the strongest/weakest round ratio."""
-    out = ["| calibration | TX2 step (s) | Xavier NX / TX2 | AGX Xavier / TX2 | fastest board's local work / slowest's, per round (median) |",
-           "|---|---|---|---|---|"]
-    ratio: dict[str, float] = {}
-    for cal in CALS:
-        cs = [c for c in res.cells["system" + CALS[cal]] if c.policy == "fedapt" and abs(c.p - 0.3) < 1e-9]
-        if not cs:
-            continue
-        dr = pd.concat([c.run.device_rounds for c in cs])
-        med = dr.groupby("device_type")["step_time_s"].median()
-        work = dr.assign(work=dr["t_report_s"] - dr["t_round_start_s"]).groupby(["round"])["work"]
-        per_round = (work.min() / work.max()).median()
-        ratio[cal] = float(per_round)
-        out.append(f"| {CAL_TITLE[cal]} | {med.get('tx2', math.nan):.2f} | {med.get('xavier_nx', math.nan) / med.get('tx2', math.nan):.2f} | "
-                   f"{med.get('agx_xavier', math.nan) / med.get('tx2', math.nan):.2f} | {per_round:.2f} |")
-    return out, ratio
-
-
-def fedspine_plans(res: Results, p: float = 0.3, last: int = 10) -> tuple[list[str], dict[str, float]]:
-    """FedSpine's plans by device type at full scale (sparsity ``p``, the last ``last`` rounds, all
-    seeds), next to the uniform plan (FedAPT): pruning ratio, LoRA rank, local work (download to report)
-    and idle fraction. Returns the table and, per calibration, the TX2 / AGX ratio of local work."""
-    out = ["| calibration | method | board | pruning ratio | LoRA rank | local work (s, median) | idle fraction (%) |",
-           "|---|---|---|---|---|---|---|"]
-    spread: dict[str, float] = {}
-    for cal in CALS:
-        for pol in ("fedspine", "fedapt"):
-            cs = [c for c in res.cells["system" + CALS[cal]] if c.policy == pol and abs(c.p - p) < 1e-9]
-            if not cs:
-                continue
-            dr = pd.concat([c.run.device_rounds for c in cs])
-            dr = dr[dr["round"] >= dr["round"].max() + 1 - last]
-            dr = dr.assign(work=dr["t_report_s"] - dr["t_round_start_s"])
-            g = dr.groupby("device_type")
-            agg = pd.DataFrame({"p": g["prune_ratio"].mean(), "r": g["lora_rank"].mean(), "w": g["work"].median(),
-                                "idle": g["idle_fraction"].mean()})
-            for t in ("tx2", "xavier_nx", "agx_xavier"):
-                if t in agg.index:
-                    a = agg.loc[t]
-                    out.append(f"| {CAL_TITLE[cal]} | {LABEL[pol]} | {t} | {a['p']:.3f} | {a['r']:.1f} | {a['w']:.1f} | {a['idle'] * 100:.1f} |")
-            if pol == "fedspine" and {"tx2", "agx_xavier"} <= set(agg.index):
-                spread[cal] = float(agg.loc["tx2", "w"] / agg.loc["agx_xavier", "w"])
-    return out, spread
-
-
-def prune_paths(res: Results, p: float = 0.3) -> str:
-    """Mean pruning ratio over the full-scale rounds, per method (datasheet, sparsity ``p``)."""
-    parts = []
-    for pol in ("prune_then_fedlora", "fedmp", "fedspine", "fedapt", "fedlora_then_prune"):
-        cs = [c for c in res.cells["system"] if c.policy == pol and abs(c.p - p) < 1e-9]
-        if cs:
-            parts.append(f"{LABEL[pol]} {np.mean([c.rounds['mean_prune_ratio'].mean() for c in cs]):.2f}")
-    return ", ".join(parts)
-
-
-def last_round_step(res: Results) -> str:
-    """How FedSpine and FedAPT arrive at the target (datasheet learning runs, all sparsities and seeds):
-    the mean pruning ratio before the last round, as a fraction of the target, and the mean accuracy
-    change over the last round."""
-    parts = []
-    for pol in ("fedspine", "fedapt"):
-        cs = [c for c in res.cells["sparsity"] if c.policy == pol and len(c.rounds) >= 2]
-        if not cs:
-            continue
-        frac = np.mean([c.rounds["mean_prune_ratio"].iloc[-2] / c.p for c in cs])
-        d_acc = np.mean([c.rounds["accuracy"].iloc[-1] - c.rounds["accuracy"].iloc[-2] for c in cs])
-        parts.append(f"{LABEL[pol]} is at {frac * 100:.0f}% of the target before the last round, whose accuracy "
-                     f"change is {d_acc * 100:+.1f} pp")
-    return "; ".join(parts) if parts else "n/a"
-
-
-def explain(rows: list[Row], res: Results, se: tuple[float, int], spread_uniform: dict[str, float],
-            spread_fedspine: dict[str, float]) -> None:
-    """The "why" of each summary row, from the runs (replaces the row's detail notes)."""
-    noise = (f"one evaluation's standard error is {se[0]:.1f} pp ({se[1]} test examples), the mean of "
-             f"{len(res.seeds())} seeds' {se[0] / max(1, len(res.seeds())) ** 0.5:.1f} pp")
-    n_rounds = res.rounds_of("sparsity")
-    pulls = f"each board's bandit made only {n_rounds} pulls ({n_rounds} rounds)"
-    for r in rows:
-        head = r.claim.split(".")[0]
-        if head == "1a":
-            r.why = f"{r.why}. {last_round_step(res)}. Noise: {noise}; {pulls}"
-        elif head in ("2", "4"):
-            r.why = f"{r.why}. Noise: {noise}"
-        elif head == "1b":
-            r.why = (f"{r.why}. The target is crossed at one of 4 evaluated rounds, so a speed-up is a ratio of "
-                     f"round end times; {pulls}")
-        elif head == "1c":
-            r.why = (f"{r.why}. At equal rounds the method that prunes earliest is fastest; mean pruning ratio over "
-                     f"the {res.rounds_of('system')} rounds at 0.3 (datasheet): {prune_paths(res)}")
-        elif head == "3a":
-            r.why = ("per round, the fastest board's local work is " + " / ".join(
-                f"{v:.2f} ({CAL_TITLE[k]})" for k, v in spread_uniform.items())
-                + " of the slowest's (median): power modes, background load and the 1-5 Mb/s far WiFi class "
-                "spread the fleet far more than the 0.70 behind the paper's ~30%")
-        elif head == "3b":
-            r.why = ("every board ends at the target sparsity (same-sparsity comparison), so the bandit's levers are "
-                     "the pruning path and the LoRA rank; under FedSpine a TX2's local work is still " + " / ".join(
-                         f"{v:.1f}x ({CAL_TITLE[k]})" for k, v in spread_fedspine.items()) + " an AGX's")
-
-
-def learning_setup(res: Results) -> dict:
-    """The scale-down as run: read from a sparsity cell's resolved scenario and a system cell's."""
-    if not res.cells["sparsity"]:
-        return {}
-    sc = res.cells["sparsity"][0].run.scenario
-    ln = sc["learning"]
-    return {"boards": sum(g["count"] for g in sc["fleet"]["groups"]), "layers": ln["proxy_layers"],
-            "pooling": ln["pooling"], "alpha": ln["partition"]["alpha"], "test": ln["eval"]["examples"],
-            "rounds": sc["training"]["rounds"], "tau": sc["training"]["local_steps"],
-            "batch": sc["workload"]["batch_size"], "max_len": ln["max_len"], "seq_len": sc["workload"]["seq_len"],
-            "system_rounds": res.rounds_of("system")}
-
-
-def eval_se_pp(res: Results) -> tuple[float, int]:
-    """Binomial standard error (pp) of one evaluation at the sparsity runs' mean final accuracy, and n."""
-    cs = res.cells["sparsity"]
-    if not cs:
-        return math.nan, 0
-    n = int(cs[0].run.scenario["learning"]["eval"]["examples"])
-    p = float(np.nanmean([c.final_accuracy for c in cs]))
-    return 100 * math.sqrt(p * (1 - p) / n), n
-
-
-def bandit_plans_same(res: Results) -> tuple[int, int]:
-    """FedSpine learning runs whose per-board plans (pruning ratio, rank) are identical under both
-    calibrations: (identical, compared)."""
-    cal = {_key(c): c for c in res.cells["sparsity-calibrated"]}
-    same = n = 0
-    for c in res.cells["sparsity"]:
-        k = _key(c)
-        if c.policy == "fedspine" and k in cal:
-            cols = ["prune_ratio", "lora_rank"]
-            a, b = c.run.device_rounds[cols].to_numpy(), cal[k].run.device_rounds[cols].to_numpy()
-            n += 1
-            same += int(a.shape == b.shape and np.array_equal(a, b))
-    return same, n
-
-
-def tau_digest_check(res: Results, paper: Path) -> dict:
-    """The tau = 20 cells taken from the sparsity sweeps are the scenarios the tau sweeps of ``paper``
-    (the ``scenarios/paper/`` directory) would run."""
-    from sim.studies.sweep import expand, load_sweep_file  # noqa: PLC0415
-
-    ok, n = True, 0
-    for cal in CALS:
-        spec, _ = load_sweep_file(paper / f"tau{CALS[cal]}.yaml")
-        spec.matrix = {}  # the base scenario itself: tau = 20, as in the sparsity sweeps
-        want = {c.seed: c.digest for c in expand(spec, paper)}
-        have = {s: c.digest for (t, s), c in res.tau(cal).items() if t == 20}
-        for s, d in have.items():
-            n += 1
-            ok &= want.get(s) == d
-    return {"ok": ok and n > 0, "n": n}
-
-
 # ----------------------------------------------------------------------------------------- the page
-def summary_table(rows: list[Row]) -> list[str]:
-    out = ["| claim | paper | fedfleet, datasheet calibration | holds? | fedfleet, paper calibration | holds? | why |",
-           "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append(f"| {r.claim} | {r.paper} | {r.figures.get('datasheet', 'n/a')} | {r.verdicts.get('datasheet', 'not run')} | "
-                   f"{r.figures.get('paper', 'n/a')} | {r.verdicts.get('paper', 'not run')} | {r.why} |")
-    return out
-
-
-def host_times(paper_dir: Path) -> list[str]:
-    out = ["| sweep | cells finished | host time of its cells (s, sum over cells) |", "|---|---|---|"]
-    for d in sorted(p for p in paper_dir.iterdir() if (p / "sweep.parquet").is_file()):
-        idx = pd.read_parquet(d / "sweep.parquet")
-        host = 0.0
-        for cid in idx.loc[idx["status"] == "finished", "cell_id"]:
-            s = json.loads((d / "cells" / cid / "summary.json").read_text())
-            host += float(s.get("host", {}).get("host_time_s", 0.0))
-        out.append(f"| {d.name} | {int((idx['status'] == 'finished').sum())} / {len(idx)} | {host:.0f} |")
-    return out
-
-
-def write_page(paper_dir: Path, docs: Path, scenarios: Path, figures: bool = True) -> Path:
-    """Write ``docs/paper-reproduction.md`` (and, with ``figures``, ``docs/figures/paper-*.png``) from the
-    sweeps under ``paper_dir``; ``scenarios`` is the ``scenarios/paper/`` directory they were run from."""
+def write_page(paper_dir: Path, docs: Path, figures: bool = True, scale: str = "default") -> Path:
+    """Write ``docs/paper-reproduction.md`` (and, with ``figures``, ``docs/figures/paper-*.png``) from
+    the sweeps under ``paper_dir``."""
     from sim.views.paper_text import render  # noqa: PLC0415 - the prose, kept apart from the arithmetic
 
     res = Results(paper_dir)
-    EXPECTED_N[0] = len(res.seeds())
-    rows_acc, det_acc = accuracy_gain_rows(res)
-    rows_speed, det_speed = speed_rows(res)
-    plans, spread = fedspine_plans(res)
-    steps, spread_uniform = step_ratios(res)
-    rows_idle, det_idle = idle_rows(res)
-    rows_tau, det_tau = tau_rows(res)
-    figures = make_figures(res, docs) if figures else sorted(p.name for p in (docs / 'figures').glob('paper-*.png'))
-    rows = [rows_acc[0], *rows_speed, rows_acc[1], rows_acc[2], *rows_idle, *rows_tau]
-    se = eval_se_pp(res)
-    explain(rows, res, se, spread_uniform, spread)
-    text = render(res=res, summary=summary_table(rows), acc=det_acc, speed=det_speed, idle=det_idle,
-                  tau=det_tau, figures=figures, hosts=host_times(paper_dir), rows=rows,
-                  steps=steps, tau_check=tau_digest_check(res, scenarios), se_pp=se, plans=plans,
-                  bandit_same=bandit_plans_same(res), setup=learning_setup(res))
+    summary = [*accuracy_rows(res)[:2], *speed_to_target_rows(res, full=True), *speed_to_target_rows(res, full=False),
+               *accuracy_rows(res)[2:], *idle_rows(res, "system"), *tau_rows(res)]
+    worlds = {name: [*equal_rounds_rows(res, sweep), *idle_rows(res, sweep)] for sweep, name in WORLDS.items()}
+    figs = make_figures(res, docs / "figures") if figures else sorted(
+        p.name for p in (docs / "figures").glob("paper-*.png") if p.name in FIGURES.values())
+    text = render(res=res, summary=summary, worlds=worlds, plans=plans_by_type(res), facts=learning_facts(res),
+                  figures=figs, hosts=host_times(paper_dir), scale=scale)
     page = docs / "paper-reproduction.md"
     atomic_write_text(page, text)
     return page
