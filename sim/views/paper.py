@@ -42,8 +42,10 @@ from sim.views.stats import mde_paired, paired_difference, seed_stats, seeds_for
 log = logging.getLogger(__name__)
 
 # Timing-only sweeps first (seconds), then real learning (the full-scale cells last).
-SWEEPS = ["system", "stress-drifting", "stress-hostile", "accuracy", "accuracy-fleet-mean", "tau", "fullscale"]
-WORLDS = {"system": "paper-like", "stress-drifting": "drifting", "stress-hostile": "hostile"}
+SWEEPS = ["system", "stress-drifting", "stress-hostile", "stress-datasheet", "accuracy", "accuracy-fleet-mean", "tau",
+          "fullscale"]
+WORLDS = {"system": "paper-like", "stress-drifting": "drifting", "stress-hostile": "hostile",
+          "stress-datasheet": "hostile, datasheet-calibrated"}
 READINGS = ("per_device", "fleet_mean")
 P0 = 0.3  # the sparsity of the accuracy claims and of the summary rows
 TAUS = (10, 20, 30, 40)

@@ -105,7 +105,7 @@ def test_committed_page_covers_every_claim_and_its_figures_exist():
     for r in rows:
         assert re.search(r"\*\*(" + "|".join(words) + r")\*\*", r), r
     assert "MDE (80% power)" in summary
-    for world in ("paper-like", "drifting", "hostile"):
+    for world in ("paper-like", "drifting", "hostile", "hostile, datasheet-calibrated"):
         assert f"System claims in the {world} world" in page
     for name in re.findall(r"\]\(figures/([^)]+)\)", page):
         assert (REPO / "docs" / "figures" / name).is_file(), name
