@@ -52,15 +52,12 @@ class SplitStrategy(Strategy):
 
     @classmethod
     def check_params(cls, params: BaseModel, num_layers: int, learning: bool = False) -> list[tuple[str, str]]:
-        """The split point must leave a block on the server; split learning is timing-only for now."""
+        """The split point must leave a block on the server."""
         out = super().check_params(params, num_layers, learning)
         k = declared(params, "split_layers")
         if k is not None and k >= num_layers:
             out.append(("split_layers", f"{k} leaves no block on the server (the model has {num_layers}); "
                                         f"allowed: 1 to {num_layers - 1}"))
-        if learning:
-            out.append(("split_layers", "split learning is timing-only: real split training is not implemented; "
-                                        "use learning.kind: none"))
         return out
 
     def plan_for(self, batch_size: int) -> Plan:

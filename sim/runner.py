@@ -173,12 +173,19 @@ def learner_config(spec: LearningSpec) -> LearnerConfig:
 def make_learner(sc: Scenario, base_dir: Path | None = None) -> Learner:
     """The scenario's learner: :class:`~learning.api.NullLearner` (timing only) or the real PyTorch
     learner (imports torch); with ``learning.workers`` > 1 the one that trains on Ray actors (call its
-    ``close()`` when done)."""
+    ``close()`` when done); for a split-learning strategy the split learner (``learning/split.py``)."""
     if sc.learning.kind != "real":
         return NullLearner()
     from devices.workload import load_arch  # noqa: PLC0415
 
-    if sc.learning.workers > 1:
+    from algorithms.registry import get_strategy_class  # noqa: PLC0415
+
+    if get_strategy_class(sc.algorithm.name).split:  # a round's devices train together (learning/split.py)
+        if sc.learning.workers > 1:
+            raise ScenarioError(f"learning.workers: {sc.learning.workers}; split learning ({sc.algorithm.name}) "
+                                "trains a round's devices together in one process; allowed: 1")
+        from learning.split import SplitLearner as cls  # noqa: PLC0415
+    elif sc.learning.workers > 1:
         from learning.parallel import ParallelLearner as cls  # noqa: PLC0415
     else:
         from learning.learner import RealLearner as cls  # noqa: PLC0415
