@@ -123,6 +123,12 @@ class Results:
         self.dir = paper_dir
         self.cells = {n: load_cells(paper_dir, n) for n in SWEEPS}
         self.missing = [n for n in SWEEPS if not self.cells[n]]
+        self.incomplete = {n: (len(self.cells[n]), total) for n in SWEEPS
+                           if self.cells[n] and len(self.cells[n]) < (total := self._cells_planned(n))}
+
+    def _cells_planned(self, sweep: str) -> int:
+        """Cells of the sweep's index (finished or not)."""
+        return len(pd.read_parquet(self.dir / sweep / "sweep.parquet"))
 
     def by_seed(self, sweep: str, policy: str, reading: str | None = None, p: float = P0,
                 tau: int | None = None) -> dict[int, Cell]:
@@ -265,9 +271,9 @@ def target_for(runs: list[dict[int, Cell]]) -> float:
     """The time-to-target comparison's target: the lowest seed-mean settled accuracy of the methods
     compared (so each reaches it on average); NaN when it is not above the majority rate plus two
     binomial standard errors (a trivial classifier would reach it)."""
-    means = [seed_stats([c.settled_accuracy() for c in r.values()]).mean for r in runs if r]
-    if not means:
+    if not all(runs):
         return math.nan
+    means = [seed_stats([c.settled_accuracy() for c in r.values()]).mean for r in runs]
     target = min(means)
     cell = next(iter(runs[0].values()))
     maj = majority_rate(cell.summary)
@@ -293,7 +299,8 @@ def speed_to_target_rows(res: Results, full: bool) -> list[Row]:
                 other, spine, lambda b, s, t=target: time_to_target(b.rounds, t) / time_to_target(s.rounds, t))
             j = judge_speed(ratios, 1.4)
             scale = "80 boards learning" if full else "8 boards"
-            why = (f"target {target * 100:.1f}%; reached by both in {j.n} of {len(set(spine) & set(other))} seeds"
+            why = ("" if not (spine and other) else
+                   f"target {target * 100:.1f}%; reached by both in {j.n} of {len(set(spine) & set(other))} seeds"
                    if math.isfinite(target) else "no target above the majority rate + 2 SE")
             rows.append(Row(f"1b. time to target accuracy ({scale}), {LABEL[base]} / FedSpine", reading,
                             "1.4x to 6.9x", fmt_speed(j), j, j.word, why))

@@ -45,6 +45,9 @@ def render(*, res: Any, summary: list[Any], worlds: dict[str, list[Any]], plans:
            figures: list[str], hosts: list[str], scale: str) -> str:
     """The whole page as Markdown."""
     missing = ", ".join(res.missing) or "none"
+    partial = ", ".join(f"{n} ({done} of {total} cells)" for n, (done, total) in res.incomplete.items())
+    if partial:
+        missing += f". Sweeps not finished (their rows use the finished cells only): {partial}"
     maj = facts.get("majority", math.nan)
     parts = [
         "# Reproducing FedSpine's claims with fedfleet",
