@@ -75,7 +75,7 @@ def render(*, res: Any, summary: list[Any], worlds: dict[str, list[Any]], plans:
         "A claim **holds** when lo > 0 and hi reaches the paper's lower bound L; it **does not hold** when hi < L (the",
         "runs exclude an effect as large as the paper's smallest); otherwise it **cannot be resolved at this budget**,",
         "and the last column gives the seeds that would bring the MDE to the goal (L, or 1.5 pp for accuracy when L",
-        "is larger). The uniform plan's idle time holds when its 95% interval lies in [25%, 35%]. The best tau holds",
+        "is larger; 1 pp for an idle reduction, for which the paper gives no number). The uniform plan's idle time holds when its 95% interval lies in [25%, 35%]. The best tau holds",
         "when tau = 20 beats each other tau (lo > 0), does not hold when one beats it (hi < 0).",
         "",
         "A run's accuracy is the mean of its evaluations from the first round at which every board holds its final",
