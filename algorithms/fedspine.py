@@ -223,17 +223,13 @@ class BanditPolicy(Strategy):
     def _project_requests(self, round_index: int, prev: np.ndarray, sel: list[int], req: dict[int, float]):
         """The fleet-mean projection of :meth:`_plan_increments` (its docstring)."""
         p, rule = self.params, self.ctx.sparsity
-        fmin, fmax = rule.bounds(p.prune_target, np.zeros(1))
-        left = max(self._rounds - 1 - round_index, 0)
-        lo, hi, q = prev.copy(), prev.copy(), prev.copy()
         idx = np.array(sel, dtype=int)
-        lo[idx] = np.maximum(prev[idx], float(fmin[0]) - (self._step * left if left else 0.0))
-        hi[idx] = np.maximum(lo[idx], np.minimum(prev[idx] + self._step, float(fmax[0])))
+        q = prev.copy()
         q[idx] = [req[d] for d in sel]
-        w = rule.weights_for(len(prev))
-        mean_t = scheduled_ratio("linear", round_index, self._rounds, p.prune_target)
-        mean_t = min(max(mean_t, float(w @ lo)), float(w @ hi))  # the ramp as far as the bounds allow
-        return [float(x) for x in project_mean(q, mean_t, lo, hi, w)[idx]]
+        ramp = scheduled_ratio("linear", round_index, self._rounds, p.prune_target)
+        lo, hi, mean_t = rule.ramp_bounds(p.prune_target, ramp, prev, self._step,
+                                          max(self._rounds - 1 - round_index, 0), idx)
+        return [float(x) for x in project_mean(q, mean_t, lo, hi, rule.weights_for(len(prev)))[idx]]
 
     def _plan_targets(self, round_index: int, view: FleetView, selected: np.ndarray):
         """``target`` arms under ``fleet_mean``: each selected device's arm is its desired *final* ratio

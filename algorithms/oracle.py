@@ -103,12 +103,8 @@ class Oracle(Strategy):
         rounds = reach_round(p.reach_target_by, self.ctx.rounds)
         step = np.inf if p.max_step_factor is None else p.max_step_factor * p.prune_target / rounds
         prev = np.asarray(view.prune_ratio, dtype=float)
-        fmin, fmax = rule.bounds(p.prune_target, np.zeros(1))
-        left = max(rounds - 1 - round_index, 0)
-        lo = np.maximum(prev, float(fmin[0]) - (step * left if left else 0.0))
-        hi = np.maximum(lo, np.minimum(prev + step, float(fmax[0])))
-        w = rule.weights_for(len(prev))
-        mean = min(max(scheduled_ratio("linear", round_index, rounds, p.prune_target), float(w @ lo)), float(w @ hi))
+        ramp = scheduled_ratio("linear", round_index, rounds, p.prune_target)
+        lo, hi, mean = rule.ramp_bounds(p.prune_target, ramp, prev, step, max(rounds - 1 - round_index, 0))
         return self.allocate(mean, lo, hi)
 
     def state(self) -> dict:

@@ -55,6 +55,21 @@ class SparsityRule:
         hi = np.maximum(lo, min(target + self.spread, MAX_RATIO))
         return lo, hi
 
+    def ramp_bounds(self, target: float, ramp: float, prev: np.ndarray, step: float, rounds_left: int,
+                    movable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(lo, hi, mean)`` of one round on the fleet ramp: for the ``movable`` devices (default all)
+        lo_i = max(p_i, P - spread - step x rounds_left) (a device can still reach the lowest final ratio)
+        and hi_i = max(lo_i, min(p_i + step, P + spread, 0.9)); the others stay at p_i; ``mean`` is this
+        round's ramp value ``ramp`` clipped to what the bounds allow, [w . lo, w . hi]."""
+        fmin, fmax = self.bounds(target, np.zeros(1))
+        floor = float(fmin[0]) - (step * rounds_left if rounds_left else 0.0)  # no inf x 0 when step is unbounded
+        m = slice(None) if movable is None else movable
+        lo, hi = prev.copy(), prev.copy()
+        lo[m] = np.maximum(prev[m], floor)
+        hi[m] = np.maximum(lo[m], np.minimum(prev[m] + step, float(fmax[0])))
+        w = self.weights_for(len(prev))
+        return lo, hi, min(max(ramp, float(w @ lo)), float(w @ hi))
+
 
 def project_mean(q: np.ndarray, target: float, lo: np.ndarray, hi: np.ndarray,
                  weights: np.ndarray | None = None, iterations: int = 200) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     files = {n: sweep_file(n, args.scale, paper_dir / "sweeps") for n in SWEEPS}
     if not args.skip_runs:
         cost = {n: expected_host_s(p) for n, p in files.items()}
-        workers = args.workers or __import__("os").cpu_count() or 1
+        workers = args.workers or os.cpu_count() or 1
         log.info("expected cost at scale %s: %.0f core-min (%s), about %.0f min on %d workers",
                  args.scale, sum(cost.values()) / 60, ", ".join(f"{n} {s / 60:.0f}" for n, s in cost.items()),
                  sum(cost.values()) / 60 / workers, workers)

@@ -166,6 +166,7 @@ class Judged:
     n: int = 0
     word: str = OPEN
     seeds_needed: int | None = None
+    log: bool = False  # the diffs are ln(speed-up): shown as ratios
 
     def __post_init__(self) -> None:
         p = paired_difference(self.diffs, {s: 0.0 for s in self.diffs})
@@ -182,16 +183,38 @@ class Judged:
             self.word = OPEN
             self.seeds_needed = seeds_for_mde(sd, self.goal)
 
+    def _num(self, x: float) -> str:
+        return f"{math.exp(x):.2f}" if self.log else f"{x:+.1f}"
 
-def judge_gain(diffs: dict[int, float], low_pp: float) -> Judged:
-    """Accuracy gains (fractions) against the paper's lower bound in pp; MDE goal min(bound, 1.5 pp)."""
-    return Judged({s: 100.0 * d for s, d in diffs.items() if math.isfinite(d)}, low_pp, min(low_pp, ACC_GOAL_PP))
+    @property
+    def unit(self) -> str:
+        return "x" if self.log else " pp"
+
+    def figure(self) -> str:
+        """``mean [lo, hi]`` in the claim's unit ("1 seed" without an interval, "not run" without seeds)."""
+        if self.n == 0:
+            return "not run"
+        if self.n == 1:
+            return f"{self._num(self.mean)}{self.unit} (1 seed)"
+        return f"{self._num(self.mean)}{self.unit} [{self._num(self.lo)}, {self._num(self.hi)}]"
+
+    def mde_text(self) -> str:
+        if not math.isfinite(self.mde):
+            return "n/a"
+        return f"{math.exp(self.mde):.2f}x" if self.log else f"{self.mde:.1f} pp"
+
+
+def judge_gain(diffs: dict[int, float], low_pp: float, goal_pp: float | None = None) -> Judged:
+    """Gains (fractions) against the paper's lower bound in pp; MDE goal ``goal_pp``, by default
+    min(bound, 1.5 pp)."""
+    goal = min(low_pp, ACC_GOAL_PP) if goal_pp is None else goal_pp
+    return Judged({s: 100.0 * d for s, d in diffs.items() if math.isfinite(d)}, low_pp, goal)
 
 
 def judge_speed(ratios: dict[int, float], low: float) -> Judged:
     """Speed-ups, judged on ln(ratio) against ln(``low``)."""
     logs = {s: math.log(r) for s, r in ratios.items() if math.isfinite(r) and r > 0}
-    return Judged(logs, math.log(low), math.log(low))
+    return Judged(logs, math.log(low), math.log(low), log=True)
 
 
 def judge_level(values: dict[int, float], band: tuple[float, float]) -> tuple[str, float, float, float]:
@@ -226,28 +249,6 @@ class Row:
     why: str = ""
 
 
-def fmt_gain(j: Judged) -> str:
-    if j.n == 0:
-        return "not run"
-    if j.n == 1:
-        return f"{j.mean:+.1f} pp (1 seed)"
-    return f"{j.mean:+.1f} pp [{j.lo:+.1f}, {j.hi:+.1f}]"
-
-
-def fmt_speed(j: Judged) -> str:
-    if j.n == 0:
-        return "not run"
-    if j.n == 1:
-        return f"{math.exp(j.mean):.2f}x (1 seed)"
-    return f"{math.exp(j.mean):.2f}x [{math.exp(j.lo):.2f}, {math.exp(j.hi):.2f}]"
-
-
-def fmt_mde(j: Judged | None, speed: bool = False) -> str:
-    if j is None or not math.isfinite(j.mde):
-        return "n/a"
-    return f"{math.exp(j.mde):.2f}x" if speed else f"{j.mde:.1f} pp"
-
-
 # ----------------------------------------------------------------------------------------- claims
 def accuracy_rows(res: Results) -> list[Row]:
     """Claims 1a (FedSpine vs FedAPT at the same sparsity) and 2 (iterative vs sequential), per reading."""
@@ -258,13 +259,13 @@ def accuracy_rows(res: Results) -> list[Row]:
         spine = res.accuracy_cells("fedspine", reading)
         j = judge_gain(paired_values(spine, apt, acc), 0.4)
         rows.append(Row("1a. final accuracy, FedSpine - FedAPT at sparsity 0.3", reading, "+0.4 to +4.5 pp",
-                        fmt_gain(j), j, j.word))
+                        j.figure(), j, j.word))
     for it, reading in (("fedapt", "per_device"), ("fedspine", "per_device"), ("fedspine", "fleet_mean")):
         a = res.accuracy_cells(it, reading)
         for seq in ("prune_then_fedlora", "fedlora_then_prune"):
             j = judge_gain(paired_values(a, res.accuracy_cells(seq, "per_device"), acc), 0.5)
             rows.append(Row(f"2. final accuracy, {LABEL[it]} - {LABEL[seq]} at 0.3",
-                            reading if it == "fedspine" else "either", "+0.5 to +1.7 pp", fmt_gain(j), j, j.word))
+                            reading if it == "fedspine" else "either", "+0.5 to +1.7 pp", j.figure(), j, j.word))
     return rows
 
 
@@ -304,7 +305,7 @@ def speed_to_target_rows(res: Results, full: bool) -> list[Row]:
                    f"target {target * 100:.1f}%; reached by both in {j.n} of {len(set(spine) & set(other))} seeds"
                    if math.isfinite(target) else "no target above the majority rate + 2 SE")
             rows.append(Row(f"1b. time to target accuracy ({scale}), {LABEL[base]} / FedSpine", reading,
-                            "1.4x to 6.9x", fmt_speed(j), j, j.word, why))
+                            "1.4x to 6.9x", j.figure(), j, j.word, why))
     return rows
 
 
@@ -318,7 +319,7 @@ def equal_rounds_rows(res: Results, sweep: str, p: float = P0) -> list[Row]:
             j = judge_speed(paired_values(res.by_seed(sweep, base, reading, p), spine, t), 1.4)
             n = f"{res.cells[sweep][0].rounds_n} rounds" if res.cells[sweep] else "the same rounds"
             rows.append(Row(f"1c. time of {n}, {LABEL[base]} / FedSpine, sparsity {p}", reading, "1.4x to 6.9x (time to accuracy)",
-                            fmt_speed(j), j, j.word))
+                            j.figure(), j, j.word))
     return rows
 
 
@@ -333,10 +334,9 @@ def idle_rows(res: Results, sweep: str) -> list[Row]:
                 "about 30%", fig, None, word)]
     idle = lambda u, s: u.summary["mean_idle_fastest"] - s.summary["mean_idle_fastest"]  # noqa: E731
     for reading in READINGS:
-        diffs = paired_values(uni, res.by_seed(sweep, "fedspine", reading), idle)
-        j = Judged({s: 100.0 * d for s, d in diffs.items()}, 0.0, IDLE_GOAL_PP)
+        j = judge_gain(paired_values(uni, res.by_seed(sweep, "fedspine", reading), idle), 0.0, IDLE_GOAL_PP)
         rows.append(Row("3b. fastest-board idle removed by FedSpine (FedAPT - FedSpine)", reading,
-                        "reduced (no number)", fmt_gain(j), j, j.word))
+                        "reduced (no number)", j.figure(), j, j.word))
     return rows
 
 
@@ -356,7 +356,7 @@ def tau_rows(res: Results) -> list[Row]:
     means = {tau: seed_stats([c.settled_accuracy() for c in by_tau[tau].values()]).mean for tau in TAUS}
     fig = ", ".join(f"{t}: {m * 100:.1f}%" for t, m in means.items() if math.isfinite(m)) or "not run"
     worst = max(judged.values(), key=lambda j: j.mde if math.isfinite(j.mde) else -1.0)
-    why = "; ".join(f"20 - {t}: {fmt_gain(j)}" for t, j in judged.items())
+    why = "; ".join(f"20 - {t}: {j.figure()}" for t, j in judged.items())
     return [Row("4. best tau of 10, 20, 30, 40 (240 local steps per board)", "per_device", "tau = 20", fig,
                 worst, word, why)]
 
@@ -433,8 +433,9 @@ def write_page(paper_dir: Path, docs: Path, figures: bool = True, scale: str = "
     from sim.views.paper_text import render  # noqa: PLC0415 - the prose, kept apart from the arithmetic
 
     res = Results(paper_dir)
-    summary = [*accuracy_rows(res)[:2], *speed_to_target_rows(res, full=True), *speed_to_target_rows(res, full=False),
-               *accuracy_rows(res)[2:], *idle_rows(res, "system"), *tau_rows(res)]
+    acc = accuracy_rows(res)
+    summary = [*acc[:2], *speed_to_target_rows(res, full=True), *speed_to_target_rows(res, full=False),
+               *acc[2:], *idle_rows(res, "system"), *tau_rows(res)]
     worlds = {name: [*equal_rounds_rows(res, sweep), *idle_rows(res, sweep)] for sweep, name in WORLDS.items()}
     figs = make_figures(res, docs / "figures") if figures else sorted(
         p.name for p in (docs / "figures").glob("paper-*.png") if p.name in FIGURES.values())

@@ -10,14 +10,12 @@ import pandas as pd
 VERDICTS = ("holds", "does not hold", "cannot be resolved at this budget")
 
 
-def _table(rows: list[Any], speed_claim: bool = False) -> list[str]:
+def _table(rows: list[Any]) -> list[str]:
     out = ["| claim | sparsity reading | paper | fedfleet: mean [95% CI] | seeds | MDE (80% power) | verdict | seeds for MDE at goal |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         j = r.judged
-        speed = r.claim.startswith(("1b", "1c")) or speed_claim
-        mde = "n/a" if j is None or not math.isfinite(j.mde) else (
-            f"{math.exp(j.mde):.2f}x" if speed else f"{j.mde:.1f} pp")
+        mde = "n/a" if j is None else j.mde_text()
         need = "" if j is None or j.word != "cannot be resolved at this budget" else (
             str(j.seeds_needed) if j.seeds_needed else "> 1000 or unknown")
         n = "" if j is None else str(j.n)
