@@ -54,7 +54,8 @@ class LearnerConfig:
     head_lr: float | None = None  # learning rate of the classification head (None: lr)
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0  # gradient-norm clip (None: none)
-    lora_alpha: float = 16.0  # LoRA scaling s = alpha / rank
+    lora_alpha: float = 16.0  # LoRA alpha (scaling s: lora_scaling)
+    lora_scaling: str = "standard"  # standard: s = alpha / r; rslora: s = alpha / sqrt(r) (learning.lora.lora_scale)
     lora_dropout: float = 0.0
     model_dropout: bool = True  # keep the proxy's own dropout while training
     pooling: str = "cls"  # cls (BERT pooler) or mean (mean of the last hidden states)

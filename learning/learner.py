@@ -12,7 +12,8 @@ One local update (round t, device i, plan (p, r, layers, τ, b)):
    l -> floor(l·L_proxy/L_target) (:meth:`RealLearner.proxy_layers`). With per-layer ranks
    (``plan.layer_ranks``) a proxy layer gets the largest rank of the target layers mapped onto it,
    and every adapted matrix (key) of that layer carries that rank r_key with scaling
-   s_key = lora_alpha / r_key; otherwise every key has r = ``plan.lora_rank``;
+   s_key = lora_scale(lora_alpha, r_key) (alpha / r, or alpha / sqrt(r) under ``learning.lora_scaling: rslora``);
+   otherwise every key has r = ``plan.lora_rank``;
 1. receive: the global update restricted to the device's structure, resized to each key's rank
    (``svd``: truncated SVD of the restricted ΔW_g, FlexLoRA; ``truncate``: HetLoRA truncation;
    :attr:`RealLearner.resize_method` — ``learning.resize``, or for ``auto`` the strategy's choice set
@@ -38,8 +39,8 @@ One local update (round t, device i, plan (p, r, layers, τ, b)):
 
    (tail = 0 when the whole update is 0). If tail < ``plan.rank_prune_tol`` the device uploads only
    the first k_key components of every key, B[:, :k] and A[:k, :]. The uploaded
-   :class:`~learning.aggregate.DeviceLora` keeps the scaling of the trained rank, s_key = alpha/r_key
-   (not alpha/k), so its ΔW = s_key·B[:, :k]·A[:k, :] is exactly the truncated reconstruction and
+   :class:`~learning.aggregate.DeviceLora` keeps the scaling of the trained rank, s_key = s(r_key)
+   (not s(k)), so its ΔW = s_key·B[:, :k]·A[:k, :] is exactly the truncated reconstruction and
    the aggregators need no change. The uploaded rank (largest over keys) is reported as
    ``lora_rank_reported`` (the planned ``lora_rank`` without self-pruning) and becomes the
    device's rank (``DeviceState.rank``, the global rank used by ``truncate`` resizing). The
@@ -71,7 +72,7 @@ from learning.data import DEFAULT_MAX_LEN, collate, length_sorted_batches, load_
     train_test_split
 from learning.importance import KINDS, ImportanceEMA, combine, group_sums, groups_to_remove, lora_grad_importance, \
     prune
-from learning.lora import Attached, Key, attach, detach, lora_keys
+from learning.lora import Attached, Key, attach, detach, lora_keys, lora_scale
 from learning.models import load_proxy
 from learning.packed import DropoutMasks, PackedBatch, masked_mean, pack, packed_logits, supports
 from learning.partition import label_histogram, partition
@@ -413,7 +414,7 @@ class RealLearner(Learner):
         out = {}
         for key in keys:
             rank = ranks[key]
-            s = self.config.lora_alpha / rank
+            s = lora_scale(self.config.lora_alpha, rank, self.config.lora_scaling)
             rows, cols = self._rows_cols(key, masks)
             g = self.glob.get(key)
             if method == "truncate" and g is not None:
@@ -604,7 +605,7 @@ class RealLearner(Learner):
     def _attach(self, masks: Masks, keys: list[Key], ranks: dict[Key, int], factors: dict,
                 head: nn.Module) -> Attached:
         att = attach(self.model, self.adapter, self.slicer, masks, keys, ranks, self.config.lora_alpha, factors,
-                     self.config.lora_dropout)
+                     self.config.lora_dropout, scaling=self.config.lora_scaling)
         for p in head.parameters():
             p.requires_grad_(True)
         self.model.train()

@@ -3,13 +3,15 @@
 ``attach`` installs a device's structure (``Slicer.apply``), injects peft LoRA modules
 (``peft.inject_adapter_in_model``) on exactly the chosen matrices of the chosen layers, and loads the
 device's factors; ``detach`` restores the original frozen layers, which drops the wrappers, so the
-next device starts from the same shared backbone. peft's LoRA computes ``W x + s·B(A x)`` with
-``s = lora_alpha / r`` (fixed, not rsLoRA). Ranks may differ per matrix (per-layer LoRA ranks): then
-each matrix has its own ``r`` and ``s`` (:meth:`Attached.scale`).
+next device starts from the same shared backbone. peft's LoRA computes ``W x + s·B(A x)``; the scaling
+``s`` follows :func:`lora_scale`: ``alpha / r`` (``standard``, Hu et al. 2021) or ``alpha / sqrt(r)``
+(``rslora``). Ranks may differ per matrix (per-layer LoRA ranks): then each matrix has its own ``r`` and
+``s`` (:meth:`Attached.scale`).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,13 +22,34 @@ from torch import nn
 from learning.structure import ArchAdapter, Masks, Slicer
 
 Key = tuple[int, str]  # (layer, matrix path inside the block)
+SCALINGS = ("standard", "rslora")
+
+
+def lora_scale(alpha: float, rank: int, rule: str = "standard") -> float:
+    """LoRA's output scaling ``s`` in ``W x + s·B(A x)`` for rank ``r``.
+
+    ``standard``: ``s = alpha / r`` (Hu et al. 2021, LoRA, arXiv 2106.09685). ``rslora``: ``s = alpha / sqrt(r)``
+    (Kalajdzievski 2023, "A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA", arXiv 2312.03732,
+    peft's ``use_rslora``). Under ``alpha / r`` an Adam step on ``B`` moves ``s·B·A`` by about
+    ``alpha·lr·sqrt(r)/r``, so a device on a high rank learns more slowly than one on a low rank; under
+    ``alpha / sqrt(r)`` the step size no longer depends on the rank, which keeps a per-device rank from
+    also acting as a per-device learning rate. Note ``alpha = a·sqrt(r0)`` under ``rslora`` gives the same
+    ``s`` at rank ``r0`` as ``alpha = a·r0`` under ``standard``.
+    """
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    if rule == "standard":
+        return alpha / rank
+    if rule == "rslora":
+        return alpha / math.sqrt(rank)
+    raise ValueError(f"unknown LoRA scaling {rule!r}; allowed: {', '.join(SCALINGS)}")
 
 
 @dataclass
 class Attached:
     """Handles of the injected LoRA modules of one device, by (layer, path).
 
-    ``scales`` holds each module's LoRA scaling ``s = lora_alpha / r_key`` (ranks may differ per key).
+    ``scales`` holds each module's LoRA scaling ``s = lora_scale(alpha, r_key, rule)`` (ranks may differ per key).
     """
 
     modules: dict[Key, nn.Module]
@@ -34,7 +57,7 @@ class Attached:
     param_ptrs: frozenset[int] = frozenset()  # storages of every model parameter while attached
 
     def scale(self, key: Key) -> float:
-        """LoRA scaling ``lora_alpha / r`` of ``key``."""
+        """LoRA scaling ``s`` of ``key`` (:func:`lora_scale`)."""
         return self.scales[key]
 
     def rank(self, key: Key) -> int:
@@ -68,20 +91,20 @@ def lora_keys(adapter: ArchAdapter, targets: Iterable[str], layers: Iterable[int
 
 def attach(model: nn.Module, adapter: ArchAdapter, slicer: Slicer, masks: Masks, keys: list[Key],
            rank: int | dict[Key, int], alpha: float, factors: dict[Key, tuple[torch.Tensor, torch.Tensor]],
-           dropout: float = 0.0, layers: dict | None = None) -> Attached:
+           dropout: float = 0.0, layers: dict | None = None, scaling: str = "standard") -> Attached:
     """Slice the model to ``masks`` and put LoRA with ``factors`` on ``keys``.
 
     ``rank`` is one rank for every key or a rank per key (``{key: r}``, every key present); key ``k``
-    gets scaling ``alpha / rank[k]``. Per-key ranks use peft's ``rank_pattern`` (one anchored regex
-    per key whose rank differs from the largest, which is the config's ``r``); ``lora_alpha`` is
-    shared, so peft's own scaling is ``alpha / r_key`` as well.
+    gets scaling ``lora_scale(alpha, rank[k], scaling)``. Per-key ranks use peft's ``rank_pattern`` (one
+    anchored regex per key whose rank differs from the largest, which is the config's ``r``); ``lora_alpha``
+    is shared and ``use_rslora`` follows ``scaling``, so peft's own scaling is the same per key.
     """
     from peft import LoraConfig, inject_adapter_in_model  # noqa: PLC0415
 
     ranks = dict.fromkeys(keys, rank) if isinstance(rank, int) else {k: int(rank[k]) for k in keys}
     if any(r < 1 for r in ranks.values()):
         raise ValueError(f"LoRA ranks must be >= 1, got {ranks}")
-    scales = {k: alpha / r for k, r in ranks.items()}
+    scales = {k: lora_scale(alpha, r, scaling) for k, r in ranks.items()}
     slicer.apply(masks, layers)
     if not keys:
         return Attached({}, scales, _param_ptrs(model))
@@ -91,7 +114,7 @@ def attach(model: nn.Module, adapter: ArchAdapter, slicer: Slicer, masks: Masks,
     r_top = max(ranks.values())
     pattern = {f"^{name[k]}": r for k, r in ranks.items() if r != r_top}
     cfg = LoraConfig(r=r_top, lora_alpha=alpha, lora_dropout=dropout, target_modules=rf"^{prefix}\.({alts})$",
-                     rank_pattern=pattern)
+                     rank_pattern=pattern, use_rslora=scaling == "rslora")
     with torch.random.fork_rng(devices=[]):  # peft's random init is overwritten below
         inject_adapter_in_model(cfg, model)
     if hasattr(model, "peft_config"):

@@ -536,6 +536,7 @@ LATER_KEYS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     (("sparsity",), lambda d: d["sparsity"] == {"constraint": "per_device", "spread": 0.2, "weighting": "uniform"}),
     (("fleet", "calibration"), lambda d: d["fleet"]["calibration"] == "datasheet"),
     (("learning", "autocast"), lambda d: d["learning"]["autocast"] == "none"),
+    (("learning", "lora_scaling"), lambda d: d["learning"]["lora_scaling"] == "standard"),
     (("server",), lambda d: d.get("server") is None),
 )
 """Keys added after results were published, each with the condition under which it changes nothing

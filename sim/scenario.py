@@ -404,7 +404,10 @@ class LearningSpec(Strict):
     head_lr: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] | None = Field(None, description="learning rate of the classification head (default: lr)")
     weight_decay: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = Field(0.0, description="AdamW weight decay")
     grad_clip: Factor | None = Field(1.0, description="gradient-norm clip (null: none)")
-    lora_alpha: Factor = Field(16.0, description="LoRA alpha; scaling s = alpha / rank")
+    lora_alpha: Factor = Field(16.0, description="LoRA alpha; the scaling s follows lora_scaling")
+    lora_scaling: Literal["standard", "rslora"] = Field(
+        "standard", description="LoRA output scaling: standard s = alpha / rank (LoRA); rslora s = alpha / sqrt(rank) "
+                                "(rank-stabilised: a device's rank no longer sets its step size)")
     lora_dropout: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(0.0, description="dropout on the LoRA input")
     model_dropout: bool = Field(True, description="keep the proxy's own dropout while training")
     pooling: Literal["cls", "mean"] = Field(

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 # Timing-only sweeps first (seconds), then real learning (the full-scale cells last).
 SWEEPS = ["system", "stress-drifting", "stress-hostile", "stress-datasheet", "accuracy", "accuracy-fleet-mean", "tau",
           "fullscale"]
+ABLATIONS = ["rank-scaling"]  # run by benchmarks/rank_scaling.py on make paper's results; shown when present
 WORLDS = {"system": "paper-like", "stress-drifting": "drifting", "stress-hostile": "hostile",
           "stress-datasheet": "hostile, datasheet-calibrated"}
 READINGS = ("per_device", "fleet_mean")
@@ -122,7 +123,7 @@ class Results:
 
     def __init__(self, paper_dir: Path):
         self.dir = paper_dir
-        self.cells = {n: load_cells(paper_dir, n) for n in SWEEPS}
+        self.cells = {n: load_cells(paper_dir, n) for n in (*SWEEPS, *ABLATIONS)}
         self.missing = [n for n in SWEEPS if not self.cells[n]]
         self.incomplete = {n: (len(self.cells[n]), total) for n in SWEEPS
                            if self.cells[n] and len(self.cells[n]) < (total := self._cells_planned(n))}
@@ -143,6 +144,11 @@ class Results:
         if policy == "fedspine" and reading == "fleet_mean":
             return self.by_seed("accuracy-fleet-mean", policy, reading)
         return self.by_seed("accuracy", policy, "per_device")
+
+    def seeds_text(self, sweep: str) -> str:
+        """"N seeds" of a sweep's finished cells ("no seeds yet" before it runs)."""
+        n = len(self.seeds(sweep))
+        return f"{n} seed{'s' if n != 1 else ''}" if n else "no seeds yet"
 
     def seeds(self, sweep: str) -> list[int]:
         return sorted({c.seed for c in self.cells[sweep]})
@@ -266,6 +272,22 @@ def accuracy_rows(res: Results) -> list[Row]:
             j = judge_gain(paired_values(a, res.accuracy_cells(seq, "per_device"), acc), 0.5)
             rows.append(Row(f"2. final accuracy, {LABEL[it]} - {LABEL[seq]} at 0.3",
                             reading if it == "fedspine" else "either", "+0.5 to +1.7 pp", j.figure(), j, j.word))
+    return rows
+
+
+def rank_scaling_rows(res: Results) -> list[Row]:
+    """The ablation of claim 1a (``rank-scaling``): FedSpine (per_device) with rank-stabilised LoRA scaling
+    against FedAPT (rank 8, whose scaling the ablation keeps) and against FedSpine with the standard scaling."""
+    rs = res.by_seed("rank-scaling", "fedspine", "per_device")
+    if not rs:
+        return []
+    acc = lambda x, y: x.settled_accuracy() - y.settled_accuracy()  # noqa: E731
+    rows = []
+    for other, claim, paper in (
+            ("fedapt", "1a. final accuracy, FedSpine with s = alpha / sqrt(r) - FedAPT at sparsity 0.3", "+0.4 to +4.5 pp"),
+            ("fedspine", "FedSpine with s = alpha / sqrt(r) - FedSpine with s = alpha / r (gain of the scaling)", "(ablation)")):
+        j = judge_gain(paired_values(rs, res.accuracy_cells(other, "per_device"), acc), 0.4)
+        rows.append(Row(claim, "per_device", paper, j.figure(), j, j.word))
     return rows
 
 
@@ -440,7 +462,7 @@ def write_page(paper_dir: Path, docs: Path, figures: bool = True, scale: str = "
     figs = make_figures(res, docs / "figures") if figures else sorted(
         p.name for p in (docs / "figures").glob("paper-*.png") if p.name in FIGURES.values())
     text = render(res=res, summary=summary, worlds=worlds, plans=plans_by_type(res), facts=learning_facts(res),
-                  figures=figs, hosts=host_times(paper_dir), scale=scale)
+                  figures=figs, hosts=host_times(paper_dir), scale=scale, ablation=rank_scaling_rows(res))
     page = docs / "paper-reproduction.md"
     atomic_write_text(page, text)
     return page

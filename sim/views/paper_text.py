@@ -39,8 +39,25 @@ def _plans(plans: pd.DataFrame) -> list[str]:
     return out
 
 
+def _ablation(rows: list[Any]) -> list[str]:
+    head = [
+        "## Ablation: the LoRA rank as a step size",
+        "",
+        "With the standard LoRA scaling s = alpha / r, one Adam step moves a board's update s B A by about",
+        "alpha lr / sqrt(r): FedSpine's boards on rank 32 learn with half the step of FedAPT's rank 8, its rank-4 boards",
+        "with 1.4x that step, so the bandit's rank is also a per-board learning rate. `scenarios/paper/rank-scaling.yaml`",
+        "reruns FedSpine (per_device, the accuracy seeds) with rank-stabilised scaling s = alpha / sqrt(r)",
+        "(`learning.lora_scaling: rslora`) and alpha = 2 sqrt(8), which keeps s = 2 at rank 8: FedAPT runs identically",
+        "under both scalings, so its cells above pair with these.",
+        "",
+    ]
+    if not rows:
+        return [*head, "(not run: `python benchmarks/rank_scaling.py` runs its cells; `make paper` then shows them here)", ""]
+    return [*head, *_table(rows), ""]
+
+
 def render(*, res: Any, summary: list[Any], worlds: dict[str, list[Any]], plans: pd.DataFrame, facts: dict,
-           figures: list[str], hosts: list[str], scale: str) -> str:
+           figures: list[str], hosts: list[str], scale: str, ablation: list[Any]) -> str:
     """The whole page as Markdown."""
     missing = ", ".join(res.missing) or "none"
     partial = ", ".join(f"{n} ({done} of {total} cells)" for n, (done, total) in res.incomplete.items())
@@ -87,14 +104,15 @@ def render(*, res: Any, summary: list[Any], worlds: dict[str, list[Any]], plans:
         "power modes, one WiFi class (10-20 Mbit/s), no background load; paper-calibrated timing (the strongest board "
         "needs about 0.70 of the weakest's round time under a uniform plan) |",
         "| system claims (1c, 3) | measured | all 80 boards, timing-only, 100 rounds (100 bandit pulls per board), sparsity "
-        "0.2 / 0.3 / 0.5, 5 seeds (`system.yaml`); the same at 0.3 with 3 seeds in the drifting and hostile stress worlds, "
+        f"0.2 / 0.3 / 0.5, {res.seeds_text('system')} (`system.yaml`); the same at 0.3 with {res.seeds_text('stress-hostile')} "
+        "in the drifting and hostile stress worlds, "
         "the hostile one under both calibrations (paper: strongest board ~0.70 of the weakest's step; datasheet: "
         "peak FLOP/s x efficiency, several times faster) |",
         "| accuracy claims (1a, 2) | RoBERTa-base on GLUE | 8 boards in the paper's proportions (`learning-8.yaml`), the "
         "packaged all-MiniLM-L6-v2 cut to 2 layers really pruned and LoRA-tuned on Rotten Tomatoes (Dirichlet alpha 1), "
-        f"30 rounds of tau = 10, {facts.get('n_eval', 'n/a')} test sentences, 5 seeds (`accuracy*.yaml`) |",
-        "| time to accuracy (1b) | 80 boards | 80 boards all learning, 25 rounds of tau = 5, 1 seed (`fullscale.yaml`); and "
-        "the 8-board runs with 5 seeds |",
+        f"30 rounds of tau = 10, {facts.get('n_eval', 'n/a')} test sentences, {res.seeds_text('accuracy')} (`accuracy*.yaml`) |",
+        "| time to accuracy (1b) | 80 boards | 80 boards all learning, 25 rounds of tau = 5, "
+        f"{res.seeds_text('fullscale')} (`fullscale.yaml`); and the 8-board runs with {res.seeds_text('accuracy')} |",
         "| sparsity | every board at P (our earlier reading) | both readings: `per_device` (every board ends at P) and "
         "`fleet_mean` (per-board final ratios whose fleet mean is P) |",
         "",
@@ -110,6 +128,7 @@ def render(*, res: Any, summary: list[Any], worlds: dict[str, list[Any]], plans:
         parts += [f"## System claims in the {world} world (80 boards, timing-only)", "", *_table(rows), ""]
     parts += ["## What FedSpine chose (paper-like world, sparsity 0.3, last 20% of the rounds, all seeds)", "",
               *_plans(plans), ""]
+    parts += _ablation(ablation)
     if figures:
         parts += ["## Figures", "", *[f"![{f}](figures/{f})" for f in figures], ""]
     parts += ["## Host time", "", *hosts, "",

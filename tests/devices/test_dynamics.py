@@ -694,3 +694,14 @@ def test_quickstart_run_id_survives_the_learning_device_rename():
     assert digest("learning.device=auto") != digest()
     learning = resolved_dict(load_scenario(REPO / "scenarios" / "quickstart.yaml")[0])["learning"]
     assert learning["device"] == "cpu" and "autocast" not in learning and "compute_device" not in learning
+
+
+def test_lora_scaling_key_leaves_the_digest_alone_until_used():
+    from sim.loader import load_scenario, resolved_dict, scenario_digest
+
+    def digest(*sets):
+        return scenario_digest(load_scenario(REPO / "scenarios" / "quickstart.yaml", list(sets))[0])
+
+    assert digest("learning.lora_scaling=standard") == digest()
+    assert digest("learning.lora_scaling=rslora") != digest()
+    assert "lora_scaling" not in resolved_dict(load_scenario(REPO / "scenarios" / "quickstart.yaml")[0])["learning"]

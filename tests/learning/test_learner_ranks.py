@@ -15,7 +15,7 @@ from fleet_helpers import base_scenario
 from devices.plan import Plan
 from learning import aggregate as agg
 from learning.learner import GlobalEntry, RealLearner, self_prune_rank
-from learning.lora import attach, detach, lora_keys
+from learning.lora import attach, detach, lora_keys, lora_scale
 from sim.loader import validate
 from sim.runner import make_learner
 
@@ -213,3 +213,47 @@ def test_local_update_does_not_depend_on_the_slice_cache(lr):
     warm = lr.local_update(2, pl, 0)
     assert (cold.loss_before, cold.loss_after, cold.lora_update_norm) == (warm.loss_before, warm.loss_after,
                                                                           warm.lora_update_norm)
+
+
+def test_lora_scale_rules():
+    assert lora_scale(16.0, 8) == 2.0 and lora_scale(16.0, 32) == 0.5
+    assert lora_scale(16.0, 16, "rslora") == 4.0 and lora_scale(16.0, 4, "rslora") == 8.0
+    # alpha = a sqrt(r0) under rslora gives standard's scaling a at r0 exactly (here r0 = 8, a = 2)
+    assert lora_scale(2 * math.sqrt(8), 8, "rslora") == lora_scale(16.0, 8) == 2.0
+    with pytest.raises(ValueError, match="allowed: standard, rslora"):
+        lora_scale(16.0, 8, "sqrt")
+    with pytest.raises(ValueError, match=">= 1"):
+        lora_scale(16.0, 0)
+
+
+def test_rslora_attach_matches_peft_and_the_learner_scales():
+    lr2 = _learner(lora_scaling="rslora")
+    keys = lora_keys(lr2.adapter, lr2.targets, [0, 1])
+    ranks = lr2.key_ranks(_plan(), keys)
+    gen = torch.Generator().manual_seed(1)
+    fac = {k: (0.01 * torch.randn(lr2.shapes[k][0], ranks[k], generator=gen),
+               agg.lora_a_init(ranks[k], lr2.shapes[k][1], gen)) for k in keys}
+    att = attach(lr2.model, lr2.adapter, lr2.slicer, lr2.adapter.full_mask(), keys, ranks, ALPHA, fac,
+                 scaling="rslora")
+    try:
+        for k, m in att.modules.items():
+            assert m.scaling["default"] == pytest.approx(att.scale(k)) == pytest.approx(ALPHA / math.sqrt(ranks[k]))
+    finally:
+        detach(lr2.model, lr2.slicer)
+    ups = lr2.local_update(0, _plan(p=0.5), 0).payload.factors
+    for k, d in ups.items():
+        assert d.scaling == pytest.approx(ALPHA / math.sqrt(2 if k[0] == 0 else 8))
+
+
+def test_rslora_with_alpha_times_sqrt_rank_equals_standard_at_that_rank(lr):
+    """At a uniform rank 8, (rslora, alpha 2 sqrt 8) and (standard, alpha 16) both scale by 2: same update."""
+    pl = _plan(rank=8, layers=None, layer_ranks=None, p=0.3)
+    a = lr.local_update(1, pl, 0)
+    b = _learner(lora_scaling="rslora", lora_alpha=2 * math.sqrt(8)).local_update(1, pl, 0)
+    assert a.loss_after == b.loss_after and a.lora_update_norm == b.lora_update_norm
+    for k, d in a.payload.factors.items():
+        e = b.payload.factors[k]
+        assert d.scaling == e.scaling == 2.0
+        assert torch.equal(d.B, e.B) and torch.equal(d.A, e.A)
+    c = _learner(lora_scaling="rslora").local_update(1, pl, 0)  # alpha 16: s = 16 / sqrt 8, a larger step
+    assert c.lora_update_norm > a.lora_update_norm

@@ -3,6 +3,7 @@ power, the settled accuracy of a run, the scales of `make paper`, and the commit
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
 import re
@@ -26,8 +27,10 @@ def _paper_script():
 
 
 def test_every_paper_sweep_is_run_by_make_paper():
+    ablations = {"rank-scaling": "rank_scaling.py"}  # run by their own benchmarks, on make paper's results
     files = {p.stem for p in (REPO / "scenarios" / "paper").glob("*.yaml")} - {"learning-8"}
-    assert set(SWEEPS) == files
+    assert set(SWEEPS) == files - set(ablations)
+    assert all((REPO / "benchmarks" / script).is_file() for script in ablations.values())
     make = (REPO / "Makefile").read_text()
     assert "paper:" in make and "--scale $(PAPER_SCALE)" in make
 
@@ -109,3 +112,36 @@ def test_committed_page_covers_every_claim_and_its_figures_exist():
         assert f"System claims in the {world} world" in page
     for name in re.findall(r"\]\(figures/([^)]+)\)", page):
         assert (REPO / "docs" / "figures" / name).is_file(), name
+
+
+def test_rank_scaling_ablation_changes_only_the_lora_scaling_of_fedspine():
+    """The ablation's cells are accuracy.yaml's FedSpine cells with s = alpha / sqrt(r) and the same s at rank 8."""
+    from learning.lora import lora_scale
+    from sim.loader import resolved_dict
+    from sim.studies.sweep import load_sweep_file
+
+    _, abl = load_sweep_file(REPO / "scenarios" / "paper" / "rank-scaling.yaml")
+    _, acc = load_sweep_file(REPO / "scenarios" / "paper" / "accuracy.yaml")
+    ref = {c.seed: resolved_dict(c.scenario) for c in acc if c.scenario.algorithm.name == "fedspine"}
+    assert len(abl) == 8 and {c.seed for c in abl} == set(ref)
+    for c in abl:
+        d = resolved_dict(c.scenario)
+        lrn = d["learning"]
+        assert lrn.pop("lora_scaling") == "rslora"
+        assert lora_scale(lrn.pop("lora_alpha"), 8, "rslora") == lora_scale(16.0, 8) == 2.0
+        want = copy.deepcopy(ref[c.seed])
+        want["learning"].pop("lora_alpha")
+        assert lrn == want["learning"]
+        assert {k: v for k, v in d.items() if k not in ("learning", "name")} == \
+            {k: v for k, v in want.items() if k not in ("learning", "name")}
+    assert {c.scenario.sparsity.constraint for c in abl} == {"per_device"}
+
+
+def test_rank_scaling_modal_ranks_by_board_type():
+    spec = importlib.util.spec_from_file_location("rank_scaling", REPO / "benchmarks" / "rank_scaling.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    dr = pd.DataFrame({"round": [0, 8, 9, 10, 9, 10], "device_type": ["tx2", "tx2", "tx2", "tx2", "nx", "nx"],
+                       "lora_rank": [32, 4, 4, 8, 32, 32]})
+    cell = SimpleNamespace(run=SimpleNamespace(device_rounds=dr))
+    assert mod.modal_ranks({1: cell}) == {"nx": 32, "tx2": 4}
