@@ -70,13 +70,18 @@ SCALES: dict[str, dict[str, dict]] = {
                                                                    "min_size": 4}}},
     },
 }
-# Host seconds per local step of one board, measured on this project's 2-core machine (torch threads 1),
-# by (model, proxy_layers); timing-only cells cost about TIMING_S_PER_ROUND per round of 80 boards.
-STEP_S = {("minilm", 2): 0.055, ("minilm", 3): 0.08, ("minilm", None): 0.15, ("tiny-bert", 1): 0.004}
+# Host seconds per local step of one board inside a sweep cell (torch threads 1) on this project's 2-core
+# machine, by (model, proxy_layers); 2-layer MiniLM, batch 8, max_len 48: 0.07-0.08 s (train_s of the
+# 8-board accuracy cells of 2026-12-07). Timing-only cells cost about TIMING_S_PER_ROUND per round of 80 boards.
+STEP_S = {("minilm", 2): 0.075, ("minilm", 3): 0.1, ("minilm", None): 0.2, ("tiny-bert", 1): 0.005}
 TIMING_S_PER_ROUND = 0.02
 # Evaluating one test sentence costs about this fraction of a local step (forward only, batch 64, no
-# optimiser): 2-layer MiniLM, max_len 48, 1.75 s per 2,000 sentences against 0.055 s per step.
-EVAL_PER_SENTENCE_STEPS = 0.016
+# optimiser): 2-layer MiniLM, max_len 48, about 3.3 s per 2,000 sentences in a cell against 0.075 s per step.
+EVAL_PER_SENTENCE_STEPS = 0.022
+# Host seconds per board and round beyond its steps (receiving and resizing the global update, slicing,
+# attaching LoRA, uploading), a rough fit: the 80-board cells (25 rounds of tau = 5) took 1,900-2,100 host-s
+# on a loaded machine and about 1,800 s on a free one (partly measured), well above their steps' cost.
+ROUND_OVERHEAD_S = 0.3
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -118,23 +123,54 @@ def expected_host_s(path: Path) -> float:
         steps = sc.n_devices * sc.training.rounds * sc.training.local_steps
         evals = sc.training.rounds // max(1, sc.training.eval_every)
         boards = min(sc.learning.eval.devices or sc.n_devices, sc.n_devices)
-        total += steps * step + evals * boards * (sc.learning.test_size or 1000) * EVAL_PER_SENTENCE_STEPS * step + 8.0
+        total += (steps * step + sc.n_devices * sc.training.rounds * ROUND_OVERHEAD_S
+                  + evals * boards * (sc.learning.test_size or 1000) * EVAL_PER_SENTENCE_STEPS * step + 8.0)
     return total
 
 
+ALONGSIDE = ("fullscale",)
+"""Sweeps of a few long cells, started first in a process of their own (one cell at a time) while the
+others run, so that no long cell is left running alone at the end with the other cores idle (3 cells
+on 2 workers would leave one core idle for a whole cell). Each cell uses one torch thread, so one more
+process than cores costs no throughput."""
+
+
+def sweep_command(path: Path, out: Path, workers: int | None, address: str | None) -> list[str]:
+    cmd = [str(Path(sys.executable).with_name("fedfleet")), "sweep", str(path), "--out", str(out)]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    if address:
+        cmd += ["--backend", "ray", "--address", address]
+    return cmd
+
+
 def run_sweeps(files: dict[str, Path], out: Path, workers: int | None, address: str | None) -> None:
-    """``fedfleet sweep`` on each file (a rerun resumes); logs host seconds per sweep."""
-    exe = Path(sys.executable).with_name("fedfleet")
-    for name, path in files.items():
-        cmd = [str(exe), "sweep", str(path), "--out", str(out)]
-        if workers:
-            cmd += ["--workers", str(workers)]
-        if address:
-            cmd += ["--backend", "ray", "--address", address]
-        log.info("sweep %s: %s", name, " ".join(cmd))
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, cwd=REPO)
-        log.info("sweep %s: %.0f s", name, time.perf_counter() - t0)
+    """``fedfleet sweep`` on each file (a rerun resumes); logs host seconds per sweep. Without a Ray
+    cluster the :data:`ALONGSIDE` sweeps run in a background process with one worker meanwhile."""
+    aside = {n: p for n, p in files.items() if n in ALONGSIDE and not address}
+    t0 = time.perf_counter()
+    procs = {}
+    for name, path in aside.items():
+        cmd = sweep_command(path, out, 1, None)
+        log.info("sweep %s (alongside the others): %s", name, " ".join(cmd))
+        procs[name] = subprocess.Popen(cmd, cwd=REPO)
+    try:
+        for name, path in files.items():
+            if name in aside:
+                continue
+            cmd = sweep_command(path, out, workers, address)
+            log.info("sweep %s: %s", name, " ".join(cmd))
+            t1 = time.perf_counter()
+            subprocess.run(cmd, check=True, cwd=REPO)
+            log.info("sweep %s: %.0f s", name, time.perf_counter() - t1)
+        for name, proc in procs.items():
+            if proc.wait() != 0:
+                raise subprocess.CalledProcessError(proc.returncode, proc.args)
+            log.info("sweep %s: done %.0f s after the start", name, time.perf_counter() - t0)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,7 +125,7 @@ class Results:
         self.dir = paper_dir
         self.cells = {n: load_cells(paper_dir, n) for n in (*SWEEPS, *ABLATIONS)}
         self.missing = [n for n in SWEEPS if not self.cells[n]]
-        self.incomplete = {n: (len(self.cells[n]), total) for n in SWEEPS
+        self.incomplete = {n: (len(self.cells[n]), total) for n in (*SWEEPS, *ABLATIONS)
                            if self.cells[n] and len(self.cells[n]) < (total := self._cells_planned(n))}
 
     def _cells_planned(self, sweep: str) -> int:

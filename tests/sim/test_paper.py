@@ -7,6 +7,7 @@ import copy
 import importlib.util
 import math
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -145,3 +146,35 @@ def test_rank_scaling_modal_ranks_by_board_type():
                        "lora_rank": [32, 4, 4, 8, 32, 32]})
     cell = SimpleNamespace(run=SimpleNamespace(device_rounds=dr))
     assert mod.modal_ranks({1: cell}) == {"nx": 32, "tx2": 4}
+
+
+def test_long_sweeps_run_alongside_the_others(monkeypatch, tmp_path):
+    """make paper starts the few-long-cell sweeps first in a process of their own, then the rest in order;
+    with a Ray cluster everything runs in order."""
+    paper = _paper_script()
+    calls = []
+
+    class FakeProc:
+        def __init__(self, cmd, cwd=None):
+            calls.append(("bg", cmd))
+            self.args, self.returncode = cmd, 0
+
+        def wait(self):
+            calls.append(("wait", self.args))
+            return 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(paper.subprocess, "Popen", FakeProc)
+    monkeypatch.setattr(paper.subprocess, "run", lambda cmd, check, cwd: calls.append(("fg", cmd)))
+    files = {n: tmp_path / f"{n}.yaml" for n in SWEEPS}
+    paper.run_sweeps(files, tmp_path, 2, None)
+    assert calls[0][0] == "bg" and calls[0][1][2].endswith("fullscale.yaml") and calls[0][1][-2:] == ["--workers", "1"]
+    assert [Path(c[2]).stem for k, c in calls[1:-1]] == [n for n in SWEEPS if n != "fullscale"]
+    assert all(k == "fg" and c[-2:] == ["--workers", "2"] for k, c in calls[1:-1])
+    assert calls[-1][0] == "wait"
+    calls.clear()
+    paper.run_sweeps(files, tmp_path, None, "ray://head:10001")
+    assert [k for k, _ in calls] == ["fg"] * len(SWEEPS)
+    assert [Path(c[2]).stem for _, c in calls] == SWEEPS
