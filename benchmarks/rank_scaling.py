@@ -2,12 +2,13 @@
 
 Under the standard LoRA scaling s = alpha / r an Adam step moves the adapter's update s·B·A by about
 alpha·lr/sqrt(r) (``learning.lora.lora_scale``), so in the paper runs (alpha 16) FedSpine's boards on
-rank 32 learn with half the step of FedAPT's rank 8 and its rank-4 boards with 1.4x that step: the bandit's
-rank is also a per-board learning rate. ``scenarios/paper/rank-scaling.yaml`` reruns FedSpine (the
+rank 32 learn with half the step of FedAPT's rank 8 and its rank-4 boards with 1.4x that step: the
+bandit's rank is also a per-board learning rate. ``scenarios/paper/rank-scaling.yaml`` reruns FedSpine (the
 ``per_device`` reading, where the rank is its only lever; the 8 seeds of ``accuracy.yaml``) with
 s = alpha / sqrt(r) and alpha = 2 sqrt(8), which keeps s = 2 at rank 8: FedAPT (always rank 8) is the
-same run under both scalings, so the FedAPT cells of ``make paper`` pair with these by seed (``--check`` reruns one FedAPT seed under the new scaling and
-compares its evaluations with the paper cell's).
+same run under both scalings, so the FedAPT cells of ``make paper`` pair with these by seed
+(``--check`` reruns one FedAPT seed under the new scaling and compares its evaluations with the paper
+cell's).
 
 Paired by seed, in percentage points of settled accuracy (the paper page's measure: the mean of the
 evaluations once every board holds its final sparsity): FedSpine(rsLoRA) - FedAPT (claim 1a
@@ -32,25 +33,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from sim.store import atomic_write_json
-from sim.views.paper import Cell, Results, Row, rank_scaling_rows
+from sim.views.paper import Results, Row, plans_by_type, rank_scaling_rows
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP = REPO / "scenarios" / "paper" / "rank-scaling.yaml"
+FEDFLEET = str(Path(sys.executable).with_name("fedfleet"))
 log = logging.getLogger("rank_scaling")
 
 
-def modal_ranks(cells: dict[int, Cell], last_share: float = 0.2) -> dict[str, int]:
-    """Board type -> the most played LoRA rank over the last ``last_share`` of the rounds, all seeds."""
-    frames = []
-    for c in cells.values():
-        dr = c.run.device_rounds
-        frames.append(dr.loc[dr["round"] >= dr["round"].max() * (1 - last_share), ["device_type", "lora_rank"]])
-    if not frames:
-        return {}
-    df = pd.concat(frames)
-    return {str(t): int(g["lora_rank"].mode().iloc[0]) for t, g in df.groupby("device_type", observed=True)}
+def modal_ranks(res: Results, sweep: str) -> dict[str, int]:
+    """Board type -> FedSpine's (per_device) most played LoRA rank over the last 20% of the rounds, all seeds."""
+    plans = plans_by_type(res, sweep, methods=(("fedspine", "per_device"),))
+    return {} if plans.empty else dict(zip(plans["board"], plans["rank"].astype(int)))
 
 
 def row(r: Row) -> dict:
@@ -62,10 +59,10 @@ def row(r: Row) -> dict:
 
 def check_fedapt(paper_dir: Path, out: Path) -> dict:
     """FedAPT seed 1 under the ablation's scaling; its evaluations against the paper cell's (must be equal)."""
-    exe = Path(sys.executable).with_name("fedfleet")
-    cmd = [str(exe), "run", str(REPO / "scenarios" / "paper" / "learning-8.yaml"), "--out", str(out), "-q",
-           "--set", "algorithm.name=fedapt", "--set", "learning.lora_scaling=rslora",
-           "--set", "learning.lora_alpha=5.656854249492381", "--set", "learning.torch_threads=1"]  # as a sweep cell
+    scaling = yaml.safe_load(SWEEP.read_text())["set"]  # the ablation's lora_scaling and lora_alpha
+    cmd = [FEDFLEET, "run", str(REPO / "scenarios" / "paper" / "learning-8.yaml"), "--out", str(out), "-q",
+           "--set", "algorithm.name=fedapt", "--set", "learning.torch_threads=1",  # as a sweep cell
+           *[a for k, v in scaling.items() for a in ("--set", f"{k}={v}")]]
     run_dir = Path(subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout.strip().splitlines()[-1])
     paper = Results(paper_dir).accuracy_cells("fedapt", "per_device")[1]
     a = pd.read_parquet(run_dir / "evals.parquet")[["round", "device_id", "accuracy", "loss"]]
@@ -85,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not args.skip_runs:
-        cmd = [str(Path(sys.executable).with_name("fedfleet")), "sweep", str(SWEEP), "--out", str(args.paper_dir)]
+        cmd = [FEDFLEET, "sweep", str(SWEEP), "--out", str(args.paper_dir)]
         subprocess.run(cmd + (["--workers", str(args.workers)] if args.workers else []), check=True, cwd=REPO)
     res = Results(args.paper_dir)
     rows = rank_scaling_rows(res)
     rs = res.by_seed("rank-scaling", "fedspine", "per_device")
-    ranks = {"rslora": modal_ranks(rs), "standard": modal_ranks(res.accuracy_cells("fedspine", "per_device"))}
+    ranks = {"rslora": modal_ranks(res, "rank-scaling"), "standard": modal_ranks(res, "accuracy")}
     out = {"sweep": str(SWEEP.relative_to(REPO)), "paper_dir": str(args.paper_dir), "cells_finished": len(rs),
            "rows": [row(r) for r in rows], "modal_rank_last_20pct": ranks,
            "settled_accuracy_rslora": {str(s): c.settled_accuracy() for s, c in sorted(rs.items())}}

@@ -399,6 +399,10 @@ class RealLearner(Learner):
         pr = self.proxy_ranks(plan)
         return {k: pr[k[0]] for k in keys}
 
+    def lora_s(self, rank: int) -> float:
+        """LoRA's output scaling at ``rank`` under ``learning.lora_alpha`` and ``lora_scaling`` (:func:`lora_scale`)."""
+        return lora_scale(self.config.lora_alpha, rank, self.config.lora_scaling)
+
     def _rows_cols(self, key: Key, masks: Masks) -> tuple[torch.Tensor, torch.Tensor]:
         li, path = key
         spec = self.specs[path]
@@ -414,7 +418,7 @@ class RealLearner(Learner):
         out = {}
         for key in keys:
             rank = ranks[key]
-            s = lora_scale(self.config.lora_alpha, rank, self.config.lora_scaling)
+            s = self.lora_s(rank)
             rows, cols = self._rows_cols(key, masks)
             g = self.glob.get(key)
             if method == "truncate" and g is not None:

@@ -42,7 +42,7 @@ from learning.aggregate import lora_a_init
 from learning.api import Update
 from learning.layers import RemovedBlock, block_holder
 from learning.learner import GlobalEntry, RealLearner
-from learning.lora import Key, lora_keys, lora_scale
+from learning.lora import Key, lora_keys
 
 Factors = dict[Key, tuple[torch.Tensor, torch.Tensor]]  # (B, A), B zero at the start, no scaling folded in
 
@@ -99,7 +99,7 @@ class SplitLearner(RealLearner):
             if f is None:
                 return output
             B, A = f
-            return output + lora_scale(self.config.lora_alpha, A.shape[0], self.config.lora_scaling) * nn.functional.linear(
+            return output + self.lora_s(A.shape[0]) * nn.functional.linear(
                 nn.functional.linear(inputs[0], A), B)
         return hook
 
@@ -270,7 +270,7 @@ class SplitLearner(RealLearner):
     def _publish(self) -> None:
         """The global update the evaluation merges: ΔW = s B A of every adapted matrix."""
         for key, (B, A) in self.lora.items():
-            self.glob[key] = GlobalEntry(B=B * lora_scale(self.config.lora_alpha, A.shape[0], self.config.lora_scaling), A=A)
+            self.glob[key] = GlobalEntry(B=B * self.lora_s(A.shape[0]), A=A)
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict:

@@ -237,6 +237,11 @@ def judge_level(values: dict[int, float], band: tuple[float, float]) -> tuple[st
     return OPEN, st.mean, lo, hi
 
 
+def settled_gap(a: Cell, b: Cell) -> float:
+    """Settled accuracy of ``a`` minus that of ``b`` (a fraction): the accuracy claims' paired value."""
+    return a.settled_accuracy() - b.settled_accuracy()
+
+
 def paired_values(a: dict[int, Cell], b: dict[int, Cell], f: Callable[[Cell, Cell], float]) -> dict[int, float]:
     """f(a_s, b_s) over the seeds both have."""
     return {s: f(a[s], b[s]) for s in sorted(set(a) & set(b))}
@@ -259,17 +264,16 @@ class Row:
 def accuracy_rows(res: Results) -> list[Row]:
     """Claims 1a (FedSpine vs FedAPT at the same sparsity) and 2 (iterative vs sequential), per reading."""
     rows = []
-    acc = lambda x, y: x.settled_accuracy() - y.settled_accuracy()  # noqa: E731
     apt = res.accuracy_cells("fedapt", "per_device")
     for reading in READINGS:
         spine = res.accuracy_cells("fedspine", reading)
-        j = judge_gain(paired_values(spine, apt, acc), 0.4)
+        j = judge_gain(paired_values(spine, apt, settled_gap), 0.4)
         rows.append(Row("1a. final accuracy, FedSpine - FedAPT at sparsity 0.3", reading, "+0.4 to +4.5 pp",
                         j.figure(), j, j.word))
     for it, reading in (("fedapt", "per_device"), ("fedspine", "per_device"), ("fedspine", "fleet_mean")):
         a = res.accuracy_cells(it, reading)
         for seq in ("prune_then_fedlora", "fedlora_then_prune"):
-            j = judge_gain(paired_values(a, res.accuracy_cells(seq, "per_device"), acc), 0.5)
+            j = judge_gain(paired_values(a, res.accuracy_cells(seq, "per_device"), settled_gap), 0.5)
             rows.append(Row(f"2. final accuracy, {LABEL[it]} - {LABEL[seq]} at 0.3",
                             reading if it == "fedspine" else "either", "+0.5 to +1.7 pp", j.figure(), j, j.word))
     return rows
@@ -281,12 +285,11 @@ def rank_scaling_rows(res: Results) -> list[Row]:
     rs = res.by_seed("rank-scaling", "fedspine", "per_device")
     if not rs:
         return []
-    acc = lambda x, y: x.settled_accuracy() - y.settled_accuracy()  # noqa: E731
     rows = []
     for other, claim, paper in (
             ("fedapt", "1a. final accuracy, FedSpine with s = alpha / sqrt(r) - FedAPT at sparsity 0.3", "+0.4 to +4.5 pp"),
             ("fedspine", "FedSpine with s = alpha / sqrt(r) - FedSpine with s = alpha / r (gain of the scaling)", "(ablation)")):
-        j = judge_gain(paired_values(rs, res.accuracy_cells(other, "per_device"), acc), 0.4)
+        j = judge_gain(paired_values(rs, res.accuracy_cells(other, "per_device"), settled_gap), 0.4)
         rows.append(Row(claim, "per_device", paper, j.figure(), j, j.word))
     return rows
 
@@ -365,8 +368,7 @@ def idle_rows(res: Results, sweep: str) -> list[Row]:
 def tau_rows(res: Results) -> list[Row]:
     """Claim 4: tau = 20 beats 10, 30 and 40 at an equal budget of local steps."""
     by_tau = {tau: res.by_seed("tau", "fedspine", "per_device", tau=tau) for tau in TAUS}
-    acc = lambda x, y: x.settled_accuracy() - y.settled_accuracy()  # noqa: E731
-    judged = {tau: judge_gain(paired_values(by_tau[20], by_tau[tau], acc), 0.0) for tau in TAUS if tau != 20}
+    judged = {tau: judge_gain(paired_values(by_tau[20], by_tau[tau], settled_gap), 0.0) for tau in TAUS if tau != 20}
     if any(j.n < 2 for j in judged.values()):
         word = OPEN if any(j.n for j in judged.values()) else "not run"
     elif all(j.lo > 0 for j in judged.values()):
@@ -384,12 +386,16 @@ def tau_rows(res: Results) -> list[Row]:
 
 
 # ----------------------------------------------------------------------------------------- facts
-def plans_by_type(res: Results, sweep: str = "system", last_share: float = 0.2) -> pd.DataFrame:
-    """FedSpine's and FedAPT's plans by device type over the last ``last_share`` of the rounds (all
-    seeds, sparsity 0.3): mean pruning ratio, modal LoRA rank, median local work (download to report)."""
+PLAN_METHODS = (("fedapt", "per_device"), ("fedspine", "per_device"), ("fedspine", "fleet_mean"), ("oracle", "fleet_mean"))
+
+
+def plans_by_type(res: Results, sweep: str = "system", last_share: float = 0.2,
+                  methods: tuple[tuple[str, str], ...] = PLAN_METHODS) -> pd.DataFrame:
+    """The plans of ``methods`` ((policy, reading) pairs) by device type over the last ``last_share`` of the
+    rounds (all seeds, sparsity 0.3): mean pruning ratio, modal LoRA rank, median local work (download to
+    report)."""
     rows = []
-    for pol, reading in (("fedapt", "per_device"), ("fedspine", "per_device"), ("fedspine", "fleet_mean"),
-                         ("oracle", "fleet_mean")):
+    for pol, reading in methods:
         cs = list(res.by_seed(sweep, pol, reading).values())
         if not cs:
             continue

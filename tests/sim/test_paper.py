@@ -139,13 +139,18 @@ def test_rank_scaling_ablation_changes_only_the_lora_scaling_of_fedspine():
 
 
 def test_rank_scaling_modal_ranks_by_board_type():
+    """The ablation's modal ranks come from the page's own plans_by_type (last 20% of the rounds)."""
     spec = importlib.util.spec_from_file_location("rank_scaling", REPO / "benchmarks" / "rank_scaling.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     dr = pd.DataFrame({"round": [0, 8, 9, 10, 9, 10], "device_type": ["tx2", "tx2", "tx2", "tx2", "nx", "nx"],
-                       "lora_rank": [32, 4, 4, 8, 32, 32]})
+                       "lora_rank": [32, 4, 4, 8, 32, 32], "prune_ratio": 0.3,
+                       "t_round_start_s": 0.0, "t_report_s": 1.0})
     cell = SimpleNamespace(run=SimpleNamespace(device_rounds=dr))
-    assert mod.modal_ranks({1: cell}) == {"nx": 32, "tx2": 4}
+    res = SimpleNamespace(by_seed=lambda sweep, pol, reading: {1: cell} if (sweep, pol) == ("rank-scaling", "fedspine") else {})
+    assert mod.modal_ranks(res, "rank-scaling") == {"nx": 32, "tx2": 4}
+    assert mod.modal_ranks(res, "accuracy") == {}
+
 
 
 def test_long_sweeps_run_alongside_the_others(monkeypatch, tmp_path):
