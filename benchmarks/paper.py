@@ -30,6 +30,10 @@ import yaml
 from sim.studies.sweep import load_sweep_file
 from sim.views.paper import SWEEPS, write_page
 
+RUNS = {"default": SWEEPS, "full": [*SWEEPS, "tau"], "smoke": [*SWEEPS, "tau"]}
+"""The sweeps each scale runs: the default design, plus claim 4's tau sweep at the larger scales (smoke
+checks its pipeline)."""
+
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "scenarios" / "paper"
 log = logging.getLogger("paper")
@@ -184,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     paper_dir = args.out / ("paper" if args.scale == "default" else f"paper-{args.scale}")
-    files = {n: sweep_file(n, args.scale, paper_dir / "sweeps") for n in SWEEPS}
+    files = {n: sweep_file(n, args.scale, paper_dir / "sweeps") for n in RUNS[args.scale]}
     if not args.skip_runs:
         cost = {n: expected_host_s(p) for n, p in files.items()}
         workers = args.workers or os.cpu_count() or 1

@@ -15,7 +15,8 @@ together so every tensor shape stays valid, as in LLM-Pruner, arXiv 2305.11627, 
   output dense layer; LLaMA: row ``c`` of gate_proj and up_proj and column ``c`` of down_proj.
 
 :class:`Masks` holds a device's keep-masks (a few hundred booleans per model). :class:`Slicer`
-physically slices the shared frozen model to a mask (``transformers.pytorch_utils.prune_linear_layer``,
+physically slices the shared frozen model to a mask (:func:`slice_linear`, the layer
+``transformers.pytorch_utils.prune_linear_layer`` builds,
 since transformers 5.x has no ``prune_heads``) and restores it afterwards, so one backbone serves
 every device; sliced layers may be cached per mask.
 """
@@ -30,7 +31,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from transformers.pytorch_utils import prune_linear_layer
 
 from learning.layers import BlockDropper
 
@@ -179,11 +179,19 @@ def set_module(root: nn.Module, path: str, module: nn.Module) -> None:
 def slice_linear(layer: nn.Linear, idx: torch.Tensor, axis: int) -> nn.Linear:
     """A frozen copy of ``layer`` keeping rows (axis 0) or columns (axis 1) ``idx``.
 
-    ``prune_linear_layer`` builds a fresh ``nn.Linear`` whose (overwritten) init draws from the global
-    torch RNG; it runs under a forked RNG so that slicing, and so the slice cache, never shifts the
-    seeded dropout stream of a local update."""
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        out = prune_linear_layer(layer, idx.to(layer.weight.device), dim=axis)
+    The same layer as ``transformers.pytorch_utils.prune_linear_layer`` (weights in torch's default
+    dtype, on the layer's device), built with ``torch.nn.utils.skip_init``: no throwaway random init,
+    which cost more than the copy itself (60% of the slicing time, measured on the packaged MiniLM) and
+    never touches the global torch RNG, so slicing, and so the slice cache, cannot shift the seeded
+    dropout stream of a local update."""
+    idx = idx.to(layer.weight.device)
+    with torch.no_grad():
+        w = layer.weight.index_select(axis, idx)
+        b = None if layer.bias is None else (layer.bias if axis == 1 else layer.bias.index_select(0, idx))
+        out = torch.nn.utils.skip_init(nn.Linear, w.shape[1], w.shape[0], bias=b is not None, device=w.device)
+        out.weight.copy_(w)
+        if b is not None:
+            out.bias.copy_(b)
     for p in out.parameters():
         p.requires_grad_(False)
     return out

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from fleet_helpers import REPO
 
-from sim.views.paper import (FAILS, HOLDS, OPEN, SWEEPS, Cell, judge_gain, judge_level, judge_speed,
+from sim.views.paper import (EXTRAS, FAILS, HOLDS, OPEN, SWEEPS, Cell, judge_gain, judge_level, judge_speed,
                              paired_values)
 from sim.views.stats import mde_paired
 
@@ -30,7 +30,8 @@ def _paper_script():
 def test_every_paper_sweep_is_run_by_make_paper():
     ablations = {"rank-scaling": "rank_scaling.py"}  # run by their own benchmarks, on make paper's results
     files = {p.stem for p in (REPO / "scenarios" / "paper").glob("*.yaml")} - {"learning-8"}
-    assert set(SWEEPS) == files - set(ablations)
+    assert set(SWEEPS) | {"tau"} == files - set(ablations)
+    assert set(EXTRAS) == {"tau", *ablations}  # shown when present, never counted missing
     assert all((REPO / "benchmarks" / script).is_file() for script in ablations.values())
     make = (REPO / "Makefile").read_text()
     assert "paper:" in make and "--scale $(PAPER_SCALE)" in make
@@ -88,7 +89,9 @@ def test_scales_derive_runnable_sweeps(tmp_path):
 
     paper = _paper_script()
     assert paper.sweep_file("accuracy", "default", tmp_path) == REPO / "scenarios" / "paper" / "accuracy.yaml"
-    for name in SWEEPS:
+    assert paper.RUNS["default"] == SWEEPS and "tau" not in SWEEPS  # claim 4 only at the larger scales
+    assert paper.RUNS["full"] == paper.RUNS["smoke"] == [*SWEEPS, "tau"]
+    for name in paper.RUNS["smoke"]:
         path = paper.sweep_file(name, "smoke", tmp_path)
         spec, cells = load_sweep_file(path)
         assert spec.seeds == paper.SCALES["smoke"][name]["seeds"]
