@@ -42,7 +42,8 @@ test: setup chromium
 bench: setup
 	$(BIN)/python benchmarks/bench.py
 
-# The FedSpine paper reproduction: every sweep of scenarios/paper/ (resumes: finished cells are skipped),
+# The FedSpine paper reproduction: the default design, every sweep of scenarios/paper/ but tau.yaml (claim 4,
+# run by PAPER_SCALE=full) and the rank-scaling ablation (benchmarks/rank_scaling.py); resumes: finished cells are skipped;
 # then docs/paper-reproduction.md and docs/figures/ regenerated from the results; the expected cost is
 # logged first. PAPER_SCALE=full runs the larger design (more seeds; a bigger machine, a GPU or Ray),
 # PAPER_SCALE=smoke a miniature for checking the pipeline (pages of other scales go to results/paper-SCALE/page/).

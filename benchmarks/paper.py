@@ -28,11 +28,7 @@ from pathlib import Path
 import yaml
 
 from sim.studies.sweep import load_sweep_file
-from sim.views.paper import SWEEPS, write_page
-
-RUNS = {"default": SWEEPS, "full": [*SWEEPS, "tau"], "smoke": [*SWEEPS, "tau"]}
-"""The sweeps each scale runs: the default design, plus claim 4's tau sweep at the larger scales (smoke
-checks its pipeline)."""
+from sim.views.paper import RUNS, write_page
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER = REPO / "scenarios" / "paper"

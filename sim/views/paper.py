@@ -48,6 +48,9 @@ SWEEPS = ["system", "stress-drifting", "stress-hostile", "stress-datasheet", "ac
 # Beyond the default design, shown when their cells exist, never counted as missing: claim 4's tau sweep (at 3
 # seeds its MDE was 11 pp, so the default budget goes to the claims it can resolve; PAPER_SCALE=full runs it)
 # and the rank-scaling ablation of claim 1a (benchmarks/rank_scaling.py).
+RUNS = {"default": SWEEPS, "full": [*SWEEPS, "tau"], "smoke": [*SWEEPS, "tau"]}
+"""The sweeps `make paper` runs at each scale: the default design, plus claim 4's tau sweep at the larger
+scales (smoke checks its pipeline)."""
 EXTRAS = {"tau": "`make paper PAPER_SCALE=full`, or `fedfleet sweep scenarios/paper/tau.yaml --out results/paper` "
                  "then `make paper`",
           "rank-scaling": "`python benchmarks/rank_scaling.py`, then `make paper`"}
@@ -127,10 +130,11 @@ def load_cells(paper_dir: Path, sweep: str) -> list[Cell]:
 class Results:
     """Every sweep's finished cells, looked up by (sweep, policy, reading, sparsity, tau) per seed."""
 
-    def __init__(self, paper_dir: Path):
+    def __init__(self, paper_dir: Path, scale: str = "default"):
         self.dir = paper_dir
+        self.scale = scale
         self.cells = {n: load_cells(paper_dir, n) for n in (*SWEEPS, *EXTRAS)}
-        self.missing = [n for n in SWEEPS if not self.cells[n]]
+        self.missing = [n for n in RUNS[scale] if not self.cells[n]]
         self.incomplete = {n: (len(self.cells[n]), total) for n in (*SWEEPS, *EXTRAS)
                            if self.cells[n] and len(self.cells[n]) < (total := self._cells_planned(n))}
 
@@ -387,7 +391,7 @@ def tau_rows(res: Results) -> list[Row]:
     fig = ", ".join(f"{t}: {m * 100:.1f}%" for t, m in means.items() if math.isfinite(m)) or "not run"
     worst = max(judged.values(), key=lambda j: j.mde if math.isfinite(j.mde) else -1.0)
     why = "; ".join(f"20 - {t}: {j.figure()}" for t, j in judged.items()) if res.cells["tau"] else (
-        f"not in the default design; {EXTRAS['tau']} adds it")
+        "not run" if "tau" in RUNS[res.scale] else f"not in the default design; {EXTRAS['tau']} adds it")
     return [Row("4. best tau of 10, 20, 30, 40 (240 local steps per board)", "per_device", "tau = 20", fig,
                 worst, word, why)]
 
@@ -467,13 +471,14 @@ def write_page(paper_dir: Path, docs: Path, figures: bool = True, scale: str = "
     the sweeps under ``paper_dir``."""
     from sim.views.paper_text import render  # noqa: PLC0415 - the prose, kept apart from the arithmetic
 
-    res = Results(paper_dir)
+    res = Results(paper_dir, scale)
     acc = accuracy_rows(res)
     summary = [*acc[:2], *speed_to_target_rows(res, full=True), *speed_to_target_rows(res, full=False),
                *acc[2:], *idle_rows(res, "system"), *tau_rows(res)]
     worlds = {name: [*equal_rounds_rows(res, sweep), *idle_rows(res, sweep)] for sweep, name in WORLDS.items()}
+    kept = {name for (sweep, _), name in FIGURES.items() if res.cells[sweep]}  # no figure of a sweep without cells
     figs = make_figures(res, docs / "figures") if figures else sorted(
-        p.name for p in (docs / "figures").glob("paper-*.png") if p.name in FIGURES.values())
+        p.name for p in (docs / "figures").glob("paper-*.png") if p.name in kept)
     text = render(res=res, summary=summary, worlds=worlds, plans=plans_by_type(res), facts=learning_facts(res),
                   figures=figs, hosts=host_times(paper_dir), scale=scale, ablation=rank_scaling_rows(res))
     page = docs / "paper-reproduction.md"

@@ -130,3 +130,31 @@ def test_unknown_architecture_is_a_clear_error():
 
     with pytest.raises(ValueError, match="gpt2.*allowed: bert"):
         ArchAdapter.for_model(M())
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("bias", [True, False])
+def test_slice_linear_is_transformers_prune_linear_layer_without_touching_the_rng(axis, bias):
+    from torch import nn
+    from transformers.pytorch_utils import prune_linear_layer
+
+    from learning.structure import slice_linear
+
+    g = torch.Generator().manual_seed(3)
+    lin = nn.Linear(12, 20, bias=bias)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(20, 12, generator=g))
+        if bias:
+            lin.bias.copy_(torch.randn(20, generator=g))
+    idx = torch.tensor([0, 3, 4, 9, 11])
+    state = torch.get_rng_state()
+    got = slice_linear(lin, idx, axis)
+    assert torch.equal(torch.get_rng_state(), state)  # no init drawn: the dropout stream cannot shift
+    ref = prune_linear_layer(lin, idx, dim=axis)
+    assert got.weight.shape == ref.weight.shape and got.weight.dtype == ref.weight.dtype
+    assert torch.equal(got.weight, ref.weight) and got.weight.is_contiguous()
+    assert (got.bias is None) == (ref.bias is None) and (not bias or torch.equal(got.bias, ref.bias))
+    assert not any(p.requires_grad for p in got.parameters())
+    assert got.weight.data_ptr() != lin.weight.data_ptr()  # a copy, the shared layer stays untouched
+    half = slice_linear(lin.to(torch.bfloat16), idx, axis)  # a bf16 checkpoint keeps its dtype
+    assert half.weight.dtype == torch.bfloat16 and torch.equal(half.weight.float(), ref.weight.bfloat16().float())

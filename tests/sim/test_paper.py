@@ -186,3 +186,17 @@ def test_long_sweeps_run_alongside_the_others(monkeypatch, tmp_path):
     paper.run_sweeps(files, tmp_path, None, "ray://head:10001")
     assert [k for k, _ in calls] == ["fg"] * len(SWEEPS)
     assert [Path(c[2]).stem for _, c in calls] == SWEEPS
+
+
+@pytest.mark.parametrize("scale", ["default", "full"])
+def test_page_of_an_empty_results_dir_names_what_the_scale_runs(tmp_path, scale):
+    from sim.views.paper import RUNS, write_page
+
+    (tmp_path / "docs" / "figures").mkdir(parents=True)
+    (tmp_path / "docs" / "figures" / "paper-tau-accuracy-vs-time.png").write_bytes(b"stale")
+    text = write_page(tmp_path / "paper", tmp_path / "docs", figures=False, scale=scale).read_text()
+    line = next(x for x in text.splitlines() if "Sweeps not run yet:" in x)
+    assert line.split("Sweeps not run yet: ")[1].rstrip(".") == ", ".join(RUNS[scale])
+    assert ("not in the default design" in text) == (scale == "default")  # tau: a pointer to the scale that runs it
+    assert "paper-tau-accuracy-vs-time.png" not in text  # no figure of a sweep without cells
+    assert "## Ablation" in text and "benchmarks/rank_scaling.py" in text
