@@ -11,6 +11,8 @@ do not depend on the executor, the worker count or the completion order.
   or thread state is inherited). Workers ignore SIGINT (the parent owns Ctrl-C) and, on Linux, are
   killed by the kernel if the parent dies (``PR_SET_PDEATHSIG``), so a killed sweep leaves no
   orphan writing into its directory.
+* :class:`SharedExecutor`: one of several studies' handle on one :class:`LocalExecutor` they share
+  (studies run in threads, their cells in one pool, so the pool stays full across study boundaries).
 * :class:`RayExecutor`: each task is one Ray task (``num_cpus=1``, no retries). ``ray.init()``
   starts a local Ray with ``workers`` CPUs, or connects to ``address`` (an existing cluster whose
   nodes have fedfleet installed).
@@ -24,6 +26,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -91,18 +94,22 @@ class LocalExecutor(Executor):
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                          initializer=_worker_init)
 
+    def start(self) -> None:
+        """Spawn every worker now, from the calling thread. The pool spawns workers lazily, from the thread
+        that submits, and the kernel kills a worker when the *thread* that spawned it ends
+        (``PR_SET_PDEATHSIG``): a pool that several threads share (:class:`SharedExecutor`) must be
+        started by the thread that outlives them. ``workers`` tasks queued back to back each spawn a
+        process (none is idle yet: a spawned interpreter takes far longer to start than a submit)."""
+        pids = {f.result() for f in [self._pool.submit(os.getpid) for _ in range(self.workers)]}
+        log.debug("local pool started: %d worker processes", len(pids))
+
+    def submit(self, fn: Callable[[Any], Any], task: Any) -> Future:
+        """Queue one task (the pool runs queued tasks in submission order)."""
+        return self._pool.submit(fn, task)
+
     def imap_unordered(self, fn, tasks):
         """Every task submitted to the pool; results in completion order (a broken pool's error as result)."""
-        pending: dict[Future, Any] = {self._pool.submit(fn, t): t for t in tasks}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                t = pending.pop(f)
-                try:
-                    res = f.result()
-                except Exception as e:  # noqa: BLE001 - e.g. BrokenProcessPool
-                    res = e
-                yield t, res
+        yield from _completed({self.submit(fn, t): t for t in tasks})
 
     def close(self, cancel: bool = False) -> None:
         """Shut the pool down; with ``cancel``, kill its processes first."""
@@ -113,6 +120,46 @@ class LocalExecutor(Executor):
                 except (OSError, AttributeError):
                     pass
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+def _completed(pending: dict[Future, Any]) -> Iterator[tuple[Any, Any]]:
+    """``(task, result)`` as the futures of ``pending`` (future -> task) finish; an error is the result."""
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for f in done:
+            t = pending.pop(f)
+            try:
+                res = f.result()
+            except Exception as e:  # noqa: BLE001 - e.g. BrokenProcessPool
+                res = e
+            yield t, res
+
+
+class SharedExecutor(Executor):
+    """One study's handle on a :class:`LocalExecutor` that several studies, each in its own thread, use at
+    once (start the pool first, :meth:`LocalExecutor.start`): its tasks join the shared pool's queue (``submitted`` is set once they all have, so a caller can
+    start studies in a chosen order, e.g. longest cells first); ``close()`` leaves the pool to its owner,
+    ``close(cancel=True)`` cancels the whole pool (Ctrl-C stops every study)."""
+
+    name = "local"
+
+    def __init__(self, pool: LocalExecutor) -> None:
+        self.pool = pool
+        self.workers = pool.workers
+        self.submitted = threading.Event()
+
+    def imap_unordered(self, fn, tasks):
+        """Every task queued on the shared pool, then results in completion order."""
+        try:
+            pending = {self.pool.submit(fn, t): t for t in tasks}
+        finally:
+            self.submitted.set()
+        yield from _completed(pending)
+
+    def close(self, cancel: bool = False) -> None:
+        """Nothing unless ``cancel``: the pool's owner shuts it down."""
+        if cancel:
+            self.pool.close(cancel=True)
 
 
 class RayExecutor(Executor):

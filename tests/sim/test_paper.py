@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from fleet_helpers import REPO
 
 from sim.views.paper import (EXTRAS, FAILS, HOLDS, OPEN, SWEEPS, Cell, judge_gain, judge_level, judge_speed,
@@ -156,36 +157,37 @@ def test_rank_scaling_modal_ranks_by_board_type():
 
 
 
-def test_long_sweeps_run_alongside_the_others(monkeypatch, tmp_path):
-    """make paper starts the few-long-cell sweeps first in a process of their own, then the rest in order;
-    with a Ray cluster everything runs in order."""
+def test_sweeps_share_one_pool_longest_first_with_the_results_of_a_serial_run(monkeypatch, tmp_path):
+    """make paper runs every sweep at once on one pool, the long-cell sweeps' cells queued first; the
+    sweep indexes are byte-identical to those of each sweep run alone, serially."""
+    from sim.studies.executors import LocalExecutor, SerialExecutor
+    from sim.studies.sweep import load_sweep_file
+    from sim.studies.sweep_run import run_sweep
+
     paper = _paper_script()
+    base = REPO / "scenarios" / "paper-fleet-80-paperlike.yaml"
+    files = {}
+    for name, ps in (("system", [0.2, 0.3]), ("fullscale", [0.3])):
+        files[name] = tmp_path / f"{name}.yaml"
+        files[name].write_text(yaml.safe_dump({"base": str(base), "name": name, "seeds": [1, 2],
+                                               "set": {"training": {"rounds": 2}, "learning": {"kind": "none"}},
+                                               "matrix": {"algorithm.params.prune_target": ps}}))
+    queued = []
+    submit = LocalExecutor.submit
+    monkeypatch.setattr(LocalExecutor, "submit", lambda self, fn, task: (queued.append(task.cells_dir),
+                                                                         submit(self, fn, task))[1])
+    paper.run_sweeps(files, tmp_path / "pooled", 2, None)
+    assert [Path(q).parent.name for q in queued] == ["fullscale"] * 2 + ["system"] * 4
+    for name, path in files.items():
+        spec, cells = load_sweep_file(path)
+        run_sweep(spec, cells, tmp_path / "serial", SerialExecutor(), base_dir=path.parent)
+        pooled, serial = (tmp_path / d / name / "sweep.parquet" for d in ("pooled", "serial"))
+        assert pooled.read_bytes() == serial.read_bytes()
     calls = []
-
-    class FakeProc:
-        def __init__(self, cmd, cwd=None):
-            calls.append(("bg", cmd))
-            self.args, self.returncode = cmd, 0
-
-        def wait(self):
-            calls.append(("wait", self.args))
-            return 0
-
-        def poll(self):
-            return 0
-
-    monkeypatch.setattr(paper.subprocess, "Popen", FakeProc)
-    monkeypatch.setattr(paper.subprocess, "run", lambda cmd, check, cwd: calls.append(("fg", cmd)))
-    files = {n: tmp_path / f"{n}.yaml" for n in SWEEPS}
-    paper.run_sweeps(files, tmp_path, 2, None)
-    assert calls[0][0] == "bg" and calls[0][1][2].endswith("fullscale.yaml") and calls[0][1][-2:] == ["--workers", "1"]
-    assert [Path(c[2]).stem for k, c in calls[1:-1]] == [n for n in SWEEPS if n != "fullscale"]
-    assert all(k == "fg" and c[-2:] == ["--workers", "2"] for k, c in calls[1:-1])
-    assert calls[-1][0] == "wait"
-    calls.clear()
-    paper.run_sweeps(files, tmp_path, None, "ray://head:10001")
-    assert [k for k, _ in calls] == ["fg"] * len(SWEEPS)
-    assert [Path(c[2]).stem for _, c in calls] == SWEEPS
+    monkeypatch.setattr(paper.subprocess, "run", lambda cmd, check, cwd: calls.append(cmd))
+    paper.run_sweeps(files, tmp_path, None, "ray://head:10001")  # a cluster: fedfleet sweep, each in turn
+    assert [Path(c[2]).stem for c in calls] == list(files) and all(c[-2:] == ["--address", "ray://head:10001"]
+                                                                   for c in calls)
 
 
 @pytest.mark.parametrize("scale", ["default", "full"])
