@@ -5,7 +5,9 @@ from the run files.
 
     .venv/bin/python benchmarks/paper.py [--scale default|full|smoke] [--skip-runs] [--out results] [--workers N]
 
-Scales: ``default`` runs the sweep files as written (about 340 core-minutes measured, over the 150-minute goal on 2 cores); ``full``
+Scales: ``default`` runs the default design (:data:`sim.views.paper.RUNS`: every sweep file but ``tau``, as
+written; on this project's 2-core machine 135 to 180 minutes from scratch, depending on the machine's speed
+at the time); ``full`` (adds ``tau``)
 runs more seeds and the per-device FedSpine at full scale, for a bigger machine, a GPU (add
 ``learning.device: cuda`` to ``scenarios/paper/learning-8.yaml``) or a Ray cluster (``--address``);
 ``smoke`` is a minutes-long miniature with the tiny packaged model, for testing the pipeline. A scale
