@@ -164,11 +164,12 @@ def run_sweeps(files: dict[str, Path], out: Path, workers: int | None, address: 
 
 def run_pooled(files: dict[str, Path], out: Path, workers: int) -> None:
     """Every sweep in a thread of its own, all cells on one :class:`LocalExecutor` of ``workers``
-    processes, the :data:`LONGEST_FIRST` sweeps' cells queued first. One process per core the whole
-    time: no sweep's tail leaves a core idle, and no extra process competes for the cores (a third
-    single-thread process on 2 cores cost about 10% of the throughput, measured on 2026-12-07: the
-    8-board cells took 1.6-1.7x their 2-process host time instead of 1.5x). A failed sweep is raised
-    after the others finish; Ctrl-C cancels the pool, and a rerun resumes every sweep."""
+    processes, the :data:`LONGEST_FIRST` sweeps' cells queued first: one process per core the whole
+    time, no sweep's tail leaving a core idle (sweeps one after another idle a core at each sweep's
+    last cell) and no long cell left alone at the end. Whether this beats the earlier layout (the
+    full-scale sweep in a third process beside the others) is not measured: the machine's speed
+    drifted by up to 40% between runs of the same day, more than the difference. A failed sweep is
+    raised after the others finish; Ctrl-C cancels the pool, and a rerun resumes every sweep."""
     pool = LocalExecutor(workers)
     pool.start()  # the workers belong to this thread, which outlives the sweeps' threads
     order = [n for n in LONGEST_FIRST if n in files] + [n for n in files if n not in LONGEST_FIRST]
