@@ -137,9 +137,10 @@ def _completed(pending: dict[Future, Any]) -> Iterator[tuple[Any, Any]]:
 
 class SharedExecutor(Executor):
     """One study's handle on a :class:`LocalExecutor` that several studies, each in its own thread, use at
-    once (start the pool first, :meth:`LocalExecutor.start`): its tasks join the shared pool's queue (``submitted`` is set once they all have, so a caller can
-    start studies in a chosen order, e.g. longest cells first); ``close()`` leaves the pool to its owner,
-    ``close(cancel=True)`` cancels the whole pool (Ctrl-C stops every study)."""
+    once (start the pool first, :meth:`LocalExecutor.start`): its tasks join the shared pool's queue
+    (``submitted`` is set once they all have, so a caller can start studies in a chosen order, e.g.
+    longest cells first); ``close()`` leaves the pool to its owner, ``close(cancel=True)`` cancels the
+    whole pool (Ctrl-C stops every study)."""
 
     name = "local"
 

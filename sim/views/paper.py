@@ -54,6 +54,7 @@ scales (smoke checks its pipeline)."""
 EXTRAS = {"tau": "`make paper PAPER_SCALE=full`, or `fedfleet sweep scenarios/paper/tau.yaml --out results/paper` "
                  "then `make paper`",
           "rank-scaling": "`python benchmarks/rank_scaling.py`, then `make paper`"}
+PAGE_SWEEPS = (*SWEEPS, *EXTRAS)  # every sweep the page reads
 WORLDS = {"system": "paper-like", "stress-drifting": "drifting", "stress-hostile": "hostile",
           "stress-datasheet": "hostile, datasheet-calibrated"}
 READINGS = ("per_device", "fleet_mean")
@@ -133,9 +134,9 @@ class Results:
     def __init__(self, paper_dir: Path, scale: str = "default"):
         self.dir = paper_dir
         self.scale = scale
-        self.cells = {n: load_cells(paper_dir, n) for n in (*SWEEPS, *EXTRAS)}
+        self.cells = {n: load_cells(paper_dir, n) for n in PAGE_SWEEPS}
         self.missing = [n for n in RUNS[scale] if not self.cells[n]]
-        self.incomplete = {n: (len(self.cells[n]), total) for n in (*SWEEPS, *EXTRAS)
+        self.incomplete = {n: (len(self.cells[n]), total) for n in PAGE_SWEEPS
                            if self.cells[n] and len(self.cells[n]) < (total := self._cells_planned(n))}
 
     def _cells_planned(self, sweep: str) -> int:
@@ -432,7 +433,7 @@ def learning_facts(res: Results) -> dict:
 
 def host_times(paper_dir: Path) -> list[str]:
     out = ["| sweep | cells finished | host time of its cells (s, sum over cells) |", "|---|---|---|"]
-    for name in (*SWEEPS, *EXTRAS):
+    for name in PAGE_SWEEPS:
         d = paper_dir / name
         if not (d / "sweep.parquet").is_file():
             continue
