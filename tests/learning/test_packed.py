@@ -95,6 +95,22 @@ def test_dropout_masks_keep_the_expectation_and_are_seeded():
     assert torch.equal(DropoutMasks(np.random.default_rng(7))(x, 0.0), x)
 
 
+def test_dropout_masks_equal_the_documented_rule_bit_for_bit():
+    """m = keep where u >= k - 32768 else 0 (u the generator's int16 draws): the fast form changes no bit."""
+    import numpy as np
+    import torch
+
+    from learning.packed import DropoutMasks
+
+    x = torch.randn(300, 384, generator=torch.Generator().manual_seed(3))
+    for p in (0.1, 0.37):
+        k = round(p * 65536)
+        u = np.random.default_rng(11).integers(-32768, 32768, tuple(x.shape), dtype=np.int16)
+        keep = np.float32(1.0 / (1.0 - k / 65536))
+        want = x * torch.from_numpy(np.where(u >= k - 32768, keep, np.float32(0.0)))
+        assert torch.equal(DropoutMasks(np.random.default_rng(11))(x, p), want)
+
+
 @pytest.mark.parametrize("name,p", [("tiny-bert", 0.5), ("minilm", 0.3)])
 def test_mean_pooling_packed_equals_padded(name, p):
     """learning.pooling mean: the packed segment mean equals the masked mean of the padded forward."""
