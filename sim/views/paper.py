@@ -17,9 +17,10 @@ Each claim of FedSpine (arXiv 2501.02438, its evaluation section) is judged with
 * the best tau holds when tau = 20 beats every other tau (lo > 0 against each), does not hold when some
   tau beats it (hi < 0), else cannot be resolved.
 
-Accuracy of a run: the mean of its evaluations from the first round at which every board holds its
-final sparsity (the settled model, :meth:`Cell.settled_accuracy`), so a run is not judged on one noisy
-evaluation nor on rounds before its last pruning step.
+Accuracy of a run: the mean of its evaluations in its final window, from the later of the first round
+at which every board holds its final sparsity and 0.8 of the rounds (:meth:`Cell.final_round`,
+:meth:`Cell.settled_accuracy`), so a run is not judged on one noisy evaluation nor on rounds before its
+last pruning step, and every method of a comparison is judged on the same final rounds.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ READINGS = ("per_device", "fleet_mean")
 P0 = 0.3  # the sparsity of the accuracy claims and of the summary rows
 TAUS = (10, 20, 30, 40)
 ACC_GOAL_PP = 1.5  # the design's goal for the accuracy claims' MDE
+FINAL_FRACTION = 0.8  # a run's final window starts at this fraction of its rounds at the earliest (Cell.final_round):
+# the round by which the design's iterative schedules reach their target (FedSpine's and FedAPT's
+# reach_target_by), and FedLoRA-then-prune prunes
 IDLE_GOAL_PP = 1.0  # the MDE an unresolved idle reduction is planned against (the paper gives no number)
 BASELINES = ("fedapt", "fedmp", "fedmp_fixed", "prune_then_fedlora", "fedlora_then_prune")
 LABEL = {"fedspine": "FedSpine", "fedapt": "FedAPT (uniform iterative)", "fedmp": "FedMP",
@@ -102,12 +106,20 @@ class Cell:
         moving = dr.loc[(dr["prune_ratio"] - final).abs() > 1e-12, "round"]
         return int(moving.max()) + 1 if len(moving) else 0
 
+    def final_round(self) -> int:
+        """The first round of the run's final window: the later of :meth:`settled_round` and
+        ``ceil(FINAL_FRACTION * rounds)``. The second bound gives every method of a comparison the same
+        final rounds: a method that prunes once at round 0 (Prune-then-FedLoRA) is settled from round 0,
+        and averaging its evaluations from there would judge it on its early, still-learning rounds
+        against iterative methods judged on their last ones."""
+        return max(self.settled_round(), math.ceil(FINAL_FRACTION * self.rounds_n))
+
     def settled_accuracy(self) -> float:
-        """Mean evaluated accuracy over the rounds from :meth:`settled_round` on (NaN without any)."""
+        """Mean evaluated accuracy over the rounds from :meth:`final_round` on (NaN without any)."""
         if "accuracy" not in self.rounds:
             return math.nan
         r = self.rounds
-        acc = r.loc[r["round"] >= min(self.settled_round(), int(r["round"].max())), "accuracy"].dropna()
+        acc = r.loc[r["round"] >= min(self.final_round(), int(r["round"].max())), "accuracy"].dropna()
         return float(acc.mean()) if len(acc) else math.nan
 
 

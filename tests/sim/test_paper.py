@@ -17,7 +17,7 @@ import yaml
 from fleet_helpers import REPO
 
 from sim.views.paper import (EXTRAS, FAILS, HOLDS, OPEN, SWEEPS, Cell, judge_gain, judge_level, judge_speed,
-                             paired_values)
+                             paired_values, settled_gap)
 from sim.views.stats import mde_paired
 
 
@@ -76,13 +76,26 @@ def _cell(seed: int, ratios_by_round: list[list[float]], acc: list[float]) -> Ce
     return Cell("accuracy", "fedapt", "per_device", 0.3, 10, len(acc), seed, "", run)
 
 
-def test_settled_accuracy_averages_the_evaluations_after_the_last_pruning_step():
-    c = _cell(1, [[0.1, 0.1], [0.2, 0.3], [0.3, 0.3], [0.3, 0.3]], [0.5, math.nan, 0.7, 0.8])
-    assert c.settled_round() == 2
+def test_settled_accuracy_averages_the_final_window():
+    """From the later of the last pruning step and 0.8 of the rounds (round 8 of 10 here)."""
+    acc = [0.5, math.nan, 0.6, 0.62, 0.64, 0.66, 0.68, 0.7, 0.7, 0.8]
+    c = _cell(1, [[0.1, 0.1], [0.2, 0.3]] + [[0.3, 0.3]] * 8, acc)
+    assert c.settled_round() == 2 and c.final_round() == 8
     assert c.settled_accuracy() == pytest.approx(0.75)
-    late = _cell(2, [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.3, 0.3]], [0.6, 0.62, 0.64, 0.66])
-    assert late.settled_round() == 3 and late.settled_accuracy() == pytest.approx(0.66)  # prunes in the last round
+    late = _cell(2, [[0.0, 0.0]] * 9 + [[0.3, 0.3]], acc)
+    assert late.settled_round() == 9 == late.final_round() and late.settled_accuracy() == pytest.approx(0.8)
     assert paired_values({1: c, 2: late}, {2: late}, lambda a, b: a.seed + b.seed) == {2: 4}
+
+
+def test_a_method_pruned_at_round_0_is_judged_on_the_same_final_rounds():
+    """Prune-then-FedLoRA holds its final sparsity from round 0; its early, still-learning evaluations
+    stay out of its accuracy, as an iterative method's do (the page before 2026-12-07 averaged them in)."""
+    acc = [0.5, 0.55, 0.6, 0.62, 0.64, 0.66, 0.68, 0.7, 0.7, 0.8]
+    once = _cell(1, [[0.3, 0.3]] * 10, acc)
+    iterative = _cell(1, [[min(0.3, 0.04 * (r + 1))] * 2 for r in range(10)], acc)
+    assert once.settled_round() == 0 and iterative.settled_round() == 7
+    assert once.final_round() == iterative.final_round() == 8
+    assert settled_gap(iterative, once) == 0.0
 
 
 def test_scales_derive_runnable_sweeps(tmp_path):
