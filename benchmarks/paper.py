@@ -61,9 +61,11 @@ SCALES: dict[str, dict[str, dict]] = {
         "stress-drifting": {"seeds": [1, 2], "set": {"training.rounds": 8}},
         "stress-hostile": {"seeds": [1, 2], "set": {"training.rounds": 8}},
         "stress-datasheet": {"seeds": [1, 2], "set": {"training.rounds": 8}},
-        "accuracy": {"seeds": [1, 2], "set": {"training": {"rounds": 5, "local_steps": 2, "eval_every": 1},
+        "accuracy": {"seeds": [1, 2], "set": {"training": {"rounds": 5, "local_steps": 2, "eval_every": 1,
+                                                           "eval_early": None},
                                               **_TINY}},
-        "accuracy-fleet-mean": {"seeds": [1, 2], "set": {"training": {"rounds": 5, "local_steps": 2, "eval_every": 1},
+        "accuracy-fleet-mean": {"seeds": [1, 2], "set": {"training": {"rounds": 5, "local_steps": 2, "eval_every": 1,
+                                                                      "eval_early": None},
                                                          **_TINY}},
         "tau": {"seeds": [1, 2], "set": _TINY,
                 "matrix": {"training": [{"local_steps": 10, "rounds": 4, "eval_every": 1},
@@ -127,7 +129,7 @@ def expected_host_s(path: Path) -> float:
             continue
         step = STEP_S.get((sc.learning.model, sc.learning.proxy_layers), 0.15)
         steps = sc.n_devices * sc.training.rounds * sc.training.local_steps
-        evals = sc.training.rounds // max(1, sc.training.eval_every)
+        evals = sum(sc.training.evaluates(r) for r in range(sc.training.rounds))
         boards = min(sc.learning.eval.devices or sc.n_devices, sc.n_devices)
         total += (steps * step + sc.n_devices * sc.training.rounds * ROUND_OVERHEAD_S
                   + evals * boards * (sc.learning.test_size or 1000) * EVAL_PER_SENTENCE_STEPS * step + 8.0)

@@ -320,7 +320,7 @@ class Simulation:
         ok_dev = rnd.selected[ok_idx]
         self.learner.aggregate([int(d) for d in ok_dev], [buf.updates.get(j) for j in ok_idx],
                                self.strategy.aggregator, self._agg_weights(ok_dev, [rnd.plans[j] for j in ok_idx]))
-        if (r + 1) % sc.training.eval_every != 0 and r + 1 != sc.training.rounds:
+        if not sc.training.evaluates(r):
             return {}
         self.last_eval = self.learner.evaluate(r)
         extra = {k: self.last_eval.get(k, math.nan) for k in ("accuracy", "accuracy_min", "accuracy_max")}

@@ -326,12 +326,29 @@ class WorkloadSpec(Strict):
     frozen_activation_factor: Annotated[float, Field(ge=0.1, le=1, allow_inf_nan=False)] = Field(1.0, description="phi_frozen: share of activations a frozen base stores")
 
 
+class EvalEarly(Strict):
+    """A sparser evaluation schedule for the early rounds (:meth:`Training.evaluates`)."""
+
+    until_round: Count = Field(description="rounds 1..until_round (1-based) follow this schedule")
+    every: Count = Field(description="evaluate every N rounds up to until_round")
+
+
 class Training(Strict):
     rounds: Annotated[int, Field(ge=1, le=1_000_000)] = Field(100, description="round limit")
     local_steps: Annotated[int, Field(ge=1, le=100000)] = Field(20, description="local steps tau per round")
     target_accuracy: Fraction | None = Field(None, description="stop when the evaluated accuracy reaches this")
     time_budget_s: PosTimeS | None = Field(None, description="stop once simulated time passes this")
     eval_every: Count = Field(1, description="evaluate every N rounds (real learning)")
+    eval_early: EvalEarly | None = Field(None, description="evaluate the rounds up to until_round every `every` rounds instead (e.g. sparse while the model still learns, dense in the final rounds a comparison averages)")
+
+    def evaluates(self, round_index: int) -> bool:
+        """Whether round ``round_index`` (0-based) ends with an evaluation: round n = round_index + 1 is
+        evaluated when n is a multiple of ``eval_early.every`` (n <= ``eval_early.until_round``) or of
+        ``eval_every`` (later rounds), and always when n is the last round."""
+        n = round_index + 1
+        early = self.eval_early is not None and n <= self.eval_early.until_round
+        every = self.eval_early.every if early else self.eval_every
+        return n % every == 0 or n == self.rounds
 
 
 class RoundSpec(Strict):

@@ -125,6 +125,29 @@ def test_eval_subset_and_device_sample():
     assert sim.learner.info()["n_eval"] == 20
 
 
+def test_eval_early_is_sparse_up_to_its_round_and_leaves_training_unchanged():
+    """training.eval_early: rounds 2 and 4 (every 2 up to round 4), then every round; the evaluations it
+    keeps and the training are those of the every-round schedule, bit for bit."""
+    d = learning_scenario()
+    d["training"].update(rounds=6, local_steps=2, eval_every=1)
+    _, dense = run(d)
+    d["training"]["eval_early"] = {"until_round": 4, "every": 2}
+    _, sparse = run(d)
+    assert sparse.rounds.loc[sparse.rounds["accuracy"].notna(), "round"].tolist() == [1, 3, 4, 5]
+    pd.testing.assert_frame_equal(sparse.device_rounds, dense.device_rounds)
+    kept = dense.rounds["round"].isin([1, 3, 4, 5])
+    pd.testing.assert_series_equal(sparse.rounds.loc[kept, "accuracy"], dense.rounds.loc[kept, "accuracy"])
+
+
+def test_training_evaluates_schedule():
+    from sim.scenario import Training
+
+    t = Training(rounds=30, eval_every=1, eval_early={"until_round": 24, "every": 4})
+    assert [r + 1 for r in range(30) if t.evaluates(r)] == [4, 8, 12, 16, 20, 24, 25, 26, 27, 28, 29, 30]
+    t = Training(rounds=7, eval_every=3)
+    assert [r + 1 for r in range(7) if t.evaluates(r)] == [3, 6, 7]  # the last round always
+
+
 def test_lora_layers_subset_maps_to_proxy_layers():
     d = learning_scenario()
     d["algorithm"]["params"]["lora_depth"] = 3  # top 3 of RoBERTa-base's 12 layers -> proxy layer 1 of 2
