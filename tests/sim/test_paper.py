@@ -112,6 +112,8 @@ def test_scales_derive_runnable_sweeps(tmp_path):
         assert all(c.scenario.training.rounds <= 8 for c in cells), name
         if c := next((c for c in cells if c.scenario.learning.kind == "real"), None):
             assert c.scenario.learning.model == "tiny-bert" and c.scenario.learning.lr == 0.001  # rest kept
+        for c in (c for c in cells if c.scenario.learning.kind == "real"):  # smoke evaluates every round
+            assert all(c.scenario.training.evaluates(r) for r in range(c.scenario.training.rounds)), name
     assert paper.expected_host_s(REPO / "scenarios" / "paper" / "accuracy.yaml") > 600
 
 
