@@ -98,8 +98,8 @@ def attach(model: nn.Module, adapter: ArchAdapter, slicer: Slicer, masks: Masks,
     peft's LoRA ``Linear`` directly, with its own ``r``, the shared ``lora_alpha`` and ``use_rslora``
     following ``scaling``, so peft's own scaling is the same per key. This is the module
     ``peft.inject_adapter_in_model`` builds for a target (same class, same forward), without that call's
-    walk over every module of the model to match target names (15 ms per attachment on the 2-layer proxy,
-    two attachments per local update); the model's own parameters are frozen when it is loaded, so
+    walk over every module of the model to match target names (15 ms per attachment on the 2-layer proxy;
+    a local update attaches once, and again after a pruning step); the model's own parameters are frozen when it is loaded, so
     peft's marking of every non-LoRA parameter as frozen has nothing to do.
     """
     from peft import LoraConfig  # noqa: PLC0415
