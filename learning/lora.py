@@ -1,8 +1,8 @@
 """LoRA on the shared, sliced model through peft, with per-device rank and layer subset.
 
 ``attach`` installs a device's structure (``Slicer.apply``), wraps exactly the chosen matrices of the
-chosen layers in peft's LoRA ``Linear`` (the module ``peft.inject_adapter_in_model`` would build), and loads the
-device's factors; ``detach`` restores the original frozen layers, which drops the wrappers, so the
+chosen layers in peft's LoRA ``Linear`` (the module ``peft.inject_adapter_in_model`` would build), and
+loads the device's factors; ``detach`` restores the original frozen layers, which drops the wrappers, so the
 next device starts from the same shared backbone. peft's LoRA computes ``W x + s·B(A x)``; the scaling
 ``s`` follows :func:`lora_scale`: ``alpha / r`` (``standard``, Hu et al. 2021) or ``alpha / sqrt(r)``
 (``rslora``). Ranks may differ per matrix (per-layer LoRA ranks): then each matrix has its own ``r`` and
@@ -98,9 +98,10 @@ def attach(model: nn.Module, adapter: ArchAdapter, slicer: Slicer, masks: Masks,
     peft's LoRA ``Linear`` directly, with its own ``r``, the shared ``lora_alpha`` and ``use_rslora``
     following ``scaling``, so peft's own scaling is the same per key. This is the module
     ``peft.inject_adapter_in_model`` builds for a target (same class, same forward), without that call's
-    walk over every module of the model to match target names (15 ms per attachment on the 2-layer proxy;
-    a local update attaches once, and again after a pruning step); the model's own parameters are frozen when it is loaded, so
-    peft's marking of every non-LoRA parameter as frozen has nothing to do.
+    walk over every module of the model to match target names (15 ms per attachment on the 2-layer
+    proxy; a local update attaches once, and again after a pruning step). The model's own parameters
+    are frozen when it is loaded, so peft's marking of every non-LoRA parameter as frozen has nothing
+    to do.
     """
     from peft import LoraConfig  # noqa: PLC0415
     from peft.tuners.lora.layer import Linear as LoraLinear  # noqa: PLC0415

@@ -538,6 +538,7 @@ LATER_KEYS: tuple[tuple[tuple[str, ...], Callable[[dict], bool]], ...] = (
     (("learning", "autocast"), lambda d: d["learning"]["autocast"] == "none"),
     (("learning", "lora_scaling"), lambda d: d["learning"]["lora_scaling"] == "standard"),
     (("server",), lambda d: d.get("server") is None),
+    (("training", "eval_early"), lambda d: d["training"]["eval_early"] is None),
 )
 """Keys added after results were published, each with the condition under which it changes nothing
 (absent, or its kind unused, or off). The resolved scenario drops a key while its condition holds, so

@@ -753,3 +753,17 @@ def test_typos_in_choices_and_keys_get_did_you_mean(tmp_path):
     d.mkdir()
     r = fedfleet("compare", str(d), "--format", "laytex")
     assert r.returncode == 2 and "did you mean 'latex'?" in r.stderr
+
+
+def test_a_key_added_later_leaves_the_digest_of_scenarios_without_it():
+    """training.eval_early (LATER_KEYS): unset, it is not in the resolved scenario, so every scenario that
+    does not use it keeps the digest (and run id) it had before the key existed; set, it counts."""
+    from sim.loader import load_scenario, resolved_dict, scenario_digest
+
+    sc, _ = load_scenario("scenarios/quickstart.yaml")
+    assert "eval_early" not in resolved_dict(sc)["training"]
+    d = yaml.safe_load(Path("scenarios/quickstart.yaml").read_text())
+    d.setdefault("training", {})["eval_early"] = {"until_round": 4, "every": 2}
+    sc2 = validate(d, "<edited>", Path("scenarios").resolve())
+    assert resolved_dict(sc2)["training"]["eval_early"] == {"until_round": 4, "every": 2}
+    assert scenario_digest(sc2) != scenario_digest(sc)
