@@ -226,6 +226,64 @@ def test_lora_scale_rules():
         lora_scale(16.0, 0)
 
 
+def test_attach_builds_what_peft_injection_builds(lr):
+    """attach wraps each chosen layer itself: the same peft class, adapter shapes, scaling and forward as
+    peft.inject_adapter_in_model with a rank_pattern gives (guards the pinned peft's constructor)."""
+    import re
+
+    from peft import LoraConfig, inject_adapter_in_model
+
+    keys = lora_keys(lr.adapter, lr.targets, [0, 1])
+    ranks = lr.key_ranks(_plan(), keys)
+    gen = torch.Generator().manual_seed(2)
+    fac = {k: (0.01 * torch.randn(lr.shapes[k][0], ranks[k], generator=gen),
+               agg.lora_a_init(ranks[k], lr.shapes[k][1], gen)) for k in keys}
+    x = {k: torch.randn(3, lr.shapes[k][1], generator=gen) for k in keys}
+    masks = lr.adapter.full_mask()
+
+    def wrapped() -> dict:
+        blocks = lr.adapter.blocks(lr.model)
+        out = {}
+        for li, path in keys:
+            m = blocks[li]
+            for part in path.split("."):
+                m = getattr(m, part)
+            with torch.no_grad():
+                out[(li, path)] = (type(m), m.r["default"], m.scaling["default"], m(x[(li, path)]))
+        return out
+
+    attach(lr.model, lr.adapter, lr.slicer, masks, keys, ranks, ALPHA, fac)
+    try:
+        ours = wrapped()
+    finally:
+        detach(lr.model, lr.slicer)
+    prefix = re.escape(lr.adapter.block_prefix(lr.model))
+    top = max(ranks.values())
+    alts = "|".join(rf"{li}\.{re.escape(p)}" for li, p in keys)
+    cfg = LoraConfig(r=top, lora_alpha=ALPHA, target_modules=rf"^{prefix}\.({alts})$",
+                     rank_pattern={rf"^{prefix}\.{li}\.{re.escape(p)}": r for (li, p), r in ranks.items() if r != top})
+    lr.slicer.apply(masks)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            inject_adapter_in_model(cfg, lr.model)
+        blocks = lr.adapter.blocks(lr.model)
+        with torch.no_grad():
+            for li, path in keys:
+                m = blocks[li]
+                for part in path.split("."):
+                    m = getattr(m, part)
+                m.lora_B["default"].weight.copy_(fac[(li, path)][0])
+                m.lora_A["default"].weight.copy_(fac[(li, path)][1])
+        theirs = wrapped()
+    finally:
+        detach(lr.model, lr.slicer)
+        if hasattr(lr.model, "peft_config"):
+            del lr.model.peft_config
+    for k in keys:
+        assert ours[k][:3] == theirs[k][:3], k
+        assert torch.equal(ours[k][3], theirs[k][3]), k
+
+
 def test_rslora_attach_matches_peft_and_the_learner_scales():
     lr2 = _learner(lora_scaling="rslora")
     keys = lora_keys(lr2.adapter, lr2.targets, [0, 1])
