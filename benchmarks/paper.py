@@ -87,9 +87,9 @@ TIMING_S_PER_ROUND = 0.02
 # optimiser): 2-layer MiniLM, max_len 48, about 3.3 s per 2,000 sentences in a cell against 0.075 s per step.
 EVAL_PER_SENTENCE_STEPS = 0.022
 # Host seconds per board and round beyond its steps (receiving and resizing the global update, slicing,
-# attaching LoRA, uploading), a rough fit: the 80-board cells (25 rounds of tau = 5) took 1,900-2,100 host-s
-# on a loaded machine and about 1,800 s on a free one (partly measured), well above their steps' cost.
-ROUND_OVERHEAD_S = 0.3
+# attaching LoRA, importance, uploading), a rough fit: the 80-board cells (25 rounds of tau = 5, 10,160
+# steps, 24 board-evaluations) took 1,148-1,162 host-s in the from-scratch run of 2026-12-07 evening.
+ROUND_OVERHEAD_S = 0.15
 
 
 def _merge(base: dict, extra: dict) -> dict:

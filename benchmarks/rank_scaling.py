@@ -11,7 +11,7 @@ same run under both scalings, so the FedAPT cells of ``make paper`` pair with th
 cell's).
 
 Paired by seed, in percentage points of settled accuracy (the paper page's measure: the mean of the
-evaluations once every board holds its final sparsity): FedSpine(rsLoRA) - FedAPT (claim 1a
+evaluations in the run's final window, :meth:`sim.views.paper.Cell.final_round`): FedSpine(rsLoRA) - FedAPT (claim 1a
 judged as on the page) and FedSpine(rsLoRA) - FedSpine(standard), with 95% t intervals and the MDE at 80%
 power (:func:`sim.views.paper.rank_scaling_rows`, the page's own rows); and FedSpine's modal rank per
 board type over the last 20% of rounds. Needs the ``accuracy`` sweep of ``make paper`` under

@@ -122,6 +122,7 @@ def attach(model: nn.Module, adapter: ArchAdapter, slicer: Slicer, masks: Masks,
             if not isinstance(base, nn.Linear):
                 raise TypeError(f"LoRA target {(li, path)} is a {type(base).__name__}, not a linear layer")
             m = LoraLinear(base, "default", config=cfg, r=ranks[(li, path)], lora_alpha=alpha)
+            _check_built(m, (li, path), ranks[(li, path)], scales[(li, path)], dropout)
             set_module(blocks[li], path, m)
             B, A = factors[(li, path)]
             m.lora_B["default"].weight.copy_(B)
@@ -130,10 +131,21 @@ def attach(model: nn.Module, adapter: ArchAdapter, slicer: Slicer, masks: Masks,
     return Attached(mods, scales, _param_ptrs(model))
 
 
+def _check_built(m: nn.Module, key: Key, rank: int, scale: float, dropout: float) -> None:
+    """The wrapper peft built has the rank, scaling and dropout asked for (a peft whose constructor
+    ignored the config would otherwise train silently at alpha / r without dropout)."""
+    drop = m.lora_dropout["default"]
+    got = (m.r["default"], m.scaling["default"], getattr(drop, "p", 0.0))
+    if got[0] != rank or not math.isclose(got[1], scale, rel_tol=1e-12) or not math.isclose(got[2], dropout):
+        raise RuntimeError(f"peft built LoRA for {key} with (rank, scaling, dropout) {got}, expected "
+                           f"{(rank, scale, dropout)}; check the installed peft (>= 0.19)")
+
+
 def _param_ptrs(model: nn.Module) -> frozenset[int]:
     return frozenset(p.untyped_storage().data_ptr() for p in model.parameters())
 
 
 def detach(model: nn.Module, slicer: Slicer) -> None:
-    """Put the original frozen layers back (dropping the LoRA wrappers, which wrap sliced copies)."""
+    """Put the original frozen layers back, dropping the LoRA wrappers (around sliced copies, or around
+    the original layers where a matrix keeps every group)."""
     slicer.restore()

@@ -104,7 +104,7 @@ class ArchAdapter:
         return [blocks[i] for i in range(len(blocks))]
 
     def block_prefix(self, model: nn.Module) -> str:
-        """Qualified module name of the block list (for peft's target regex)."""
+        """Qualified module name of the block list (e.g. for a peft target regex)."""
         if self.family == "bert":
             return f"{model.base_model_prefix}.encoder.layer"
         return "model.layers"

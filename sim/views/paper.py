@@ -17,10 +17,11 @@ Each claim of FedSpine (arXiv 2501.02438, its evaluation section) is judged with
 * the best tau holds when tau = 20 beats every other tau (lo > 0 against each), does not hold when some
   tau beats it (hi < 0), else cannot be resolved.
 
-Accuracy of a run: the mean of its evaluations in its final window, from the later of the first round
-at which every board holds its final sparsity and 0.8 of the rounds (:meth:`Cell.final_round`,
-:meth:`Cell.settled_accuracy`), so a run is not judged on one noisy evaluation nor on rounds before its
-last pruning step, and every method of a comparison is judged on the same final rounds.
+Accuracy of a run: the mean of its evaluations in its final window, from the later of the round after
+its last pruning step and the round by which the iterative schedules reach their target (0.8 of the
+rounds; :meth:`Cell.final_round`, :meth:`Cell.settled_accuracy`), so a run is not judged on one noisy
+evaluation nor on rounds before or right at its last pruning step, and the methods of a comparison
+are judged on the same final rounds.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from algorithms.schedule import reach_round
 from sim.store import atomic_write_bytes, atomic_write_text
 from sim.views.results import RunData, load_sweep, majority_rate, time_to_target
 from sim.views.stats import mde_paired, paired_difference, seed_stats, seeds_for_mde, t975
@@ -62,9 +64,6 @@ READINGS = ("per_device", "fleet_mean")
 P0 = 0.3  # the sparsity of the accuracy claims and of the summary rows
 TAUS = (10, 20, 30, 40)
 ACC_GOAL_PP = 1.5  # the design's goal for the accuracy claims' MDE
-FINAL_FRACTION = 0.8  # a run's final window starts at this fraction of its rounds at the earliest (Cell.final_round):
-# the round by which the design's iterative schedules reach their target (FedSpine's and FedAPT's
-# reach_target_by), and FedLoRA-then-prune prunes
 IDLE_GOAL_PP = 1.0  # the MDE an unresolved idle reduction is planned against (the paper gives no number)
 BASELINES = ("fedapt", "fedmp", "fedmp_fixed", "prune_then_fedlora", "fedlora_then_prune")
 LABEL = {"fedspine": "FedSpine", "fedapt": "FedAPT (uniform iterative)", "fedmp": "FedMP",
@@ -107,12 +106,16 @@ class Cell:
         return int(moving.max()) + 1 if len(moving) else 0
 
     def final_round(self) -> int:
-        """The first round of the run's final window: the later of :meth:`settled_round` and
-        ``ceil(FINAL_FRACTION * rounds)``. The second bound gives every method of a comparison the same
-        final rounds: a method that prunes once at round 0 (Prune-then-FedLoRA) is settled from round 0,
-        and averaging its evaluations from there would judge it on its early, still-learning rounds
-        against iterative methods judged on their last ones."""
-        return max(self.settled_round(), math.ceil(FINAL_FRACTION * self.rounds_n))
+        """The first round of the run's final window: the later of the round after :meth:`settled_round`
+        (the evaluation that ends the round of the last pruning step saw one round of recovery only) and
+        the round by which the design's iterative schedules reach their target
+        (:func:`algorithms.schedule.reach_round`: the last fifth of the rounds is left for recovery). The
+        second bound gives every method of a comparison the same final rounds: a method that prunes once
+        at round 0 (Prune-then-FedLoRA) is settled from round 0, and averaging its evaluations from there
+        would judge it on its early, still-learning rounds against iterative methods judged on their
+        last ones. A method that prunes all at once late (FedLoRA-then-prune, at that same round) starts
+        its window one round later."""
+        return max(self.settled_round() + 1, reach_round(None, self.rounds_n))
 
     def settled_accuracy(self) -> float:
         """Mean evaluated accuracy over the rounds from :meth:`final_round` on (NaN without any)."""
@@ -175,6 +178,26 @@ class Results:
 
     def seeds(self, sweep: str) -> list[int]:
         return sorted({c.seed for c in self.cells[sweep]})
+
+    def eval_rounds_text(self, sweep: str) -> str:
+        """The rounds (1-based) after which a sweep's first cell evaluated, compact ("4, 8, ..., 24, 25-30")."""
+        if not self.cells[sweep]:
+            return "n/a"
+        r = self.cells[sweep][0].rounds
+        n = [int(x) + 1 for x in r.loc[r["accuracy"].notna(), "round"]] if "accuracy" in r else []
+        return compact_rounds(n)
+
+
+def compact_rounds(n: list[int]) -> str:
+    """Sorted round numbers as text, runs of consecutive rounds as "a-b": [4, 8, 24, 25, 26] -> "4, 8, 24-26"."""
+    parts, i = [], 0
+    while i < len(n):
+        j = i
+        while j + 1 < len(n) and n[j + 1] == n[j] + 1:
+            j += 1
+        parts.append(f"{n[i]}-{n[j]}" if j - i >= 2 else ", ".join(str(x) for x in n[i:j + 1]))
+        i = j + 1
+    return ", ".join(parts) if parts else "none"
 
 
 # ----------------------------------------------------------------------------------------- verdicts

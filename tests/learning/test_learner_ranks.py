@@ -226,9 +226,11 @@ def test_lora_scale_rules():
         lora_scale(16.0, 0)
 
 
-def test_attach_builds_what_peft_injection_builds(lr):
-    """attach wraps each chosen layer itself: the same peft class, adapter shapes, scaling and forward as
-    peft.inject_adapter_in_model with a rank_pattern gives (guards the pinned peft's constructor)."""
+@pytest.mark.parametrize("scaling,dropout", [("standard", 0.0), ("rslora", 0.1)])
+def test_attach_builds_what_peft_injection_builds(lr, scaling, dropout):
+    """attach wraps each chosen layer itself: the same peft class, rank, scaling, dropout, trainable
+    adapter and frozen base, and forward as peft.inject_adapter_in_model with a rank_pattern gives
+    (guards the pinned peft's constructor)."""
     import re
 
     from peft import LoraConfig, inject_adapter_in_model
@@ -240,6 +242,7 @@ def test_attach_builds_what_peft_injection_builds(lr):
                agg.lora_a_init(ranks[k], lr.shapes[k][1], gen)) for k in keys}
     x = {k: torch.randn(3, lr.shapes[k][1], generator=gen) for k in keys}
     masks = lr.adapter.full_mask()
+    mode = lr.model.training
 
     def wrapped() -> dict:
         blocks = lr.adapter.blocks(lr.model)
@@ -248,11 +251,15 @@ def test_attach_builds_what_peft_injection_builds(lr):
             m = blocks[li]
             for part in path.split("."):
                 m = getattr(m, part)
+            m.eval()  # dropout off for the forward; its p is compared
+            grads = (m.lora_A["default"].weight.requires_grad, m.lora_B["default"].weight.requires_grad,
+                     m.base_layer.weight.requires_grad)
             with torch.no_grad():
-                out[(li, path)] = (type(m), m.r["default"], m.scaling["default"], m(x[(li, path)]))
+                out[(li, path)] = (type(m), m.r["default"], m.scaling["default"],
+                                   getattr(m.lora_dropout["default"], "p", 0.0), grads, m(x[(li, path)]))
         return out
 
-    attach(lr.model, lr.adapter, lr.slicer, masks, keys, ranks, ALPHA, fac)
+    attach(lr.model, lr.adapter, lr.slicer, masks, keys, ranks, ALPHA, fac, dropout, scaling=scaling)
     try:
         ours = wrapped()
     finally:
@@ -260,7 +267,8 @@ def test_attach_builds_what_peft_injection_builds(lr):
     prefix = re.escape(lr.adapter.block_prefix(lr.model))
     top = max(ranks.values())
     alts = "|".join(rf"{li}\.{re.escape(p)}" for li, p in keys)
-    cfg = LoraConfig(r=top, lora_alpha=ALPHA, target_modules=rf"^{prefix}\.({alts})$",
+    cfg = LoraConfig(r=top, lora_alpha=ALPHA, target_modules=rf"^{prefix}\.({alts})$", lora_dropout=dropout,
+                     use_rslora=scaling == "rslora",
                      rank_pattern={rf"^{prefix}\.{li}\.{re.escape(p)}": r for (li, p), r in ranks.items() if r != top})
     lr.slicer.apply(masks)
     try:
@@ -279,9 +287,11 @@ def test_attach_builds_what_peft_injection_builds(lr):
         detach(lr.model, lr.slicer)
         if hasattr(lr.model, "peft_config"):
             del lr.model.peft_config
+        lr.model.train(mode)
     for k in keys:
-        assert ours[k][:3] == theirs[k][:3], k
-        assert torch.equal(ours[k][3], theirs[k][3]), k
+        assert ours[k][:5] == theirs[k][:5], k
+        assert ours[k][4] == (True, True, False) and ours[k][3] == dropout, k
+        assert torch.equal(ours[k][5], theirs[k][5]), k
 
 
 def test_rslora_attach_matches_peft_and_the_learner_scales():

@@ -82,8 +82,8 @@ def test_settled_accuracy_averages_the_final_window():
     c = _cell(1, [[0.1, 0.1], [0.2, 0.3]] + [[0.3, 0.3]] * 8, acc)
     assert c.settled_round() == 2 and c.final_round() == 8
     assert c.settled_accuracy() == pytest.approx(0.75)
-    late = _cell(2, [[0.0, 0.0]] * 9 + [[0.3, 0.3]], acc)
-    assert late.settled_round() == 9 == late.final_round() and late.settled_accuracy() == pytest.approx(0.8)
+    late = _cell(2, [[0.0, 0.0]] * 9 + [[0.3, 0.3]], acc)  # prunes in the last round: its last evaluation
+    assert late.settled_round() == 9 and late.final_round() == 10 and late.settled_accuracy() == pytest.approx(0.8)
     assert paired_values({1: c, 2: late}, {2: late}, lambda a, b: a.seed + b.seed) == {2: 4}
 
 
@@ -96,6 +96,15 @@ def test_a_method_pruned_at_round_0_is_judged_on_the_same_final_rounds():
     assert once.settled_round() == 0 and iterative.settled_round() == 7
     assert once.final_round() == iterative.final_round() == 8
     assert settled_gap(iterative, once) == 0.0
+    at_once_late = _cell(1, [[0.0, 0.0]] * 8 + [[0.3, 0.3]] * 2, acc)  # FedLoRA-then-prune at round 8
+    assert at_once_late.final_round() == 9 and at_once_late.settled_accuracy() == pytest.approx(0.8)
+
+
+def test_compact_rounds():
+    from sim.views.paper import compact_rounds
+
+    assert compact_rounds([4, 8, 12, 24, 25, 26, 27]) == "4, 8, 12, 24-27"
+    assert compact_rounds([2, 3, 5]) == "2, 3, 5" and compact_rounds([]) == "none"
 
 
 def test_scales_derive_runnable_sweeps(tmp_path):
