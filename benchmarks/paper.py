@@ -6,8 +6,8 @@ from the run files.
     .venv/bin/python benchmarks/paper.py [--scale default|full|smoke] [--skip-runs] [--out results] [--workers N]
 
 Scales: ``default`` runs the default design (:data:`sim.views.paper.RUNS`: every sweep file but ``tau``, as
-written; on this project's 2-core machine 135 to 180 minutes from scratch, depending on the machine's speed
-at the time); ``full`` (adds ``tau``)
+written; on this project's 2-core machine 2 h 09 min from scratch on 2026-12-07 evening, more when the
+machine runs slower); ``full`` (adds ``tau``)
 runs more seeds and the per-device FedSpine at full scale, for a bigger machine, a GPU (add
 ``learning.device: cuda`` to ``scenarios/paper/learning-8.yaml``) or a Ray cluster (``--address``);
 ``smoke`` is a minutes-long miniature with the tiny packaged model, for testing the pipeline. A scale

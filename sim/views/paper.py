@@ -180,7 +180,7 @@ class Results:
         return sorted({c.seed for c in self.cells[sweep]})
 
     def eval_rounds_text(self, sweep: str) -> str:
-        """The rounds (1-based) after which a sweep's first cell evaluated, compact ("4, 8, ..., 24, 25-30")."""
+        """The rounds (1-based) after which a sweep's first cell evaluated, compact (:func:`compact_rounds`)."""
         if not self.cells[sweep]:
             return "n/a"
         r = self.cells[sweep][0].rounds
